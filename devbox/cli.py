@@ -1,0 +1,313 @@
+"""The command line: parse, call one use-case, print. No logic of its own.
+
+Errors: every DevboxError is caught once, in `run`, and printed as one line on
+stderr with its exit code; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from devbox import __version__
+from devbox.errors import DevboxError, ExitCode
+
+if TYPE_CHECKING:
+    from devbox.lifecycle import Context, CreateRequest
+
+app = typer.Typer(
+    name="devbox",
+    help="Remote development containers (drones) on rootless Podman, run by systemd.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_debug = False
+
+
+def make_context() -> Context:
+    """The real world. Tests replace this function with one that returns fakes."""
+    from devbox import podman, systemd
+    from devbox.config import Paths
+    from devbox.lifecycle import Context
+
+    paths = Paths.from_env()
+    return Context(
+        paths,
+        systemd_factory=systemd.connect,
+        podman_factory=lambda: podman.PodmanPy(podman.default_socket(paths.runtime_dir)),
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _progress(text: str) -> None:
+    if sys.stderr.isatty():
+        _err(f"… {text}")
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"devbox {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show a traceback when something fails."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    global _debug
+    _debug = debug
+
+
+# Options shared by `create` and `render`.
+RepoOpt = typer.Option([], "--repo", "-r", help="GitHub repository ORG/REPO the drone may use (repeatable).")
+ImageOpt = typer.Option(None, "--image", help="Container image (default from config).")
+CpusOpt = typer.Option(None, "--cpus", help="CPU limit, for example 2 or 0.5.")
+MemoryOpt = typer.Option(None, "--memory", help="Memory limit, for example 4g or 512m.")
+SshPortOpt = typer.Option(None, "--ssh-port", help="Publish the drone's SSH port on 127.0.0.1:PORT.")
+SyncthingOpt = typer.Option(None, "--with-syncthing/--without-syncthing", help="Run Syncthing in the drone.")
+EnvOpt = typer.Option([], "--env", "-e", help="KEY=VALUE for the drone's environment (repeatable).")
+NameArg = typer.Argument(None, help="Drone name; derived from the first --repo when omitted.", show_default=False)
+
+
+def _request(
+    name: str | None,
+    repo: list[str],
+    image: str | None,
+    cpus: str | None,
+    memory: str | None,
+    ssh_port: str | None,
+    syncthing: bool | None,
+    env: list[str],
+) -> CreateRequest:
+    from devbox.lifecycle import CreateRequest
+
+    return CreateRequest(
+        name=name, repos=repo, image=image, cpus=cpus, memory=memory, ssh_port=ssh_port, syncthing=syncthing, env=env
+    )
+
+
+@app.command()
+def create(
+    name: str | None = NameArg,
+    repo: list[str] = RepoOpt,
+    image: str | None = ImageOpt,
+    cpus: str | None = CpusOpt,
+    memory: str | None = MemoryOpt,
+    ssh_port: str | None = SshPortOpt,
+    with_syncthing: bool | None = SyncthingOpt,
+    env: list[str] = EnvOpt,
+    no_start: bool = typer.Option(False, "--no-start", help="Write and load the units, do not start."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written; write nothing."),
+    force: bool = typer.Option(False, "--force", help="Replace unit files devbox did not write."),
+) -> None:
+    """Create a drone and start it."""
+    from devbox import lifecycle
+
+    ctx = make_context()
+    result = lifecycle.create(
+        ctx,
+        _request(name, repo, image, cpus, memory, ssh_port, with_syncthing, env),
+        start=not no_start,
+        dry_run=dry_run,
+        force=force,
+        progress=_progress,
+    )
+    for item in result.files:
+        print(f"{item.change.value:<9}  {item.path}")
+    if result.dry_run:
+        print("dry run: nothing written")
+    elif result.started:
+        print(f"drone {result.spec.name} is running: systemctl --user status {result.spec.unit}")
+    else:
+        print(f"drone {result.spec.name} is created, not started: devbox start {result.spec.name}")
+
+
+@app.command()
+def render(
+    name: str | None = NameArg,
+    repo: list[str] = RepoOpt,
+    image: str | None = ImageOpt,
+    cpus: str | None = CpusOpt,
+    memory: str | None = MemoryOpt,
+    ssh_port: str | None = SshPortOpt,
+    with_syncthing: bool | None = SyncthingOpt,
+    env: list[str] = EnvOpt,
+) -> None:
+    """Print every unit file devbox would write for a drone; write nothing."""
+    from devbox import install, lifecycle
+
+    ctx = make_context()
+    spec = lifecycle.build_spec(ctx, _request(name, repo, image, cpus, memory, ssh_port, with_syncthing, env))
+    for index, rendered in enumerate(lifecycle.render_files(ctx, spec)):
+        if index:
+            print()
+        print(f"# --- {install.target_path(ctx.paths, rendered.place, rendered.relative_path)}")
+        print(rendered.text, end="")
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Every drone, its state and address."""
+    from devbox import lifecycle, output
+
+    statuses = lifecycle.list_drones(make_context())
+    now = _now()
+    if as_json:
+        _print_json([output.status_dict(s, now) for s in statuses])
+    elif statuses:
+        print(output.list_table(statuses, now))
+    else:
+        print("no drones yet: devbox create NAME --repo ORG/REPO")
+
+
+@app.command()
+def status(
+    name: str = typer.Argument(..., help="Drone name."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """One drone in detail: unit, container, image, repos, uptime, restarts, ports, volume."""
+    from devbox import lifecycle, output
+
+    result = lifecycle.status(make_context(), name)
+    if as_json:
+        _print_json(output.status_dict(result, _now()))
+    else:
+        print(output.status_text(result, _now()))
+
+
+@app.command()
+def start(name: str = typer.Argument(..., help="Drone name.")) -> None:
+    """Start a drone (and bring it back with the user manager)."""
+    from devbox import lifecycle
+
+    lifecycle.start(make_context(), name, progress=_progress)
+    print(f"drone {name} is running")
+
+
+@app.command()
+def stop(name: str = typer.Argument(..., help="Drone name.")) -> None:
+    """Stop a drone; it stays stopped until `devbox start`, across reboots too."""
+    from devbox import lifecycle
+
+    lifecycle.stop(make_context(), name, progress=_progress)
+    print(f"drone {name} is stopped")
+
+
+@app.command()
+def restart(name: str = typer.Argument(..., help="Drone name.")) -> None:
+    """Restart a drone."""
+    from devbox import lifecycle
+
+    lifecycle.restart(make_context(), name, progress=_progress)
+    print(f"drone {name} is running")
+
+
+@app.command()
+def destroy(
+    name: str = typer.Argument(..., help="Drone name."),
+    keep_volume: bool = typer.Option(False, "--keep-volume", help="Keep the drone's home volume."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Stop a drone and remove its units, container and (unless --keep-volume) its home volume."""
+    from devbox import lifecycle
+
+    ctx = make_context()
+    lifecycle.require_drone(ctx.paths, name)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise DevboxError(f"refusing to destroy {name} without --yes (no terminal to ask on)", ExitCode.USAGE)
+        what = "its units and container" if keep_volume else "its units, container and home volume"
+        if not typer.confirm(f"Destroy drone {name} with {what}?", default=False):
+            raise DevboxError("nothing destroyed", ExitCode.FAILURE)
+    result = lifecycle.destroy(ctx, name, keep_volume=keep_volume, progress=_progress)
+    volume = "volume kept" if keep_volume else ("volume removed" if result.volume_removed else "no volume")
+    print(f"drone {name} is destroyed ({len(result.removed_files)} files removed, {volume})")
+
+
+@app.command()
+def logs(
+    name: str = typer.Argument(..., help="Drone name."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines to show."),
+) -> None:
+    """The drone's journal."""
+    from devbox import lifecycle, systemd
+
+    ctx = make_context()
+    lifecycle.require_drone(ctx.paths, name)
+    argv = systemd.journal_argv(f"drone-{name}.service", lines, follow)
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        raise DevboxError("journalctl is not installed", ExitCode.ENVIRONMENT) from None
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Check that this host can run drones; each failed check says what to do."""
+    from devbox.doctor import run_checks
+
+    checks = run_checks()
+    if as_json:
+        _print_json([{"check": c.name, "status": c.status, "detail": c.detail, "fix": c.fix} for c in checks])
+    else:
+        for check in checks:
+            line = f"{check.status.upper():<4}  {check.name}: {check.detail}"
+            print(line + (f"\n      fix: {check.fix}" if check.fix and check.status != "ok" else ""))
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(int(ExitCode.ENVIRONMENT))
+
+
+@app.command(hidden=True)
+def broker(name: str = typer.Argument(..., help="Drone name.")) -> None:
+    """Serve the drone's credential socket (started by drone-NAME-creds.socket)."""
+    from devbox.broker.server import serve_from_systemd
+
+    serve_from_systemd(name)
+
+
+def run(argv: list[str] | None = None) -> None:
+    import click
+
+    try:
+        code = app(args=argv, prog_name="devbox", standalone_mode=False)
+    except DevboxError as exc:
+        if _debug:
+            import traceback
+
+            traceback.print_exc()
+        _err(f"devbox: {exc.message}")
+        for line in exc.details:
+            _err(f"  {line}")
+        sys.exit(int(exc.code))
+    except click.exceptions.Abort:
+        _err("devbox: aborted")
+        sys.exit(int(ExitCode.FAILURE))
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err("devbox: interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

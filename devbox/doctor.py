@@ -1,0 +1,177 @@
+"""`devbox doctor`: is this host ready for drones? Each check says what to do when it fails."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from devbox import quadlet
+
+PODMAN_MIN = (4, 4)  # Quadlet arrived in 4.4
+PODMAN_RECOMMENDED = (5, 0)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok, warn, fail
+    detail: str
+    fix: str = ""
+
+
+class Host:
+    """What doctor reads from the machine; tests replace it."""
+
+    def __init__(self) -> None:
+        self.uid = os.getuid()
+        self.user = pwd.getpwuid(self.uid).pw_name
+        self.runtime_dir = Path(os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{self.uid}")
+
+    def run(self, argv: list[str]) -> tuple[int, str]:
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+        except FileNotFoundError:
+            return 127, f"{argv[0]}: not found"
+        except subprocess.TimeoutExpired:
+            return 124, f"{argv[0]}: timed out"
+        return result.returncode, (result.stdout + result.stderr).strip()
+
+    def read(self, path: str | Path) -> str | None:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return None
+
+    def exists(self, path: str | Path) -> bool:
+        return Path(path).exists()
+
+    def quadlet(self) -> Path | None:
+        return quadlet.generator_path()
+
+
+def check_podman(host: Host) -> Check:
+    code, out = host.run(["podman", "--version"])
+    if code != 0:
+        return Check("podman", "fail", "podman is not installed", "install Podman 5 (Debian 13: apt install podman)")
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+    version = tuple(int(x) for x in match.groups()[:2]) if match else (0, 0)
+    text = match.group(0) if match else out
+    if version < PODMAN_MIN:
+        return Check("podman", "fail", f"Podman {text} has no Quadlet", "install Podman 5 or newer (4.4 at the least)")
+    if version < PODMAN_RECOMMENDED:
+        return Check("podman", "warn", f"Podman {text}: devbox is tested with Podman 5", "upgrade to Podman 5")
+    return Check("podman", "ok", f"Podman {text}")
+
+
+def check_quadlet(host: Host) -> Check:
+    path = host.quadlet()
+    if path is None:
+        return Check(
+            "quadlet",
+            "fail",
+            "the Quadlet generator is missing",
+            "install Podman 5 (it ships /usr/libexec/podman/quadlet)",
+        )
+    return Check("quadlet", "ok", str(path))
+
+
+def check_user_manager(host: Host) -> Check:
+    code, out = host.run(["systemctl", "--user", "is-system-running"])
+    state = out.splitlines()[-1].strip() if out else ""
+    if state in ("running", "degraded"):
+        return Check(
+            "user manager",
+            "ok" if state == "running" else "warn",
+            f"systemd --user is {state}",
+            "" if state == "running" else "see `systemctl --user --failed`",
+        )
+    return Check(
+        "user manager",
+        "fail",
+        f"systemd --user is not reachable ({state or 'no answer'})",
+        "log in through a systemd session (PID 1 must be systemd) and check XDG_RUNTIME_DIR",
+    )
+
+
+def check_linger(host: Host) -> Check:
+    if host.exists(f"/var/lib/systemd/linger/{host.user}"):
+        return Check("linger", "ok", f"enabled for {host.user}")
+    return Check(
+        "linger",
+        "fail",
+        f"not enabled for {host.user}: drones stop when you log out",
+        f"sudo loginctl enable-linger {host.user}",
+    )
+
+
+def _subids(text: str | None, user: str, uid: int) -> int:
+    total = 0
+    for line in (text or "").splitlines():
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[0] in (user, str(uid)) and parts[2].isdigit():
+            total += int(parts[2])
+    return total
+
+
+def check_subids(host: Host) -> Check:
+    uids = _subids(host.read("/etc/subuid"), host.user, host.uid)
+    gids = _subids(host.read("/etc/subgid"), host.user, host.uid)
+    if uids >= 65536 and gids >= 65536:
+        return Check("subordinate ids", "ok", f"{uids} uids, {gids} gids")
+    return Check(
+        "subordinate ids",
+        "fail",
+        f"{host.user} has {uids} subordinate uids and {gids} gids (65536 needed)",
+        f"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {host.user}",
+    )
+
+
+def check_cgroups(host: Host) -> Check:
+    if not host.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return Check(
+            "cgroup controllers",
+            "warn",
+            "not the unified cgroup v2 hierarchy: --cpus and --memory will fail",
+            "boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1)",
+        )
+    path = f"/sys/fs/cgroup/user.slice/user-{host.uid}.slice/user@{host.uid}.service/cgroup.controllers"
+    controllers = set((host.read(path) or "").split())
+    missing = sorted({"cpu", "memory"} - controllers)
+    if missing:
+        return Check(
+            "cgroup controllers",
+            "warn",
+            f"not delegated to your user manager: {', '.join(missing)}; --cpus/--memory will fail",
+            "add a drop-in for user@.service with Delegate=cpu cpuset io memory pids",
+        )
+    return Check("cgroup controllers", "ok", "cpu and memory are delegated")
+
+
+def check_podman_socket(host: Host) -> Check:
+    code, out = host.run(["systemctl", "--user", "is-active", "podman.socket"])
+    if code == 0 or host.exists(host.runtime_dir / "podman" / "podman.sock"):
+        return Check("podman.socket", "ok", "the Podman API socket is listening")
+    return Check(
+        "podman.socket", "fail", "the Podman API socket is not listening", "systemctl --user enable --now podman.socket"
+    )
+
+
+CHECKS: list[Callable[[Host], Check]] = [
+    check_podman,
+    check_quadlet,
+    check_user_manager,
+    check_linger,
+    check_subids,
+    check_cgroups,
+    check_podman_socket,
+]
+
+
+def run_checks(host: Host | None = None) -> list[Check]:
+    host = host or Host()
+    return [check(host) for check in CHECKS]

@@ -1,0 +1,128 @@
+"""Writing unit files: a plan first (new / changed / unchanged), then atomic writes.
+
+A file is written to a temporary file in the same directory, fsynced and renamed
+over the target, so systemd never reads half a unit. A file devbox did not write
+is never replaced unless the caller says so (`--force`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from devbox.config import Paths
+from devbox.errors import DevboxError, ExitCode
+from devbox.render import Place, RenderedFile
+from devbox.unitfile import is_ours
+
+
+class Change(Enum):
+    NEW = "new"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: Path
+    text: str
+    change: Change
+    previous: str | None
+
+
+def place_dir(paths: Paths, place: Place) -> Path:
+    return paths.quadlet_dir if place is Place.QUADLET else paths.unit_dir
+
+
+def target_path(paths: Paths, place: Place, relative_path: str) -> Path:
+    return place_dir(paths, place) / relative_path
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        return ""  # not ours, whatever it is
+
+
+def plan(files: Iterable[RenderedFile], paths: Paths, force: bool = False) -> list[PlannedFile]:
+    planned: list[PlannedFile] = []
+    for rendered in files:
+        path = target_path(paths, rendered.place, rendered.relative_path)
+        previous = _read(path)
+        if previous is None:
+            change = Change.NEW
+        elif previous == rendered.text:
+            change = Change.UNCHANGED
+        else:
+            if not is_ours(previous) and not force:
+                raise DevboxError(
+                    f"{path} exists and was not written by devbox: move it away or use --force",
+                    ExitCode.CONFLICT,
+                )
+            change = Change.CHANGED
+        planned.append(PlannedFile(path, rendered.text, change, previous))
+    return planned
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def apply(planned: list[PlannedFile]) -> list[PlannedFile]:
+    """Write every new or changed file; on failure undo what was written, then re-raise."""
+    done: list[PlannedFile] = []
+    try:
+        for item in planned:
+            if item.change is not Change.UNCHANGED:
+                atomic_write(item.path, item.text)
+                done.append(item)
+    except OSError as exc:
+        rollback(done)
+        raise DevboxError(f"cannot write {exc.filename or 'a unit file'}: {exc.strerror}", ExitCode.FAILURE) from None
+    return done
+
+
+def rollback(written: list[PlannedFile]) -> None:
+    """Put back what was there before each written file (or remove it if it was new)."""
+    for item in reversed(written):
+        if item.previous is None:
+            remove_file(item.path)
+        else:
+            atomic_write(item.path, item.previous)
+
+
+def remove_file(path: Path) -> bool:
+    """Remove a file and, if it leaves one empty, its drop-in directory."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    if path.parent.name.endswith(".d"):
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass
+    return True

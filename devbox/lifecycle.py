@@ -1,0 +1,381 @@
+"""The use-cases: create, start, stop, restart, destroy, status, list.
+
+They take a `Context` (paths, config, systemd, podman, clock; tests pass fakes)
+and plain options, and return results. They print nothing: `progress` is a
+callback the CLI gives for long steps.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+from devbox import __version__, install, quadlet, unitfile
+from devbox.config import Config, Paths, load_config
+from devbox.errors import DevboxError, ExitCode
+from devbox.podman import ContainerInfo, Podman
+from devbox.render import RenderedFile, autostart_dropin, drone_files, render_autostart, render_drone
+from devbox.spec import SOCKET_PATH_MAX, DroneSpec, home_volume, parse_env, unit_service
+from devbox.systemd import Systemd, UnitState, details, journal_lines
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class Context:
+    """What the use-cases need from the outside world, made on first use."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        *,
+        systemd_factory: Callable[[], Systemd],
+        podman_factory: Callable[[], Podman],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        devbox_command: Sequence[str] = (sys.executable, "-m", "devbox"),
+        config: Config | None = None,
+    ) -> None:
+        self.paths = paths
+        self._systemd_factory = systemd_factory
+        self._podman_factory = podman_factory
+        self.clock = clock
+        self.devbox_command = tuple(devbox_command)
+        self._config = config
+
+    @cached_property
+    def config(self) -> Config:
+        return self._config if self._config is not None else load_config(self.paths.config_file)
+
+    @cached_property
+    def systemd(self) -> Systemd:
+        return self._systemd_factory()
+
+    @cached_property
+    def podman(self) -> Podman:
+        return self._podman_factory()
+
+
+@dataclass(frozen=True)
+class DroneRecord:
+    """A drone as its unit file declares it."""
+
+    name: str
+    path: Path
+    labels: dict[str, str]
+    image: str
+    autostart: bool
+
+    @property
+    def repos(self) -> list[str]:
+        return [r for r in self.labels.get("repos", "").split(",") if r]
+
+
+def find_drones(paths: Paths) -> dict[str, DroneRecord]:
+    """Every drone devbox wrote, from the Quadlet directory alone (one directory read)."""
+    drones: dict[str, DroneRecord] = {}
+    if not paths.quadlet_dir.is_dir():
+        return drones
+    for path in sorted(paths.quadlet_dir.glob("drone-*.container")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        labels = unitfile.labels(text) if unitfile.is_ours(text) else {}
+        name = labels.get("drone")
+        if not name or path.name != f"drone-{name}.container":
+            continue
+        drones[name] = DroneRecord(
+            name=name,
+            path=path,
+            labels=labels,
+            image=unitfile.image(text) or "",
+            autostart=(paths.quadlet_dir / autostart_dropin(name)).is_file(),
+        )
+    return drones
+
+
+def require_drone(paths: Paths, name: str) -> DroneRecord:
+    record = find_drones(paths).get(name)
+    if record is None:
+        raise DevboxError(f"no such drone: {name}", ExitCode.NOT_FOUND)
+    return record
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    name: str | None
+    repos: Sequence[str] = ()
+    image: str | None = None
+    cpus: str | None = None
+    memory: str | None = None
+    ssh_port: str | int | None = None
+    syncthing: bool | None = None
+    env: Sequence[str] = ()
+
+
+def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
+    """Command-line options over config defaults, validated."""
+    defaults = ctx.config.drone
+    env = dict(defaults.env)
+    env.update(parse_env(item) for item in request.env)
+    spec = DroneSpec.build(
+        name=request.name,
+        repos=list(request.repos),
+        image=request.image or defaults.image,
+        created=ctx.clock().replace(microsecond=0),
+        version=__version__,
+        cpus=request.cpus if request.cpus is not None else defaults.cpus,
+        memory=request.memory if request.memory is not None else defaults.memory,
+        ssh_port=request.ssh_port,
+        syncthing=defaults.syncthing if request.syncthing is None else request.syncthing,
+        env=env,
+    )
+    socket = ctx.paths.creds_socket(spec.name)
+    if len(str(socket).encode()) > SOCKET_PATH_MAX:
+        raise DevboxError(
+            f"the credential socket path {socket} would be longer than {SOCKET_PATH_MAX} bytes: use a shorter name",
+            ExitCode.INVALID_INPUT,
+        )
+    return spec
+
+
+def render_files(ctx: Context, spec: DroneSpec) -> list[RenderedFile]:
+    return render_drone(spec, ctx.devbox_command)
+
+
+@dataclass
+class CreateResult:
+    spec: DroneSpec
+    files: list[install.PlannedFile]
+    started: bool = False
+    dry_run: bool = False
+
+
+def create(
+    ctx: Context,
+    request: CreateRequest,
+    *,
+    start: bool = True,
+    dry_run: bool = False,
+    force: bool = False,
+    progress: Progress = _quiet,
+) -> CreateResult:
+    spec = build_spec(ctx, request)
+    existing = find_drones(ctx.paths)
+    if spec.name in existing:
+        raise DevboxError(f"drone {spec.name} exists already", ExitCode.EXISTS)
+    limit = ctx.config.max_drones
+    if limit and len(existing) >= limit:
+        raise DevboxError(f"the drone limit is reached ({limit}, max_drones in the config)", ExitCode.LIMIT)
+    planned = install.plan(render_files(ctx, spec), ctx.paths, force=force)
+    if dry_run:
+        return CreateResult(spec, planned, dry_run=True)
+
+    _ensure_image(ctx, spec.image, progress)
+    progress("writing unit files")
+    written = install.apply(planned)
+    try:
+        progress("reloading the user manager")
+        ctx.systemd.daemon_reload()
+        _check_generated(ctx, spec.name)
+        if start:
+            progress(f"starting {spec.service}")
+            _start_or_explain(ctx, spec.service)
+    except DevboxError:
+        _undo_create(ctx, spec.name, written)
+        raise
+    return CreateResult(spec, planned, started=start)
+
+
+def _ensure_image(ctx: Context, image: str, progress: Progress) -> None:
+    if ctx.podman.image_exists(image):
+        return
+    progress(f"pulling {image}")
+    try:
+        ctx.podman.pull(image)
+    except DevboxError as exc:
+        raise DevboxError(
+            f"image {image} is not present and could not be pulled: {exc.message}", ExitCode.IMAGE
+        ) from None
+    if not ctx.podman.image_exists(image):
+        raise DevboxError(f"image {image} is not present and could not be pulled", ExitCode.IMAGE)
+
+
+def _check_generated(ctx: Context, name: str) -> None:
+    """After daemon-reload the Quadlet generator must have produced drone-NAME.service."""
+    service = unit_service(name)
+    if ctx.systemd.states([service])[service].exists:
+        return
+    reasons = quadlet.problems(ctx.paths.quadlet_dir, f"drone-{name}.container")
+    raise DevboxError(
+        f"the Quadlet generator produced no {service}" + (f": {reasons[0]}" if reasons else ""),
+        ExitCode.SYSTEMD,
+        details=reasons[1:],
+    )
+
+
+def _start_or_explain(ctx: Context, service: str) -> None:
+    try:
+        ctx.systemd.start(service)
+    except DevboxError as exc:
+        raise DevboxError(exc.message, exc.code, details=journal_lines(service, 20)) from None
+
+
+def _undo_create(ctx: Context, name: str, written: list[install.PlannedFile]) -> None:
+    """Leave nothing half-made: stop what may have started, put the files back, reload."""
+    for unit in (unit_service(name), f"drone-{name}-creds.socket", f"drone-{name}-creds.service"):
+        try:
+            ctx.systemd.stop(unit)
+        except DevboxError:
+            pass
+    install.rollback(written)
+    try:
+        ctx.systemd.daemon_reload()
+    except DevboxError:
+        pass
+
+
+def start(ctx: Context, name: str, progress: Progress = _quiet) -> None:
+    record = require_drone(ctx.paths, name)
+    if not record.autostart:
+        install.atomic_write(ctx.paths.quadlet_dir / autostart_dropin(name), render_autostart())
+        ctx.systemd.daemon_reload()
+    progress(f"starting {unit_service(name)}")
+    _start_or_explain(ctx, unit_service(name))
+
+
+def stop(ctx: Context, name: str, progress: Progress = _quiet) -> None:
+    """Stop, and stay stopped across a restart of the user manager (the autostart drop-in goes)."""
+    require_drone(ctx.paths, name)
+    if install.remove_file(ctx.paths.quadlet_dir / autostart_dropin(name)):
+        ctx.systemd.daemon_reload()
+    progress(f"stopping {unit_service(name)}")
+    ctx.systemd.stop(unit_service(name))
+
+
+def restart(ctx: Context, name: str, progress: Progress = _quiet) -> None:
+    record = require_drone(ctx.paths, name)
+    if not record.autostart:
+        install.atomic_write(ctx.paths.quadlet_dir / autostart_dropin(name), render_autostart())
+        ctx.systemd.daemon_reload()
+    progress(f"restarting {unit_service(name)}")
+    try:
+        ctx.systemd.restart(unit_service(name))
+    except DevboxError as exc:
+        raise DevboxError(exc.message, exc.code, details=journal_lines(unit_service(name), 20)) from None
+
+
+@dataclass
+class DestroyResult:
+    name: str
+    removed_files: list[Path] = field(default_factory=list)
+    volume_removed: bool = False
+    volume_kept: bool = False
+
+
+def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Progress = _quiet) -> DestroyResult:
+    require_drone(ctx.paths, name)
+    result = DestroyResult(name)
+    progress(f"stopping {unit_service(name)}")
+    for unit in (unit_service(name), f"drone-{name}-creds.service", f"drone-{name}-creds.socket"):
+        state = ctx.systemd.states([unit])[unit]
+        if state.exists and state.active_state not in ("inactive",):
+            ctx.systemd.stop(unit)
+    for place, relative in drone_files(name):
+        path = install.target_path(ctx.paths, place, relative)
+        if install.remove_file(path):
+            result.removed_files.append(path)
+    ctx.systemd.daemon_reload()
+    ctx.podman.remove_container(f"drone-{name}")
+    if keep_volume:
+        result.volume_kept = ctx.podman.volume_exists(home_volume(name))
+    else:
+        progress(f"removing volume {home_volume(name)}")
+        result.volume_removed = ctx.podman.remove_volume(home_volume(name))
+    shutil.rmtree(ctx.paths.socket_dir(name), ignore_errors=True)
+    return result
+
+
+@dataclass(frozen=True)
+class DroneStatus:
+    name: str
+    state: str  # running, starting, stopping, stopped, failed, missing-unit
+    unit: str
+    unit_state: str
+    unit_sub_state: str
+    container_state: str | None
+    image: str
+    repos: list[str]
+    created: str | None
+    started: datetime | None
+    restarts: int | None
+    ports: list[str]
+    volume: str
+    volume_exists: bool | None
+    autostart: bool
+    ssh_port: int | None
+    syncthing: bool
+
+    def uptime_seconds(self, now: datetime) -> int | None:
+        return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
+
+
+def _summary(unit: UnitState, container: ContainerInfo | None) -> str:
+    if not unit.exists:
+        return "missing-unit"
+    if unit.active_state == "active":
+        return "running" if container is not None and container.state == "running" else "starting"
+    return {"activating": "starting", "deactivating": "stopping", "failed": "failed", "reloading": "running"}.get(
+        unit.active_state, "stopped"
+    )
+
+
+def _status(
+    record: DroneRecord, unit: UnitState, container: ContainerInfo | None, volume_exists: bool | None
+) -> DroneStatus:
+    port = record.labels.get("ssh-port")
+    return DroneStatus(
+        name=record.name,
+        state=_summary(unit, container),
+        unit=unit.name,
+        unit_state=unit.active_state,
+        unit_sub_state=unit.sub_state,
+        container_state=container.state if container else None,
+        image=container.image if container and container.image else record.image,
+        repos=record.repos,
+        created=record.labels.get("created"),
+        started=(container.started_at if container else None) or unit.active_since,
+        restarts=unit.n_restarts,
+        ports=list(container.ports) if container else [],
+        volume=home_volume(record.name),
+        volume_exists=volume_exists,
+        autostart=record.autostart,
+        ssh_port=int(port) if port and port.isdigit() else None,
+        syncthing=record.labels.get("syncthing") == "true",
+    )
+
+
+def list_drones(ctx: Context) -> list[DroneStatus]:
+    """All drones: one directory read, one systemd query, one Podman query, however many drones."""
+    records = find_drones(ctx.paths)
+    if not records:
+        return []
+    services = [unit_service(name) for name in records]
+    states = ctx.systemd.states(services)
+    containers = ctx.podman.drone_containers()
+    return [_status(record, states[unit_service(name)], containers.get(name), None) for name, record in records.items()]
+
+
+def status(ctx: Context, name: str) -> DroneStatus:
+    record = require_drone(ctx.paths, name)
+    unit = details(ctx.systemd, unit_service(name))
+    container = ctx.podman.drone_containers().get(name)
+    return _status(record, unit, container, ctx.podman.volume_exists(home_volume(name)))

@@ -1,0 +1,103 @@
+"""Turning results into what people and scripts read: JSON-ready dicts and plain tables.
+
+Field names in `status_dict` are a stable interface (documented in the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from devbox.lifecycle import DroneStatus
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
+    return {
+        "name": status.name,
+        "state": status.state,
+        "unit": status.unit,
+        "unit_state": status.unit_state,
+        "unit_sub_state": status.unit_sub_state,
+        "container_state": status.container_state,
+        "image": status.image,
+        "repos": status.repos,
+        "created": status.created,
+        "started": _iso(status.started) if status.state == "running" else None,
+        "uptime_seconds": status.uptime_seconds(now),
+        "restarts": status.restarts,
+        "ports": status.ports,
+        "volume": status.volume,
+        "volume_exists": status.volume_exists,
+        "autostart": status.autostart,
+        "ssh": address(status),
+        "syncthing": status.syncthing,
+    }
+
+
+def address(status: DroneStatus) -> str | None:
+    return f"127.0.0.1:{status.ssh_port}" if status.ssh_port else None
+
+
+def duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def list_table(statuses: Sequence[DroneStatus], now: datetime) -> str:
+    rows = [
+        [
+            s.name,
+            s.state,
+            duration(s.uptime_seconds(now)),
+            s.image,
+            ",".join(s.repos) or "-",
+            address(s) or "-",
+        ]
+        for s in statuses
+    ]
+    return table(["NAME", "STATE", "UPTIME", "IMAGE", "REPOS", "SSH"], rows)
+
+
+def status_text(status: DroneStatus, now: datetime) -> str:
+    data = status_dict(status, now)
+    lines = [
+        ("drone", status.name),
+        ("state", f"{status.state} (unit {status.unit}: {status.unit_state}/{status.unit_sub_state})"),
+        ("container", status.container_state or "none"),
+        ("image", status.image),
+        ("repos", ", ".join(status.repos) or "-"),
+        ("created", status.created or "-"),
+        ("uptime", duration(data["uptime_seconds"])),
+        ("restarts", "-" if status.restarts is None else str(status.restarts)),
+        ("ports", ", ".join(status.ports) or "-"),
+        (
+            "volume",
+            f"{status.volume}"
+            + ("" if status.volume_exists is None else (" (exists)" if status.volume_exists else " (not created yet)")),
+        ),
+        ("autostart", "yes" if status.autostart else "no (stopped with devbox stop)"),
+        ("ssh", address(status) or "-"),
+    ]
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)

@@ -1,0 +1,133 @@
+"""Podman behind one small interface, through podman-py and the user's API socket.
+
+Raw API JSON never leaves this module: `container_from_api` turns it into
+`ContainerInfo`. Tests feed that function JSON recorded from a real Podman 5.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from devbox.errors import DevboxError, ExitCode
+from devbox.spec import LABEL_PREFIX
+
+DRONE_LABEL = LABEL_PREFIX + "drone"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    name: str
+    drone: str
+    state: str  # created, running, paused, exited, stopped ...
+    image: str
+    started_at: datetime | None
+    ports: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    exit_code: int | None = None
+
+
+class Podman(Protocol):
+    def drone_containers(self) -> dict[str, ContainerInfo]: ...
+    def image_exists(self, ref: str) -> bool: ...
+    def pull(self, ref: str) -> None: ...
+    def volume_exists(self, name: str) -> bool: ...
+    def remove_volume(self, name: str) -> bool: ...
+    def remove_container(self, name: str) -> bool: ...
+    def version(self) -> str: ...
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, (int, float)) and value > 0:
+        return datetime.fromtimestamp(value, tz=UTC)
+    return None
+
+
+def _port(entry: dict[str, Any]) -> str:
+    host_ip = entry.get("host_ip") or "0.0.0.0"
+    proto = entry.get("protocol") or "tcp"
+    return f"{host_ip}:{entry.get('host_port')}->{entry.get('container_port')}/{proto}"
+
+
+def container_from_api(raw: dict[str, Any]) -> ContainerInfo:
+    """One entry of libpod's `GET /containers/json`."""
+    labels = raw.get("Labels") or {}
+    names = raw.get("Names") or [""]
+    state = raw.get("State") or "unknown"
+    return ContainerInfo(
+        name=names[0].lstrip("/"),
+        drone=labels.get(DRONE_LABEL, ""),
+        state=state,
+        image=raw.get("Image") or "",
+        started_at=_timestamp(raw.get("StartedAt")) if state == "running" else None,
+        ports=tuple(_port(p) for p in raw.get("Ports") or []),
+        labels={k[len(LABEL_PREFIX) :]: v for k, v in labels.items() if k.startswith(LABEL_PREFIX)},
+        exit_code=raw.get("ExitCode") if state != "running" else None,
+    )
+
+
+def default_socket(runtime_dir: Path) -> str:
+    host = os.environ.get("CONTAINER_HOST")
+    return host or f"unix://{runtime_dir}/podman/podman.sock"
+
+
+class PodmanPy:
+    """The Podman REST API through podman-py; the client is made on first use."""
+
+    def __init__(self, base_url: str) -> None:
+        self._base_url = base_url
+        self._client: Any = None
+
+    def _api(self) -> Any:
+        if self._client is None:
+            from podman import PodmanClient
+
+            self._client = PodmanClient(base_url=self._base_url)
+        return self._client
+
+    def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "Connection" in type(exc).__name__ or "No such file" in text or "Connection" in text:
+                raise DevboxError(
+                    f"cannot reach the Podman API at {self._base_url}: run `systemctl --user enable --now podman.socket`",
+                    ExitCode.PODMAN,
+                ) from None
+            raise DevboxError(f"podman could not {what}: {text}", ExitCode.PODMAN) from None
+
+    def drone_containers(self) -> dict[str, ContainerInfo]:
+        containers = self._call(
+            "list containers", lambda: self._api().containers.list(all=True, filters={"label": [DRONE_LABEL]})
+        )
+        infos = (container_from_api(c.attrs) for c in containers)
+        return {info.drone: info for info in infos if info.drone}
+
+    def image_exists(self, ref: str) -> bool:
+        return bool(self._call(f"look up image {ref}", lambda: self._api().images.exists(ref)))
+
+    def pull(self, ref: str) -> None:
+        self._call(f"pull {ref}", lambda: self._api().images.pull(ref))
+
+    def volume_exists(self, name: str) -> bool:
+        return bool(self._call(f"look up volume {name}", lambda: self._api().volumes.exists(name)))
+
+    def remove_volume(self, name: str) -> bool:
+        if not self.volume_exists(name):
+            return False
+        self._call(f"remove volume {name}", lambda: self._api().volumes.remove(name, force=True))
+        return True
+
+    def remove_container(self, name: str) -> bool:
+        if not self._call(f"look up container {name}", lambda: self._api().containers.exists(name)):
+            return False
+        self._call(f"remove container {name}", lambda: self._api().containers.remove(name, force=True))
+        return True
+
+    def version(self) -> str:
+        info = self._call("report its version", lambda: self._api().version())
+        return str(info.get("Version", "unknown"))

@@ -1,0 +1,44 @@
+"""Podman's Quadlet generator, asked directly: why a .container produced no service."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+GENERATOR_CANDIDATES = (
+    "/usr/libexec/podman/quadlet",
+    "/usr/lib/podman/quadlet",
+    "/usr/local/libexec/podman/quadlet",
+)
+
+
+def generator_path() -> Path | None:
+    override = os.environ.get("DEVBOX_QUADLET")
+    for candidate in ([override] if override else []) + list(GENERATOR_CANDIDATES):
+        if candidate and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    found = shutil.which("quadlet")
+    return Path(found) if found else None
+
+
+def dryrun(unit_dir: Path | None = None) -> subprocess.CompletedProcess[str] | None:
+    """`quadlet -dryrun -user`, over `unit_dir` alone when given, else the user's usual directories."""
+    generator = generator_path()
+    if generator is None:
+        return None
+    env = dict(os.environ)
+    if unit_dir is not None:
+        env["QUADLET_UNIT_DIRS"] = str(unit_dir)
+    return subprocess.run(
+        [str(generator), "-dryrun", "-user"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def problems(unit_dir: Path, filename: str) -> list[str]:
+    """The generator's complaints about one file (empty when it has none or cannot be asked)."""
+    result = dryrun(unit_dir)
+    if result is None:
+        return []
+    return [line for line in result.stderr.splitlines() if filename in line and "Loading source" not in line]

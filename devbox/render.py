@@ -1,0 +1,123 @@
+"""Pure rendering: a DroneSpec in, the text of every unit file out. No I/O but the templates.
+
+Quoting for systemd lives in exactly one place, `systemd_word`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from functools import cache
+from pathlib import Path
+
+from devbox.spec import DroneSpec
+
+# The first line of every file devbox writes. install.py refuses to replace a file without it.
+MARKER = "# Managed by devbox."
+HEADER = f"{MARKER} Change it with devbox; hand edits are lost on the next write."
+
+_BARE_WORD = re.compile(r"[A-Za-z0-9_./:@,+=%$-]+")
+
+
+def systemd_word(value: object) -> str:
+    """Quote one word for a unit file value that systemd (or Quadlet) splits into words.
+
+    `%` and `$` are doubled because systemd expands specifiers and variables in
+    ExecStart=, which is where Quadlet copies these values; backslash and double
+    quote are escaped inside double quotes. Newlines never get here: the spec
+    refuses them.
+    """
+    text = str(value).replace("%", "%%").replace("$", "$$")
+    if _BARE_WORD.fullmatch(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _cpus(value: float) -> str:
+    return f"{value:g}"
+
+
+class Place(Enum):
+    """Which directory a rendered file goes to (see config.Paths)."""
+
+    QUADLET = "quadlet"
+    UNITS = "units"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    place: Place
+    relative_path: str
+    text: str
+
+
+@cache
+def _environment():  # -> jinja2.Environment, imported lazily for a fast CLI start
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["systemd_word"] = systemd_word
+    env.filters["cpus"] = _cpus
+    return env
+
+
+def templates_dir() -> Path:
+    """Inside the wheel the templates sit in the package; in a checkout, beside it."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "templates", package.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("devbox templates are missing from this installation")
+
+
+def _render(template: str, **context: object) -> str:
+    return _environment().get_template(template).render(header=HEADER, **context)
+
+
+def render_drone(spec: DroneSpec, devbox_command: Sequence[str]) -> list[RenderedFile]:
+    """Every file of one drone, in a stable order.
+
+    `devbox_command` is the argv that runs devbox on this host (the broker's ExecStart).
+    """
+    name = spec.name
+    return [
+        RenderedFile(
+            Place.QUADLET,
+            f"drone-{name}.container",
+            _render("quadlet/drone.container.j2", spec=spec, labels=sorted(spec.labels().items())),
+        ),
+        RenderedFile(Place.QUADLET, autostart_dropin(name), _render("quadlet/autostart.conf.j2")),
+        RenderedFile(Place.UNITS, f"drone-{name}-creds.socket", _render("units/creds.socket.j2", spec=spec)),
+        RenderedFile(
+            Place.UNITS,
+            f"drone-{name}-creds.service",
+            _render("units/creds.service.j2", spec=spec, devbox_command=list(devbox_command)),
+        ),
+    ]
+
+
+def render_autostart() -> str:
+    return _render("quadlet/autostart.conf.j2")
+
+
+def autostart_dropin(name: str) -> str:
+    return f"drone-{name}.container.d/autostart.conf"
+
+
+def drone_files(name: str) -> list[tuple[Place, str]]:
+    """The files a drone has, whether or not they exist: what destroy removes."""
+    return [
+        (Place.QUADLET, f"drone-{name}.container"),
+        (Place.QUADLET, autostart_dropin(name)),
+        (Place.UNITS, f"drone-{name}-creds.socket"),
+        (Place.UNITS, f"drone-{name}-creds.service"),
+    ]

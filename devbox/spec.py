@@ -1,0 +1,226 @@
+"""DroneSpec: what one drone is, validated; the names derived from it; its labels.
+
+Every check refuses bad input with one line that says what is allowed. Nothing
+here rewrites a value silently: a name is accepted as given or refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from devbox.errors import DevboxError, ExitCode
+
+LABEL_PREFIX = "io.devbox."
+SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
+
+# DESIGN.md asks for two characters at least; one letter is as good a hostname
+# and unit name as two, so a single [a-z] is accepted too.
+_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
+_OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
+_REPO = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")
+_MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([bkmg]?)", re.IGNORECASE)
+_MEMORY_FACTOR = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_MEMORY_MIN = 6 * 1024**2  # Podman refuses less than 6 MiB
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+RESERVED_ENV_PREFIX = "DEVBOX_"
+
+
+def _bad(message: str) -> DevboxError:
+    return DevboxError(message, ExitCode.INVALID_INPUT)
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.fullmatch(name) or "--" in name or not name.isascii():
+        raise _bad(
+            f"invalid drone name {name!r}: use 1 to 40 of a-z, 0-9 and '-', "
+            "starting with a letter, not ending with '-', without '--'"
+        )
+    return name
+
+
+def validate_repo(repo: str) -> str:
+    owner, sep, rest = repo.partition("/")
+    valid = (
+        sep == "/"
+        and _OWNER.fullmatch(owner) is not None
+        and _REPO.fullmatch(rest) is not None
+        and rest not in (".", "..")
+        and not rest.endswith(".git")
+    )
+    if not valid:
+        raise _bad(f"invalid repository {repo!r}: expected OWNER/REPO, for example acme/widgets")
+    return repo
+
+
+def name_from_repo(repo: str) -> str:
+    """`Acme/My_Repo.js` -> `acme-my-repo-js`; refused (never rewritten further) when not a valid name."""
+    candidate = validate_repo(repo).lower().replace("/", "-").replace("_", "-").replace(".", "-")
+    try:
+        return validate_name(candidate)
+    except DevboxError:
+        raise _bad(
+            f"cannot derive a drone name from {repo!r} ({candidate!r} is not a valid name): give NAME explicitly"
+        ) from None
+
+
+def validate_image(image: str) -> str:
+    if not _IMAGE.fullmatch(image) or "//" in image:
+        raise _bad(f"invalid image reference {image!r}: expected something like registry/name:tag")
+    return image
+
+
+def parse_memory(value: str) -> str:
+    """Podman's size syntax: a number with an optional b, k, m or g; at least 6m."""
+    match = _MEMORY.fullmatch(value.strip())
+    if not match:
+        raise _bad(f"invalid memory size {value!r}: use a number with b, k, m or g, for example 512m or 4g")
+    number, unit = match.groups()
+    if float(number) * _MEMORY_FACTOR[unit.lower()] < _MEMORY_MIN:
+        raise _bad(f"invalid memory size {value!r}: Podman needs at least 6m")
+    return f"{number}{unit.lower()}"
+
+
+def parse_cpus(value: str | float) -> float:
+    try:
+        cpus = float(value)
+    except (TypeError, ValueError):
+        raise _bad(f"invalid cpu count {value!r}: use a number greater than 0, for example 2 or 0.5") from None
+    if not 0 < cpus <= 1024:
+        raise _bad(f"invalid cpu count {value!r}: use a number greater than 0, for example 2 or 0.5")
+    return cpus
+
+
+def parse_port(value: str | int) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        port = 0
+    if not 1 <= port <= 65535:
+        raise _bad(f"invalid port {value!r}: use a number from 1 to 65535")
+    return port
+
+
+def validate_env_value(key: str, value: str) -> str:
+    if _CONTROL.search(value):
+        raise _bad(f"invalid value for environment variable {key}: newlines and control characters are not allowed")
+    return value
+
+
+def parse_env(item: str) -> tuple[str, str]:
+    """`KEY=VALUE` from the command line."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise _bad(f"invalid --env {item!r}: expected KEY=VALUE")
+    return validate_env_key(key), validate_env_value(key, value)
+
+
+def validate_env_key(key: str) -> str:
+    if not _ENV_KEY.fullmatch(key):
+        raise _bad(f"invalid environment variable name {key!r}: use letters, digits and '_', not starting with a digit")
+    if key.startswith(RESERVED_ENV_PREFIX):
+        raise _bad(
+            f"invalid environment variable name {key!r}: names starting with {RESERVED_ENV_PREFIX} are devbox's own"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class DroneSpec:
+    """A validated drone. Build it with `DroneSpec.build`, which checks every field."""
+
+    name: str
+    image: str
+    created: datetime
+    version: str
+    repos: tuple[str, ...] = ()
+    cpus: float | None = None
+    memory: str | None = None
+    ssh_port: int | None = None
+    syncthing: bool = False
+    env: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        name: str | None,
+        repos: list[str] | tuple[str, ...],
+        image: str,
+        created: datetime,
+        version: str,
+        cpus: str | float | None = None,
+        memory: str | None = None,
+        ssh_port: str | int | None = None,
+        syncthing: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> DroneSpec:
+        checked_repos = tuple(validate_repo(r) for r in repos)
+        if len(set(checked_repos)) != len(checked_repos):
+            raise _bad("the same repository is given twice")
+        if name is None:
+            if not checked_repos:
+                raise _bad("give a drone NAME, or --repo to derive one from")
+            name = name_from_repo(checked_repos[0])
+        env_items = tuple(sorted((validate_env_key(k), validate_env_value(k, v)) for k, v in (env or {}).items()))
+        return cls(
+            name=validate_name(name),
+            image=validate_image(image),
+            created=created,
+            version=version,
+            repos=checked_repos,
+            cpus=None if cpus is None else parse_cpus(cpus),
+            memory=None if memory is None else parse_memory(memory),
+            ssh_port=None if ssh_port is None else parse_port(ssh_port),
+            syncthing=syncthing,
+            env=env_items,
+        )
+
+    # Derived names: one place, so the unit, the container and the volume agree.
+    @property
+    def unit(self) -> str:
+        return f"drone-{self.name}"
+
+    @property
+    def service(self) -> str:
+        return unit_service(self.name)
+
+    @property
+    def container(self) -> str:
+        return f"drone-{self.name}"
+
+    @property
+    def volume(self) -> str:
+        return home_volume(self.name)
+
+    @property
+    def creds_socket_unit(self) -> str:
+        return f"drone-{self.name}-creds.socket"
+
+    @property
+    def creds_service_unit(self) -> str:
+        return f"drone-{self.name}-creds.service"
+
+    def labels(self) -> dict[str, str]:
+        """Everything devbox reads back from the unit file later."""
+        labels = {
+            "drone": self.name,
+            "version": self.version,
+            "created": self.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "repos": ",".join(self.repos),
+            "syncthing": "true" if self.syncthing else "false",
+        }
+        if self.ssh_port is not None:
+            labels["ssh-port"] = str(self.ssh_port)
+        return {LABEL_PREFIX + k: v for k, v in labels.items()}
+
+
+def unit_service(name: str) -> str:
+    return f"drone-{name}.service"
+
+
+def home_volume(name: str) -> str:
+    return f"drone-{name}-home"

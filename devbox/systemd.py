@@ -1,0 +1,250 @@
+"""The user's systemd manager behind one small interface, with two backends.
+
+- `PystemdSystemd` talks D-Bus on the user bus through pystemd.
+- `SystemctlSystemd` runs `systemctl --user`; used when pystemd is missing or the
+  bus cannot be reached, or when `DEVBOX_SYSTEMD=systemctl`.
+
+Both answer `states()` for many units with one query.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from devbox.errors import DevboxError, ExitCode
+
+START_TIMEOUT = 900.0  # a first start may pull an image
+STOP_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class UnitState:
+    name: str
+    load_state: str  # loaded, not-found, masked, bad-setting, error
+    active_state: str  # active, inactive, failed, activating, deactivating, reloading
+    sub_state: str
+    n_restarts: int | None = None
+    active_since: datetime | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.load_state not in ("not-found", "")
+
+
+class Systemd(Protocol):
+    backend: str
+
+    def daemon_reload(self) -> None: ...
+    def start(self, unit: str) -> None: ...
+    def stop(self, unit: str) -> None: ...
+    def restart(self, unit: str) -> None: ...
+    def states(self, units: Sequence[str]) -> dict[str, UnitState]: ...
+
+
+def _failed(action: str, unit: str, detail: str) -> DevboxError:
+    detail = detail.strip().splitlines()[0] if detail.strip() else "no details"
+    return DevboxError(f"systemd could not {action} {unit}: {detail}", ExitCode.SYSTEMD)
+
+
+class SystemctlSystemd:
+    """`systemctl --user`, one process per call."""
+
+    backend = "systemctl"
+    _PROPERTIES = "Id,LoadState,ActiveState,SubState,NRestarts,ActiveEnterTimestamp"
+
+    def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                ["systemctl", "--user", "--no-ask-password", *args],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise DevboxError("systemctl is not installed: devbox needs systemd", ExitCode.ENVIRONMENT) from None
+        except subprocess.TimeoutExpired:
+            raise DevboxError(
+                f"systemctl --user {' '.join(args)} did not finish in {timeout:.0f} s", ExitCode.SYSTEMD
+            ) from None
+
+    def _act(self, action: str, unit: str, timeout: float) -> None:
+        result = self._run(action, "--", unit, timeout=timeout)
+        if result.returncode != 0:
+            raise _failed(action, unit, result.stderr)
+
+    def daemon_reload(self) -> None:
+        result = self._run("daemon-reload")
+        if result.returncode != 0:
+            raise _failed("reload", "the user manager", result.stderr)
+
+    def start(self, unit: str) -> None:
+        self._act("start", unit, START_TIMEOUT)
+
+    def stop(self, unit: str) -> None:
+        self._act("stop", unit, STOP_TIMEOUT)
+
+    def restart(self, unit: str) -> None:
+        self._act("restart", unit, START_TIMEOUT + STOP_TIMEOUT)
+
+    def states(self, units: Sequence[str]) -> dict[str, UnitState]:
+        if not units:
+            return {}
+        result = self._run("show", "--timestamp=unix", f"--property={self._PROPERTIES}", "--", *units)
+        if result.returncode != 0:
+            raise _failed("read the state of", ", ".join(units), result.stderr)
+        return parse_show(result.stdout, units)
+
+
+def parse_show(output: str, units: Sequence[str]) -> dict[str, UnitState]:
+    """`systemctl show` prints one block per unit, in the order asked, separated by blank lines."""
+    blocks = [b for b in output.strip().split("\n\n")] if output.strip() else []
+    states: dict[str, UnitState] = {}
+    for unit, block in zip(units, blocks, strict=False):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        restarts = props.get("NRestarts", "")
+        since = props.get("ActiveEnterTimestamp", "")
+        states[unit] = UnitState(
+            name=unit,
+            load_state=props.get("LoadState", ""),
+            active_state=props.get("ActiveState", ""),
+            sub_state=props.get("SubState", ""),
+            n_restarts=int(restarts) if restarts.isdigit() else None,
+            active_since=_from_unix(since[1:]) if since.startswith("@") else None,
+        )
+    return states
+
+
+def _from_unix(seconds: str | int | float) -> datetime | None:
+    try:
+        value = float(seconds)
+    except ValueError:
+        return None
+    return datetime.fromtimestamp(value, tz=UTC) if value > 0 else None
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class PystemdSystemd:
+    """The user manager over D-Bus (pystemd). Jobs are waited for like systemctl does."""
+
+    backend = "pystemd"
+    _POLL = 0.02
+
+    def __init__(self) -> None:
+        from pystemd.dbuslib import DBus  # type: ignore[import-not-found]
+        from pystemd.systemd1 import Manager  # type: ignore[import-not-found]
+
+        self._bus = DBus(user_mode=True)
+        self._bus.open()
+        self._manager = Manager(bus=self._bus, _autoload=True)
+
+    def _unit(self, unit: str):  # -> pystemd.systemd1.Unit
+        from pystemd.systemd1 import Unit  # type: ignore[import-not-found]
+
+        return Unit(unit.encode(), bus=self._bus, _autoload=True)
+
+    def daemon_reload(self) -> None:
+        try:
+            self._manager.Manager.Reload()
+        except Exception as exc:  # pystemd raises its own DBus error types
+            raise _failed("reload", "the user manager", str(exc)) from None
+
+    def _job(self, action: str, method: str, unit: str, timeout: float, want: tuple[str, ...]) -> None:
+        try:
+            getattr(self._manager.Manager, method)(unit.encode(), b"replace")
+            proxy = self._unit(unit)
+            deadline = time.monotonic() + timeout
+            while proxy.Unit.Job[0] != 0:
+                if time.monotonic() > deadline:
+                    raise _failed(action, unit, f"the job did not finish in {timeout:.0f} s")
+                time.sleep(self._POLL)
+            state = _text(proxy.Unit.ActiveState)
+        except DevboxError:
+            raise
+        except Exception as exc:
+            raise _failed(action, unit, getattr(exc, "err_message", "") or str(exc)) from None
+        if state not in want:
+            raise _failed(action, unit, f"it is {state}; see `journalctl --user -u {unit}`")
+
+    def start(self, unit: str) -> None:
+        self._job("start", "StartUnit", unit, START_TIMEOUT, ("active", "reloading"))
+
+    def stop(self, unit: str) -> None:
+        self._job("stop", "StopUnit", unit, STOP_TIMEOUT, ("inactive", "failed"))
+
+    def restart(self, unit: str) -> None:
+        self._job("restart", "RestartUnit", unit, START_TIMEOUT + STOP_TIMEOUT, ("active", "reloading"))
+
+    def states(self, units: Sequence[str]) -> dict[str, UnitState]:
+        if not units:
+            return {}
+        try:
+            rows = self._manager.Manager.ListUnitsByNames([u.encode() for u in units])
+            states: dict[str, UnitState] = {}
+            for row in rows:
+                name, _desc, load, active, sub, *_rest = (_text(v) for v in row)
+                states[name] = UnitState(name, load, active, sub)
+            for unit in units:
+                states.setdefault(unit, UnitState(unit, "not-found", "inactive", "dead"))
+            return states
+        except Exception as exc:
+            raise _failed("read the state of", ", ".join(units), str(exc)) from None
+
+    def details(self, unit: str) -> UnitState:
+        """One unit with restarts and start time (for `status`)."""
+        base = self.states([unit])[unit]
+        if not base.exists:
+            return base
+        proxy = self._unit(unit)
+        restarts = proxy.Service.NRestarts if unit.endswith(".service") else None
+        return UnitState(
+            unit,
+            base.load_state,
+            base.active_state,
+            base.sub_state,
+            n_restarts=int(restarts) if restarts is not None else None,
+            active_since=_from_unix(int(proxy.Unit.ActiveEnterTimestamp) / 1_000_000),
+        )
+
+
+def details(systemd: Systemd, unit: str) -> UnitState:
+    """A unit's state with restarts and start time, from whichever backend."""
+    if isinstance(systemd, PystemdSystemd):
+        return systemd.details(unit)
+    return systemd.states([unit])[unit]
+
+
+def connect(preference: str | None = None) -> Systemd:
+    """pystemd when it can reach the user bus, else systemctl. DEVBOX_SYSTEMD forces one."""
+    choice = preference or os.environ.get("DEVBOX_SYSTEMD", "auto")
+    if choice not in ("auto", "pystemd", "systemctl"):
+        raise DevboxError(f"DEVBOX_SYSTEMD={choice!r}: use auto, pystemd or systemctl", ExitCode.INVALID_INPUT)
+    if choice in ("auto", "pystemd"):
+        try:
+            return PystemdSystemd()
+        except Exception as exc:
+            if choice == "pystemd":
+                raise DevboxError(f"pystemd cannot reach the user manager: {exc}", ExitCode.ENVIRONMENT) from None
+    return SystemctlSystemd()
+
+
+def journal_argv(unit: str, lines: int, follow: bool = False) -> list[str]:
+    argv = ["journalctl", "--user", "--no-pager", "-o", "short-iso", "-n", str(lines), "-u", unit]
+    return argv + ["-f"] if follow else argv
+
+
+def journal_lines(unit: str, lines: int = 20) -> list[str]:
+    try:
+        result = subprocess.run(journal_argv(unit, lines), capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line for line in result.stdout.splitlines() if line.strip()]
