@@ -288,10 +288,9 @@ def broker(name: str = typer.Argument(..., help="Drone name.")) -> None:
 
 
 def run(argv: list[str] | None = None) -> None:
-    import click
-
+    """Click (inside typer) handles usage errors and exits 2; devbox's own errors are caught here, once."""
     try:
-        code = app(args=argv, prog_name="devbox", standalone_mode=False)
+        app(args=argv, prog_name="devbox")
     except DevboxError as exc:
         if _debug:
             import traceback
@@ -301,13 +300,6 @@ def run(argv: list[str] | None = None) -> None:
         for line in exc.details:
             _err(f"  {line}")
         sys.exit(int(exc.code))
-    except click.exceptions.Abort:
-        _err("devbox: aborted")
-        sys.exit(int(ExitCode.FAILURE))
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _err("devbox: interrupted")
         sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)

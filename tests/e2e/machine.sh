@@ -50,9 +50,11 @@ BASE_IMAGE=localhost/devbox-base:trixie
 TEST_IMAGE=localhost/devbox-test:latest
 BOOT_TIMEOUT=${DEVBOX_E2E_BOOT_TIMEOUT:-180}
 
-T0=$EPOCHREALTIME
-log() { printf '[machine %6.1fs] %s\n' "$(bc_elapsed)" "$*" >&2; }
-bc_elapsed() { local now=$EPOCHREALTIME; echo $(( (${now/./} - ${T0/./}) / 100000 )) | sed 's/\(.\)$/.\1/;s/^\./0./'; }
+T0=${EPOCHREALTIME/./}
+log() {
+  local ds=$(((${EPOCHREALTIME/./} - T0) / 100000))
+  printf '[machine %4d.%ds] %s\n' $((ds / 10)) $((ds % 10)) "$*" >&2
+}
 die() { log "ERROR: $*"; exit 1; }
 
 # retry N CMD...: run CMD up to N times (network steps).
@@ -129,33 +131,39 @@ lock_state() {
 
 # ---- running commands in the guest ---------------------------------------
 
-# guest_user CMD / guest_root CMD: bash -lc CMD inside the guest.
-# The process is first moved (on the host) into a cgroup inside the guest's
-# tree: from outside the guest's cgroup namespace neither logind nor the
-# user manager could move podman's processes into their scopes.
-join_guest_cgroup() {
-  local cg
-  cg=$(sed -n 's/^0:://p' "/proc/$GUEST_PID/cgroup" 2>/dev/null) || return 0
-  [[ -n $cg && -n ${UNIFIED_MNT:=$(unified_mnt)} ]] || return 0
-  local dir=$UNIFIED_MNT$cg/devbox-e2e.exec
-  [[ -d $dir ]] || mkdir -p "$dir" 2>/dev/null || return 0
-  echo $BASHPID >"$dir/cgroup.procs" 2>/dev/null || true
-}
-unified_mnt() { awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts; }
-
-guest_user() {
+# user_argv CMD / root_argv CMD: set ARGV to run `bash -lc CMD` in the guest
+# (in the user's home, with a login-like environment).
+GUEST_PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin
+user_argv() {
   local uid=${DEV_UID:-1000}
-  nsenter -t "$GUEST_PID" -a -- setpriv --reuid="$uid" --regid="$uid" --init-groups -- \
-    env -i -C "/home/$DEV" HOME="/home/$DEV" USER=$DEV LOGNAME=$DEV SHELL=/bin/bash \
-    PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin LANG=C.UTF-8 TERM="${TERM:-dumb}" \
-    XDG_RUNTIME_DIR="/run/user/$uid" DBUS_SESSION_BUS_ADDRESS="unix:path=/run/user/$uid/bus" \
-    bash -lc "$1"
+  ARGV=(nsenter -t "$GUEST_PID" -a -- setpriv --reuid="$uid" --regid="$uid" --init-groups --
+    env -i -C "/home/$DEV" HOME="/home/$DEV" USER=$DEV LOGNAME=$DEV SHELL=/bin/bash PATH=$GUEST_PATH
+    LANG=C.UTF-8 TERM="${TERM:-dumb}" XDG_RUNTIME_DIR="/run/user/$uid"
+    DBUS_SESSION_BUS_ADDRESS="unix:path=/run/user/$uid/bus" bash -lc "$1")
 }
+root_argv() {
+  ARGV=(nsenter -t "$GUEST_PID" -a -- env -i -C /root HOME=/root USER=root LOGNAME=root SHELL=/bin/bash
+    PATH=$GUEST_PATH LANG=C.UTF-8 TERM="${TERM:-dumb}" bash -lc "$1")
+}
+guest_user() { user_argv "$1"; "${ARGV[@]}"; }
+# podman run from a process outside the guest's cgroups: see join_guest_cgroup.
+guest_user_cg() { (join_guest_cgroup && guest_user "$1"); }
+guest_root() { root_argv "$1"; "${ARGV[@]}"; }
+# tguest user|root SECONDS CMD: the same, bounded (timeout kills its process group).
+tguest() { "${1}_argv" "$3"; timeout "$2" "${ARGV[@]}"; }
 
-guest_root() {
-  nsenter -t "$GUEST_PID" -a -- env -i -C /root HOME=/root USER=root LOGNAME=root SHELL=/bin/bash \
-    PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin LANG=C.UTF-8 TERM="${TERM:-dumb}" \
-    bash -lc "$1"
+# Move this process (on the host) into a cgroup inside the guest's tree. A
+# process left in the host's cgroup is outside the guest's cgroup namespace:
+# neither the guest's systemd nor dev's user manager could move podman's
+# processes from there into their scopes.
+join_guest_cgroup() {
+  local cg mnt
+  cg=$(sed -n 's/^0:://p' "/proc/$GUEST_PID/cgroup" 2>/dev/null) || return 0
+  mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+  [[ -n $cg && -n $mnt ]] || return 0
+  local dir=$mnt${cg%/init.scope}/devbox-e2e-exec
+  [[ -d $dir ]] || mkdir "$dir" 2>/dev/null || return 0
+  echo $BASHPID >"$dir/cgroup.procs" 2>/dev/null || true
 }
 
 # ---- caches ---------------------------------------------------------------
@@ -365,12 +373,12 @@ wait_state() {
   local who=$1 deadline=$((SECONDS + $2)) st flag=
   [[ $who == user ]] && flag=--user
   while :; do
-    st=$(timeout 15 "guest_$who" "systemctl $flag is-system-running --wait" 2>/dev/null) || true
+    st=$(tguest "$who" 15 "systemctl $flag is-system-running --wait" 2>/dev/null) || true
     case $st in
       running) return 0 ;;
       degraded)
         log "WARNING: the $who manager is degraded; failed units:"
-        timeout 15 "guest_$who" "systemctl $flag --failed --no-pager --no-legend" | sed 's/^/    | /' >&2 || true
+        tguest "$who" 15 "systemctl $flag --failed --no-pager --no-legend" | sed 's/^/    | /' >&2 || true
         return 0 ;;
     esac
     alive || die "the machine died while booting"
@@ -386,11 +394,11 @@ on_up_exit() {
   log "up FAILED (exit $rc)"
   if alive; then
     echo "---- guest: systemctl --failed" >&2
-    timeout 15 guest_root "systemctl --failed --no-pager" >&2 || true
+    tguest root 15 "systemctl --failed --no-pager" >&2 || true
     echo "---- guest: journalctl -n 80" >&2
-    timeout 15 guest_root "journalctl -n 80 --no-pager" >&2 || true
+    tguest root 15 "journalctl -n 80 --no-pager" >&2 || true
     echo "---- guest: journalctl --user -n 40 (dev)" >&2
-    timeout 15 guest_user "journalctl --user -n 40 --no-pager" >&2 || true
+    tguest user 15 "journalctl --user -n 40 --no-pager" >&2 || true
   fi
   if [[ -s $NSPAWN_LOG ]]; then echo "---- $NSPAWN_LOG (tail)" >&2; tail -n 40 "$NSPAWN_LOG" >&2; fi
   if [[ ${DEVBOX_E2E_KEEP_ON_FAILURE:-0} == 1 ]]; then
@@ -425,11 +433,11 @@ cmd_up() {
     ln -sfn $G_VENV/bin/devbox /usr/local/bin/devbox
     $G_VENV/bin/python -c 'import pystemd, devbox'" || die "installing devbox in the guest failed"
   log "importing $BASE_IMAGE"
-  run_logged "$UP_LOG" guest_user "podman image exists $BASE_IMAGE || podman import -q $G_BASE_TAR $BASE_IMAGE" ||
+  run_logged "$UP_LOG" guest_user_cg "podman image exists $BASE_IMAGE || podman import -q $G_BASE_TAR $BASE_IMAGE" ||
     die "podman import failed"
   rm -f "$ROOT$G_BASE_TAR"
   log "building $TEST_IMAGE"
-  run_logged "$UP_LOG" guest_user "podman image exists $TEST_IMAGE || podman build -q --pull=never -t $TEST_IMAGE $G_IMAGE_DIR" ||
+  run_logged "$UP_LOG" guest_user_cg "podman image exists $TEST_IMAGE || podman build -q --pull=never -t $TEST_IMAGE $G_IMAGE_DIR" ||
     die "podman build failed"
   touch "$READY"
   trap - EXIT
@@ -507,7 +515,7 @@ cmd_diag() {
   local p
   for p in "${parts[@]}"; do
     echo "---- ${p%%|*}: ${p#*|}"
-    timeout 30 "guest_${p%%|*}" "${p#*|}" 2>&1 </dev/null || echo "(exit $?)"
+    tguest "${p%%|*}" 30 "${p#*|}" 2>&1 </dev/null || echo "(exit $?)"
   done
 }
 
@@ -525,7 +533,8 @@ case ${1:-} in
     (($#)) || die "usage: machine.sh $who CMD"
     alive || die "no machine running from $STATE (machine.sh up)"
     join_guest_cgroup
-    "guest_$who" "$*"
+    "${who}_argv" "$*"
+    exec "${ARGV[@]}"
     ;;
   *) usage ;;
 esac

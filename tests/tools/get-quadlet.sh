@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Fetch Podman 5's Quadlet generator from Debian 13 (trixie) without installing Podman:
+# `apt-get download` with a private apt state, then `dpkg-deb -x`. The binary links only
+# against libc, so it runs on Debian 12. Prints the binary's path.
+#   tests/tools/get-quadlet.sh [DEST_DIR]   (default: .cache/quadlet in the checkout)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+dest=${1:-$here/.cache/quadlet}
+if [[ -x $dest/quadlet ]] && "$dest/quadlet" -version >/dev/null 2>&1; then
+  echo "$dest/quadlet"; exit 0
+fi
+mirror=${DEVBOX_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+mkdir -p "$work"/{lists/partial,archives/partial,etc/preferences.d,etc/apt.conf.d} "$dest"
+echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" >"$work/etc/sources.list"
+: >"$work/status"
+apt_opts=(-o "Dir::Etc=$work/etc" -o "Dir::Etc::sourcelist=$work/etc/sources.list" -o "Dir::Etc::sourceparts=-"
+  -o "Dir::State::Lists=$work/lists" -o "Dir::State::status=$work/status" -o "Dir::Cache=$work"
+  -o "Dir::Cache::archives=$work/archives" -o "APT::Architecture=amd64" -o "Debug::NoLocking=1"
+  -o "Acquire::Retries=3" -o "Acquire::http::Timeout=60")
+for attempt in 1 2 3; do
+  if apt-get "${apt_opts[@]}" -qq update >&2 && (cd "$work" && apt-get "${apt_opts[@]}" -qq download podman >&2); then
+    break
+  fi
+  [[ $attempt == 3 ]] && { echo "get-quadlet: could not download trixie's podman package from $mirror" >&2; exit 1; }
+  echo "get-quadlet: download failed, retrying ($attempt/3)" >&2
+  sleep $((attempt * 5))
+done
+dpkg-deb -x "$work"/podman_*.deb "$work/x"
+install -m 0755 "$work/x/usr/libexec/podman/quadlet" "$dest/quadlet"
+"$dest/quadlet" -version >&2
+echo "$dest/quadlet"

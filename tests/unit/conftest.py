@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devbox import cli
+from tests.fakes import FakePodman, FakeSystemd, World, fake_paths
+
+
+@pytest.fixture
+def runtime_dir() -> Iterator[Path]:
+    """A short XDG_RUNTIME_DIR: socket paths must stay under 108 bytes, pytest's tmp_path is long."""
+    path = Path(tempfile.mkdtemp(prefix="dbx-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def world(tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    paths = fake_paths(tmp_path, runtime_dir)
+    w = World(paths, FakeSystemd(paths.quadlet_dir), FakePodman())
+    monkeypatch.setattr(cli, "make_context", lambda: w.context())
+    monkeypatch.setenv("DEVBOX_CONFIG", str(paths.config_file))
+    return w

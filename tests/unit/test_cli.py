@@ -1,0 +1,312 @@
+"""The CLI by its exact output and exit codes, with systemd and Podman faked at their interfaces."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devbox import cli
+from devbox.errors import ExitCode
+from devbox.podman import ContainerInfo
+from tests.fakes import FIXED_NOW, World
+
+
+def devbox(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        cli.run(list(args))
+    out, err = capsys.readouterr()
+    return int(exited.value.code or 0), out, err
+
+
+BAD_NAMES = ["Foo", "foo_bar", "x-", "a--b", "a" * 41, "a@b", "a\nb", "fоo", "ｆoo", "1abc", ""]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_create_refuses_bad_names_and_writes_nothing(world: World, capsys, name: str) -> None:
+    code, out, err = devbox(capsys, "create", name)
+    assert code == ExitCode.INVALID_INPUT
+    assert out == ""
+    assert err == f"devbox: invalid drone name {name!r}: use 1 to 40 of a-z, 0-9 and '-', starting with a letter, not ending with '-', without '--'\n"
+    assert world.files() == []
+    assert world.systemd.calls == []
+
+
+def test_name_starting_with_dash_is_a_usage_error(world: World, capsys) -> None:
+    code, _, err = devbox(capsys, "create", "-x")
+    assert code == ExitCode.USAGE
+    assert "No such option: -x" in err
+    assert world.files() == []
+
+
+@pytest.mark.parametrize("repo", ["org", "org/", "/repo", "org/repo/extra", "org/my repo", "org/re\npo", "or g/repo"])
+def test_create_refuses_bad_repos(world: World, capsys, repo: str) -> None:
+    code, out, err = devbox(capsys, "create", "demo", "--repo", repo)
+    assert (code, out) == (ExitCode.INVALID_INPUT, "")
+    assert err == f"devbox: invalid repository {repo!r}: expected OWNER/REPO, for example acme/widgets\n"
+    assert world.files() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "A=line\nbreak"], "invalid value for environment variable A: newlines and control characters are not allowed"),
+        (["--env", "NOEQUALS"], "invalid --env 'NOEQUALS': expected KEY=VALUE"),
+        (["--env", "1A=x"], "invalid environment variable name '1A': use letters, digits and '_', not starting with a digit"),
+        (["--env", "DEVBOX_DRONE=x"], "invalid environment variable name 'DEVBOX_DRONE': names starting with DEVBOX_ are devbox's own"),
+        (["--memory", "lots"], "invalid memory size 'lots': use a number with b, k, m or g, for example 512m or 4g"),
+        (["--memory", "1m"], "invalid memory size '1m': Podman needs at least 6m"),
+        (["--cpus", "0"], "invalid cpu count '0': use a number greater than 0, for example 2 or 0.5"),
+        (["--cpus", "many"], "invalid cpu count 'many': use a number greater than 0, for example 2 or 0.5"),
+        (["--ssh-port", "70000"], "invalid port '70000': use a number from 1 to 65535"),
+        (["--image", "img\n:latest"], "invalid image reference 'img\\n:latest': expected something like registry/name:tag"),
+        (["--image", "a b"], "invalid image reference 'a b': expected something like registry/name:tag"),
+    ],
+)
+def test_create_refuses_bad_options(world: World, capsys, args: list[str], message: str) -> None:
+    code, out, err = devbox(capsys, "create", "demo", *args)
+    assert (code, out, err) == (ExitCode.INVALID_INPUT, "", f"devbox: {message}\n")
+    assert world.files() == []
+
+
+def test_create_without_name_or_repo(world: World, capsys) -> None:
+    assert devbox(capsys, "create") == (ExitCode.INVALID_INPUT, "", "devbox: give a drone NAME, or --repo to derive one from\n")
+
+
+def test_create_derives_the_name_from_the_repo(world: World, capsys) -> None:
+    code, out, err = devbox(capsys, "create", "--repo", "Acme/My_Widgets.js")
+    assert code == 0, err
+    assert out.splitlines()[-1] == "drone acme-my-widgets-js is running: systemctl --user status drone-acme-my-widgets-js"
+
+
+def test_create_refuses_a_repo_whose_derived_name_is_invalid(world: World, capsys) -> None:
+    code, _, err = devbox(capsys, "create", "--repo", "acme/" + "x" * 40)
+    assert code == ExitCode.INVALID_INPUT
+    assert err.startswith(f"devbox: cannot derive a drone name from 'acme/{'x' * 40}'")
+    assert err.endswith("give NAME explicitly\n")
+
+
+def test_create_writes_units_reloads_and_starts(world: World, capsys) -> None:
+    code, out, err = devbox(capsys, "create", "demo", "--repo", "acme/demo")
+    assert (code, err) == (0, "")
+    q, u = world.paths.quadlet_dir, world.paths.unit_dir
+    assert out == (
+        f"new        {q}/drone-demo.container\n"
+        f"new        {q}/drone-demo.container.d/autostart.conf\n"
+        f"new        {u}/drone-demo-creds.socket\n"
+        f"new        {u}/drone-demo-creds.service\n"
+        "drone demo is running: systemctl --user status drone-demo\n"
+    )
+    assert world.files() == [
+        "containers/systemd/drone-demo.container",
+        "containers/systemd/drone-demo.container.d/autostart.conf",
+        "systemd/user/drone-demo-creds.service",
+        "systemd/user/drone-demo-creds.socket",
+    ]
+    assert [c for c in world.systemd.calls if c[0] != "states"] == [("daemon-reload", ""), ("start", "drone-demo.service")]
+
+
+def test_create_dry_run_writes_nothing(world: World, capsys) -> None:
+    code, out, _ = devbox(capsys, "create", "demo", "--dry-run")
+    assert code == 0
+    assert out.splitlines()[-1] == "dry run: nothing written"
+    assert world.files() == [] and world.systemd.calls == []
+
+
+def test_create_no_start(world: World, capsys) -> None:
+    code, out, _ = devbox(capsys, "create", "demo", "--no-start")
+    assert code == 0
+    assert out.splitlines()[-1] == "drone demo is created, not started: devbox start demo"
+    assert ("start", "drone-demo.service") not in world.systemd.calls
+
+
+def test_create_of_an_existing_drone(world: World, capsys) -> None:
+    assert devbox(capsys, "create", "demo")[0] == 0
+    before = {p: (world.paths.quadlet_dir.parent.parent / p).read_text() for p in world.files()}
+    assert devbox(capsys, "create", "demo", "--image", "other:1") == (ExitCode.EXISTS, "", "devbox: drone demo exists already\n")
+    assert {p: (world.paths.quadlet_dir.parent.parent / p).read_text() for p in world.files()} == before
+
+
+def test_create_refuses_to_overwrite_a_foreign_file(world: World, capsys) -> None:
+    foreign = world.paths.unit_dir / "drone-demo-creds.socket"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("[Socket]\nListenStream=/tmp/mine\n")
+    code, out, err = devbox(capsys, "create", "demo")
+    assert (code, out) == (ExitCode.CONFLICT, "")
+    assert err == f"devbox: {foreign} exists and was not written by devbox: move it away or use --force\n"
+    assert world.files() == ["systemd/user/drone-demo-creds.socket"]
+    assert foreign.read_text() == "[Socket]\nListenStream=/tmp/mine\n"
+    code, out, _ = devbox(capsys, "create", "demo", "--force")
+    assert code == 0 and f"changed    {foreign}" in out
+    assert foreign.read_text().startswith("# Managed by devbox.")
+
+
+def test_create_with_a_missing_image_writes_nothing(world: World, capsys) -> None:
+    code, out, err = devbox(capsys, "create", "demo", "--image", "localhost/nope:1")
+    assert (code, out) == (ExitCode.IMAGE, "")
+    assert err == "devbox: image localhost/nope:1 is not present and could not be pulled: podman could not pull localhost/nope:1: manifest unknown\n"
+    assert world.files() == [] and world.systemd.calls == []
+
+
+def test_create_pulls_a_missing_image(world: World, capsys) -> None:
+    world.podman.pullable.add("quay.io/acme/dev:1")
+    assert devbox(capsys, "create", "demo", "--image", "quay.io/acme/dev:1")[0] == 0
+    assert "pull quay.io/acme/dev:1" in world.podman.calls
+
+
+def test_create_that_fails_to_start_removes_what_it_wrote(world: World, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("devbox.lifecycle.journal_lines", lambda unit, n: [f"{unit}: Error: crun: boom"])
+    world.systemd.fail_start.add("drone-demo.service")
+    code, out, err = devbox(capsys, "create", "demo")
+    assert (code, out) == (ExitCode.SYSTEMD, "")
+    assert err == (
+        "devbox: systemd could not start drone-demo.service: Job for drone-demo.service failed.\n"
+        "  drone-demo.service: Error: crun: boom\n"
+    )
+    assert world.files() == []
+    assert world.systemd.calls[-1] == ("daemon-reload", "")
+    assert "drone-demo.service" not in world.systemd.loaded
+
+
+def test_create_that_fails_to_reload_removes_what_it_wrote(world: World, capsys) -> None:
+    world.systemd.fail_reload = True
+    code, _, err = devbox(capsys, "create", "demo")
+    assert code == ExitCode.SYSTEMD
+    assert err == "devbox: systemd could not reload the user manager: boom\n"
+    assert world.files() == []
+
+
+def test_max_drones(world: World, capsys) -> None:
+    world.paths.config_file.parent.mkdir(parents=True)
+    world.paths.config_file.write_text("max_drones = 1\n")
+    assert devbox(capsys, "create", "one")[0] == 0
+    assert devbox(capsys, "create", "two") == (ExitCode.LIMIT, "", "devbox: the drone limit is reached (1, max_drones in the config)\n")
+
+
+def test_config_that_is_not_toml(world: World, capsys) -> None:
+    world.paths.config_file.parent.mkdir(parents=True)
+    world.paths.config_file.write_text("this is = = not toml\n")
+    code, out, err = devbox(capsys, "create", "demo")
+    assert (code, out) == (ExitCode.CONFIG, "")
+    assert err.startswith(f"devbox: {world.paths.config_file}: not valid TOML: ")
+    assert err.count("\n") == 1
+    assert world.files() == []
+
+
+@pytest.mark.parametrize("command", [["start"], ["stop"], ["restart"], ["status"], ["destroy", "--yes"], ["logs"]])
+def test_commands_on_a_drone_that_does_not_exist(world: World, capsys, command: list[str]) -> None:
+    code, out, err = devbox(capsys, command[0], "ghost", *command[1:])
+    assert (code, out, err) == (ExitCode.NOT_FOUND, "", "devbox: no such drone: ghost\n")
+
+
+def test_stop_removes_autostart_and_start_brings_it_back(world: World, capsys) -> None:
+    devbox(capsys, "create", "demo")
+    dropin = world.paths.quadlet_dir / "drone-demo.container.d/autostart.conf"
+    assert dropin.is_file()
+    assert devbox(capsys, "stop", "demo") == (0, "drone demo is stopped\n", "")
+    assert not dropin.exists() and not dropin.parent.exists()
+    assert world.systemd.calls[-2:] == [("daemon-reload", ""), ("stop", "drone-demo.service")]
+    assert devbox(capsys, "start", "demo") == (0, "drone demo is running\n", "")
+    assert dropin.is_file()
+    assert world.systemd.calls[-2:] == [("daemon-reload", ""), ("start", "drone-demo.service")]
+
+
+def test_destroy_removes_units_container_and_volume(world: World, capsys) -> None:
+    devbox(capsys, "create", "demo")
+    world.podman.volumes.add("drone-demo-home")
+    socket_dir = world.paths.socket_dir("demo")
+    socket_dir.mkdir(parents=True)
+    assert devbox(capsys, "destroy", "demo", "--yes") == (0, "drone demo is destroyed (4 files removed, volume removed)\n", "")
+    assert world.files() == []
+    assert not socket_dir.exists()
+    assert "remove_volume drone-demo-home" in world.podman.calls
+    assert ("stop", "drone-demo.service") in world.systemd.calls
+    assert world.systemd.calls[-1] == ("daemon-reload", "") or ("daemon-reload", "") in world.systemd.calls[-3:]
+    assert devbox(capsys, "destroy", "demo", "--yes") == (ExitCode.NOT_FOUND, "", "devbox: no such drone: demo\n")
+
+
+def test_destroy_keep_volume(world: World, capsys) -> None:
+    devbox(capsys, "create", "demo")
+    world.podman.volumes.add("drone-demo-home")
+    assert devbox(capsys, "destroy", "demo", "--yes", "--keep-volume")[1] == "drone demo is destroyed (4 files removed, volume kept)\n"
+    assert world.podman.volumes == {"drone-demo-home"}
+
+
+def test_destroy_without_yes_and_without_a_terminal(world: World, capsys) -> None:
+    devbox(capsys, "create", "demo")
+    code, _, err = devbox(capsys, "destroy", "demo")
+    assert (code, err) == (ExitCode.USAGE, "devbox: refusing to destroy demo without --yes (no terminal to ask on)\n")
+    assert len(world.files()) == 4
+
+
+def _running(name: str, image: str = "localhost/devbox-drone:latest") -> ContainerInfo:
+    return ContainerInfo(
+        name=f"drone-{name}", drone=name, state="running", image=image,
+        started_at=FIXED_NOW.replace(hour=7), ports=("127.0.0.1:2201->2222/tcp",), labels={"drone": name},
+    )
+
+
+def test_list_json_uses_one_query_of_each(world: World, capsys, monkeypatch) -> None:
+    for name in ("alpha", "beta", "gamma"):
+        devbox(capsys, "create", name, "--repo", f"acme/{name}")
+    devbox(capsys, "stop", "beta")
+    world.podman.containers = {"alpha": _running("alpha"), "gamma": _running("gamma")}
+    world.systemd.calls.clear()
+    world.podman.calls.clear()
+    monkeypatch.setattr(cli, "_now", lambda: FIXED_NOW)
+    code, out, _ = devbox(capsys, "list", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert [(d["name"], d["state"], d["autostart"]) for d in data] == [
+        ("alpha", "running", True), ("beta", "stopped", False), ("gamma", "running", True)
+    ]
+    assert data[0]["uptime_seconds"] == 3600 and data[0]["repos"] == ["acme/alpha"]
+    assert world.systemd.calls == [("states", "drone-alpha.service,drone-beta.service,drone-gamma.service")]
+    assert world.podman.calls == ["drone_containers"]
+
+
+def test_list_plain(world: World, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "_now", lambda: FIXED_NOW)
+    assert devbox(capsys, "list") == (0, "no drones yet: devbox create NAME --repo ORG/REPO\n", "")
+    devbox(capsys, "create", "alpha", "--repo", "acme/alpha", "--ssh-port", "2201")
+    world.podman.containers = {"alpha": _running("alpha")}
+    assert devbox(capsys, "list")[1] == (
+        "NAME   STATE    UPTIME  IMAGE                          REPOS       SSH\n"
+        "alpha  running  1h0m    localhost/devbox-drone:latest  acme/alpha  127.0.0.1:2201\n"
+    )
+
+
+def test_status_json(world: World, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "_now", lambda: FIXED_NOW)
+    devbox(capsys, "create", "alpha", "--repo", "acme/alpha", "--with-syncthing")
+    world.podman.containers = {"alpha": _running("alpha")}
+    world.podman.volumes.add("drone-alpha-home")
+    code, out, _ = devbox(capsys, "status", "alpha", "--json")
+    assert code == 0
+    assert json.loads(out) == {
+        "name": "alpha", "state": "running", "unit": "drone-alpha.service", "unit_state": "active",
+        "unit_sub_state": "running", "container_state": "running", "image": "localhost/devbox-drone:latest",
+        "repos": ["acme/alpha"], "created": "2026-11-22T08:00:00Z", "started": "2026-11-22T07:00:00Z",
+        "uptime_seconds": 3600, "restarts": 0, "ports": ["127.0.0.1:2201->2222/tcp"], "volume": "drone-alpha-home",
+        "volume_exists": True, "autostart": True, "ssh": None, "syncthing": True,
+    }
+
+
+def test_render_prints_every_unit_and_writes_nothing(world: World, capsys) -> None:
+    code, out, _ = devbox(capsys, "render", "demo", "--repo", "acme/demo")
+    assert code == 0
+    headers = [line for line in out.splitlines() if line.startswith("# --- ")]
+    assert headers == [
+        f"# --- {world.paths.quadlet_dir}/drone-demo.container",
+        f"# --- {world.paths.quadlet_dir}/drone-demo.container.d/autostart.conf",
+        f"# --- {world.paths.unit_dir}/drone-demo-creds.socket",
+        f"# --- {world.paths.unit_dir}/drone-demo-creds.service",
+    ]
+    assert "Label=io.devbox.repos=acme/demo" in out
+    assert world.files() == [] and world.systemd.calls == []
+
+
+def test_version(capsys) -> None:
+    from devbox import __version__
+
+    assert devbox(capsys, "--version") == (0, f"devbox {__version__}\n", "")
