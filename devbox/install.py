@@ -47,7 +47,7 @@ def _read(path: Path) -> str | None:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, IsADirectoryError):
         return ""  # not ours, whatever it is
 
 

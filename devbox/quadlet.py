@@ -41,4 +41,5 @@ def problems(unit_dir: Path, filename: str) -> list[str]:
     result = dryrun(unit_dir)
     if result is None:
         return []
-    return [line for line in result.stderr.splitlines() if filename in line and "Loading source" not in line]
+    lines = [line for line in result.stderr.splitlines() if filename in line and "Loading source" not in line]
+    return [line for line in lines if "Warning" not in line] + [line for line in lines if "Warning" in line]

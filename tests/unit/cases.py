@@ -1,0 +1,44 @@
+"""The drone specs the golden-file and Quadlet tests render."""
+
+from __future__ import annotations
+
+from devbox.spec import DroneSpec
+from tests.fakes import FIXED_NOW
+
+HOSTILE_ENV = {
+    "PERCENT": "100% %h %t %%",
+    "DOLLAR": "$HOME ${PATH} $$ $",
+    "SPACES": "  two  spaces  ",
+    "QUOTES": "she said \"hi\" and 'bye'",
+    "BACKSLASH": "C:\\path\\to\\ \\\" \\n",
+    "INJECT_ARG": "x --privileged --volume /:/host",
+    "INJECT_QUOTE": "\" --privileged \"",
+    "INJECT_KEY": "x\" Label=\"io.devbox.repos=evil/repo",
+    "SEMICOLON": "a; rm -rf / ; b",
+    "EMPTY": "",
+    "UNICODE": "grüße ✓",
+}
+
+
+def cases() -> dict[str, DroneSpec]:
+    common = {"created": FIXED_NOW, "version": "0.1.0"}
+    return {
+        "minimal": DroneSpec.build(name="demo", repos=[], image="localhost/devbox-drone:latest", **common),
+        "all-options": DroneSpec.build(
+            name="acme-widgets",
+            repos=["acme/widgets", "acme/widgets-docs"],
+            image="ghcr.io/acme/dev-image:2026.11",
+            cpus="1.5",
+            memory="4G",
+            ssh_port="2201",
+            syncthing=True,
+            env={"EDITOR": "vim", "TZ": "Europe/Berlin"},
+            **common,
+        ),
+        "hostile-env": DroneSpec.build(
+            name="x", repos=["acme/demo"], image="localhost/devbox-drone:latest", env=HOSTILE_ENV, **common
+        ),
+    }
+
+
+DEVBOX_COMMAND = ("/opt/devbox venv/bin/python3", "-m", "devbox")

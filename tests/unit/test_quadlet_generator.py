@@ -1,0 +1,131 @@
+"""Every rendered .container through Podman 5's real Quadlet generator (`quadlet -dryrun -user`).
+
+Assertions are on the `podman run` argv that systemd will execute, split the way
+systemd splits ExecStart= (unitfile.split_words), so a hostile value that added a
+directive or an argument would show up here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devbox.render import render_drone
+from devbox.spec import DroneSpec
+from devbox.unitfile import parse_sections, split_words, values
+from tests.unit.cases import DEVBOX_COMMAND, HOSTILE_ENV, cases
+
+
+def generate(quadlet: Path, spec: DroneSpec, tmp_path: Path) -> tuple[dict[str, str], str]:
+    quadlet_dir = tmp_path / "containers" / "systemd"
+    for rendered in render_drone(spec, DEVBOX_COMMAND):
+        if rendered.place.value == "quadlet":
+            path = quadlet_dir / rendered.relative_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(rendered.text)
+    result = subprocess.run(
+        [quadlet, "-dryrun", "-user"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QUADLET_UNIT_DIRS": str(quadlet_dir)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    units: dict[str, str] = {}
+    current = None
+    for line in result.stdout.splitlines(keepends=True):
+        if line.startswith("---") and line.rstrip().endswith("---"):
+            current = line.strip("-\n")
+            units[current] = ""
+        elif current:
+            units[current] += line
+    return units, result.stderr
+
+
+def podman_run_argv(service_text: str) -> list[str]:
+    (exec_start,) = values(parse_sections(service_text), "Service", "ExecStart")
+    return split_words(exec_start)
+
+
+def option_values(argv: list[str], option: str) -> list[str]:
+    found = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == option]
+    found += [a.split("=", 1)[1] for a in argv if a.startswith(option + "=")]
+    return found
+
+
+@pytest.mark.parametrize("case", sorted(cases()))
+def test_generator_accepts_every_key(quadlet_binary: Path, tmp_path: Path, case: str) -> None:
+    spec = cases()[case]
+    units, stderr = generate(quadlet_binary, spec, tmp_path)
+    assert list(units) == [f"drone-{spec.name}.service"]
+    assert "unsupported key" not in stderr and "converting" not in stderr, stderr
+    service = units[f"drone-{spec.name}.service"]
+    assert values(parse_sections(service), "Install", "WantedBy") == ["default.target"]
+    assert values(parse_sections(service), "Service", "Restart") == ["on-failure"]
+    assert "drone-" + spec.name + "-creds.socket" in values(parse_sections(service), "Unit", "Requires")
+
+
+@pytest.mark.parametrize("case", sorted(cases()))
+def test_podman_run_arguments(quadlet_binary: Path, tmp_path: Path, case: str) -> None:
+    spec = cases()[case]
+    units, _ = generate(quadlet_binary, spec, tmp_path)
+    argv = podman_run_argv(units[f"drone-{spec.name}.service"])
+    assert argv[:2] == ["/usr/bin/podman", "run"]
+    assert argv[-1] == spec.image, "the image must be the last argument: nothing after it"
+    assert option_values(argv, "--name") == [f"drone-{spec.name}"]
+    assert option_values(argv, "--hostname") == [spec.name]
+    assert option_values(argv, "--userns") == ["keep-id"]
+    assert "--init" in argv
+    assert option_values(argv, "-v") == [f"drone-{spec.name}-home:%h", f"%t/devbox/drones/{spec.name}:/run/devbox"]
+    labels = dict(label.split("=", 1) for label in option_values(argv, "--label"))
+    assert labels == spec.labels()
+    env = dict(item.split("=", 1) for item in option_values(argv, "--env"))
+    assert env == {"DEVBOX_DRONE": spec.name, "DEVBOX_SYNCTHING": "1" if spec.syncthing else "0", **dict(spec.env)}
+    assert option_values(argv, "--cpus") == ([] if spec.cpus is None else [f"{spec.cpus:g}"])
+    assert option_values(argv, "--memory") == ([] if spec.memory is None else [spec.memory])
+    expected_publish = [] if spec.ssh_port is None else [f"127.0.0.1:{spec.ssh_port}:2222"]
+    assert option_values(argv, "--publish") == expected_publish
+
+
+def test_hostile_env_values_stay_one_argument_each(quadlet_binary: Path, tmp_path: Path) -> None:
+    spec = cases()["hostile-env"]
+    units, _ = generate(quadlet_binary, spec, tmp_path)
+    service = units["drone-x.service"]
+    argv = podman_run_argv(service)
+    env_args = option_values(argv, "--env")
+    assert sorted(env_args) == sorted([f"{k}={v}" for k, v in HOSTILE_ENV.items()] + ["DEVBOX_DRONE=x", "DEVBOX_SYNCTHING=0"])
+    # No value became an option of its own or a directive of its own.
+    assert "--privileged" not in argv
+    assert option_values(argv, "--label").count("io.devbox.repos=evil/repo") == 0
+    assert [k for k, _ in parse_sections(service)["Service"]].count("ExecStart") == 1
+    every_option = [a for a in argv if a.startswith("-")]
+    assert every_option.count("--env") == len(HOSTILE_ENV) + 2
+
+
+def test_generator_reports_an_unsupported_key(quadlet_binary: Path, tmp_path: Path) -> None:
+    """The failure mode create relies on: a bad key gives no service and names the key."""
+    quadlet_dir = tmp_path / "q"
+    quadlet_dir.mkdir()
+    (quadlet_dir / "drone-bad.container").write_text("[Container]\nImage=x\nMemory=4g\n")
+    result = subprocess.run(
+        [quadlet_binary, "-dryrun", "-user"], capture_output=True, text=True,
+        env={**os.environ, "QUADLET_UNIT_DIRS": str(quadlet_dir)}, check=False,
+    )
+    assert "unsupported key 'Memory'" in result.stderr
+    assert "---drone-bad.service---" not in result.stdout
+
+
+def test_devbox_explains_a_rejected_file_with_the_generators_words(
+    quadlet_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devbox import quadlet
+
+    monkeypatch.setenv("DEVBOX_QUADLET", str(quadlet_binary))
+    (tmp_path / "drone-bad.container").write_text("[Container]\nImage=x\nBogusKey=1\n")
+    (tmp_path / "drone-good.container").write_text("[Container]\nImage=localhost/x:1\n")
+    problems = quadlet.problems(tmp_path, "drone-bad.container")
+    assert "unsupported key 'BogusKey'" in problems[0]
+    assert quadlet.problems(tmp_path, "drone-good.container") == []

@@ -1,0 +1,30 @@
+"""Rendered units compared byte for byte with tests/golden/. Regenerate on purpose only:
+
+    DEVBOX_UPDATE_GOLDEN=1 pytest tests/unit/test_render_golden.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from devbox.render import render_drone
+from tests.unit.cases import DEVBOX_COMMAND, cases
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+
+
+@pytest.mark.parametrize("case", sorted(cases()))
+def test_rendered_units_match_golden_files(case: str) -> None:
+    rendered = {f"{f.place.value}/{f.relative_path}": f.text for f in render_drone(cases()[case], DEVBOX_COMMAND)}
+    directory = GOLDEN / case
+    if os.environ.get("DEVBOX_UPDATE_GOLDEN") == "1":
+        for relative, text in rendered.items():
+            (directory / relative).parent.mkdir(parents=True, exist_ok=True)
+            (directory / relative).write_bytes(text.encode())
+    on_disk = {str(p.relative_to(directory)): p.read_bytes().decode() for p in directory.rglob("*") if p.is_file()}
+    assert sorted(on_disk) == sorted(rendered)
+    for relative, text in rendered.items():
+        assert text == on_disk[relative], f"{case}/{relative} differs from its golden file"

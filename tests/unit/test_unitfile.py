@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from devbox.render import systemd_word
+from devbox.unitfile import image, is_ours, labels, parse_sections, split_words
+from tests.unit.cases import HOSTILE_ENV
+
+SAMPLES = [*HOSTILE_ENV.values(), "plain", "a=b", "%", "$", "\\", '"', "'", "a'b\"c", "-x", "ünï"]
+
+
+@pytest.mark.parametrize("value", SAMPLES)
+def test_systemd_word_round_trips_as_exactly_one_word(value: str) -> None:
+    assert split_words(systemd_word(value)) == [value]
+
+
+def test_several_words() -> None:
+    line = " ".join(systemd_word(v) for v in SAMPLES)
+    assert split_words(line) == SAMPLES
+
+
+def test_doubling_of_specifiers_and_variables() -> None:
+    assert systemd_word("%h") == "%%h"
+    assert systemd_word("$HOME") == "$$HOME"
+    assert systemd_word("a b") == '"a b"'
+
+
+def test_unterminated_quote_is_refused() -> None:
+    with pytest.raises(ValueError):
+        split_words('"abc')
+
+
+def test_labels_and_image_read_back() -> None:
+    text = (
+        "# Managed by devbox. x\n[Unit]\nDescription=a\n[Container]\nImage=localhost/x:1\n"
+        "Label=io.devbox.drone=demo\nLabel=\"io.devbox.note=a b\" other.label=1\n; comment\n# Label=io.devbox.fake=1\n"
+    )
+    assert is_ours(text)
+    assert labels(text) == {"drone": "demo", "note": "a b"}
+    assert image(text) == "localhost/x:1"
+    assert parse_sections(text)["Unit"] == [("Description", "a")]
+    assert not is_ours("[Unit]\n")
