@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devbox.config import DEFAULT_IMAGE, Config, Paths, load_config
+from devbox.errors import DevboxError, ExitCode
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_missing_and_empty_files_give_defaults(tmp_path: Path) -> None:
+    assert load_config(tmp_path / "absent.toml") == Config()
+    config = load_config(write(tmp_path, ""))
+    assert config.drone.image == DEFAULT_IMAGE and config.max_drones == 0
+
+
+def test_every_key(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            'max_drones = 5\n[drone]\nimage = "quay.io/me/dev:1"\ncpus = 2\nmemory = "8G"\nsyncthing = true\n'
+            'env = { EDITOR = "hx" }\n',
+        )
+    )
+    assert (config.max_drones, config.drone.image, config.drone.cpus, config.drone.memory) == (5, "quay.io/me/dev:1", 2.0, "8g")
+    assert config.drone.syncthing is True and config.drone.env == {"EDITOR": "hx"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[drone]\nimgae = 'x'\n", "unknown key drone.imgae (allowed: cpus, env, image, memory, syncthing)"),
+        ("colour = 1\n", "unknown key colour (allowed: [drone], max_drones)"),
+        ("[drone]\nmemory = 'lots'\n", "drone.memory: invalid memory size 'lots': use a number with b, k, m or g, for example 512m or 4g"),
+        ("[drone]\ncpus = '2'\n", "drone.cpus: expected a number"),
+        ("[drone]\ncpus = 0\n", "drone.cpus: invalid cpu count 0: use a number greater than 0, for example 2 or 0.5"),
+        ("[drone]\nsyncthing = 'yes'\n", "drone.syncthing: expected true or false"),
+        ("max_drones = -1\n", "max_drones: expected a whole number, 0 or more"),
+        ("[drone]\nenv = { A = \"x\\ny\" }\n", "drone.env: invalid value for environment variable A: newlines and control characters are not allowed"),
+        ("drone = 3\n", "drone: expected a table [drone]"),
+    ],
+)
+def test_bad_values_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(DevboxError) as error:
+        load_config(path)
+    assert error.value.code == ExitCode.CONFIG
+    assert error.value.message == f"{path}: {message}"
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    path = write(tmp_path, "[drone\n")
+    with pytest.raises(DevboxError) as error:
+        load_config(path)
+    assert error.value.code == ExitCode.CONFIG and error.value.message.startswith(f"{path}: not valid TOML")
+
+
+def test_paths_follow_xdg() -> None:
+    paths = Paths.from_env({"HOME": "/home/u", "XDG_RUNTIME_DIR": "/run/user/7"})
+    assert paths.config_file == Path("/home/u/.config/devbox/config.toml")
+    assert paths.quadlet_dir == Path("/home/u/.config/containers/systemd")
+    assert paths.unit_dir == Path("/home/u/.config/systemd/user")
+    assert paths.creds_socket("x") == Path("/run/user/7/devbox/drones/x/creds.sock")
+    custom = Paths.from_env({"HOME": "/h", "XDG_CONFIG_HOME": "/c", "DEVBOX_CONFIG": "/etc/d.toml", "XDG_RUNTIME_DIR": "/r"})
+    assert (custom.config_file, custom.quadlet_dir) == (Path("/etc/d.toml"), Path("/c/containers/systemd"))

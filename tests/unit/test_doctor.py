@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from devbox import doctor
+
+
+class FakeHost(doctor.Host):
+    def __init__(self, commands: dict[str, tuple[int, str]], files: dict[str, str], quadlet: Path | None) -> None:
+        self.uid, self.user, self.runtime_dir = 1000, "dev", Path("/run/user/1000")
+        self.commands, self.files, self._quadlet = commands, files, quadlet
+
+    def run(self, argv: list[str]) -> tuple[int, str]:
+        return self.commands.get(" ".join(argv), (127, f"{argv[0]}: not found"))
+
+    def read(self, path: str | Path) -> str | None:
+        return self.files.get(str(path))
+
+    def exists(self, path: str | Path) -> bool:
+        return str(path) in self.files
+
+    def quadlet(self) -> Path | None:
+        return self._quadlet
+
+
+CG = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/cgroup.controllers"
+READY = FakeHost(
+    {
+        "podman --version": (0, "podman version 5.4.2"),
+        "systemctl --user is-system-running": (0, "running"),
+        "systemctl --user is-active podman.socket": (0, "active"),
+    },
+    {
+        "/var/lib/systemd/linger/dev": "",
+        "/etc/subuid": "dev:100000:65536\n",
+        "/etc/subgid": "1000:100000:65536\n",
+        "/sys/fs/cgroup/cgroup.controllers": "cpu memory pids",
+        CG: "cpu memory pids",
+    },
+    Path("/usr/libexec/podman/quadlet"),
+)
+
+
+def test_a_ready_host_is_all_green() -> None:
+    checks = doctor.run_checks(READY)
+    assert [(c.name, c.status) for c in checks] == [
+        ("podman", "ok"), ("quadlet", "ok"), ("user manager", "ok"), ("linger", "ok"),
+        ("subordinate ids", "ok"), ("cgroup controllers", "ok"), ("podman.socket", "ok"),
+    ]
+
+
+def test_a_debian_12_container_names_each_missing_piece() -> None:
+    host = FakeHost(
+        {"podman --version": (0, "podman version 4.3.1"), "systemctl --user is-system-running": (1, "Failed to connect to bus: No medium found")},
+        {"/etc/subuid": "", "/etc/subgid": ""},
+        None,
+    )
+    checks = {c.name: c for c in doctor.run_checks(host)}
+    assert checks["podman"].status == "fail" and checks["podman"].detail == "Podman 4.3.1 has no Quadlet"
+    assert checks["quadlet"].status == "fail"
+    assert checks["user manager"].status == "fail" and "No medium found" in checks["user manager"].detail
+    assert checks["linger"].fix == "sudo loginctl enable-linger dev"
+    assert checks["subordinate ids"].status == "fail"
+    assert checks["cgroup controllers"].status == "warn"
+    assert checks["podman.socket"].fix == "systemctl --user enable --now podman.socket"
+    assert all(c.fix for c in checks.values() if c.status != "ok")

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from devbox.errors import DevboxError, ExitCode
+from devbox.spec import DroneSpec, name_from_repo, parse_memory, validate_name
+from tests.fakes import FIXED_NOW
+
+
+@pytest.mark.parametrize("name", ["x", "ab", "a1", "my-proj", "a" * 40, "a-b-c"])
+def test_valid_names(name: str) -> None:
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("repo", "name"),
+    [("acme/demo", "acme-demo"), ("Acme/My_Repo.js", "acme-my-repo-js"), ("a/b", "a-b")],
+)
+def test_names_derived_from_repos(repo: str, name: str) -> None:
+    assert name_from_repo(repo) == name
+
+
+@pytest.mark.parametrize("repo", ["acme/x--y", "acme/-y", "acme/y_"])
+def test_derived_names_are_refused_not_rewritten(repo: str) -> None:
+    with pytest.raises(DevboxError) as error:
+        name_from_repo(repo)
+    assert error.value.code == ExitCode.INVALID_INPUT and "give NAME explicitly" in error.value.message
+
+
+@pytest.mark.parametrize(("given", "normal"), [("4G", "4g"), ("512m", "512m"), ("1.5g", "1.5g"), ("10000000", "10000000")])
+def test_memory(given: str, normal: str) -> None:
+    assert parse_memory(given) == normal
+
+
+def test_spec_labels_and_names() -> None:
+    spec = DroneSpec.build(
+        name=None, repos=["acme/demo", "acme/lib"], image="img:1", created=FIXED_NOW, version="9", ssh_port=2201
+    )
+    assert (spec.name, spec.unit, spec.service, spec.volume) == ("acme-demo", "drone-acme-demo", "drone-acme-demo.service", "drone-acme-demo-home")
+    assert spec.labels() == {
+        "io.devbox.drone": "acme-demo",
+        "io.devbox.version": "9",
+        "io.devbox.created": "2026-11-22T08:00:00Z",
+        "io.devbox.repos": "acme/demo,acme/lib",
+        "io.devbox.syncthing": "false",
+        "io.devbox.ssh-port": "2201",
+    }
+
+
+def test_the_same_repo_twice_is_refused() -> None:
+    with pytest.raises(DevboxError, match="the same repository is given twice"):
+        DroneSpec.build(name="a", repos=["acme/x", "acme/x"], image="i", created=FIXED_NOW, version="1")
