@@ -27,7 +27,10 @@ def test_create_refuses_bad_names_and_writes_nothing(world: World, capsys, name:
     code, out, err = devbox(capsys, "create", name)
     assert code == ExitCode.INVALID_INPUT
     assert out == ""
-    assert err == f"devbox: invalid drone name {name!r}: use 1 to 40 of a-z, 0-9 and '-', starting with a letter, not ending with '-', without '--'\n"
+    assert (
+        err
+        == f"devbox: invalid drone name {name!r}: use 1 to 40 of a-z, 0-9 and '-', starting with a letter, not ending with '-', without '--'\n"
+    )
     assert world.files() == []
     assert world.systemd.calls == []
 
@@ -50,16 +53,28 @@ def test_create_refuses_bad_repos(world: World, capsys, repo: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--env", "A=line\nbreak"], "invalid value for environment variable A: newlines and control characters are not allowed"),
+        (
+            ["--env", "A=line\nbreak"],
+            "invalid value for environment variable A: newlines and control characters are not allowed",
+        ),
         (["--env", "NOEQUALS"], "invalid --env 'NOEQUALS': expected KEY=VALUE"),
-        (["--env", "1A=x"], "invalid environment variable name '1A': use letters, digits and '_', not starting with a digit"),
-        (["--env", "DEVBOX_DRONE=x"], "invalid environment variable name 'DEVBOX_DRONE': names starting with DEVBOX_ are devbox's own"),
+        (
+            ["--env", "1A=x"],
+            "invalid environment variable name '1A': use letters, digits and '_', not starting with a digit",
+        ),
+        (
+            ["--env", "DEVBOX_DRONE=x"],
+            "invalid environment variable name 'DEVBOX_DRONE': names starting with DEVBOX_ are devbox's own",
+        ),
         (["--memory", "lots"], "invalid memory size 'lots': use a number with b, k, m or g, for example 512m or 4g"),
         (["--memory", "1m"], "invalid memory size '1m': Podman needs at least 6m"),
         (["--cpus", "0"], "invalid cpu count '0': use a number greater than 0, for example 2 or 0.5"),
         (["--cpus", "many"], "invalid cpu count 'many': use a number greater than 0, for example 2 or 0.5"),
         (["--ssh-port", "70000"], "invalid port '70000': use a number from 1 to 65535"),
-        (["--image", "img\n:latest"], "invalid image reference 'img\\n:latest': expected something like registry/name:tag"),
+        (
+            ["--image", "img\n:latest"],
+            "invalid image reference 'img\\n:latest': expected something like registry/name:tag",
+        ),
         (["--image", "a b"], "invalid image reference 'a b': expected something like registry/name:tag"),
     ],
 )
@@ -70,13 +85,19 @@ def test_create_refuses_bad_options(world: World, capsys, args: list[str], messa
 
 
 def test_create_without_name_or_repo(world: World, capsys) -> None:
-    assert devbox(capsys, "create") == (ExitCode.INVALID_INPUT, "", "devbox: give a drone NAME, or --repo to derive one from\n")
+    assert devbox(capsys, "create") == (
+        ExitCode.INVALID_INPUT,
+        "",
+        "devbox: give a drone NAME, or --repo to derive one from\n",
+    )
 
 
 def test_create_derives_the_name_from_the_repo(world: World, capsys) -> None:
     code, out, err = devbox(capsys, "create", "--repo", "Acme/My_Widgets.js")
     assert code == 0, err
-    assert out.splitlines()[-1] == "drone acme-my-widgets-js is running: systemctl --user status drone-acme-my-widgets-js"
+    assert (
+        out.splitlines()[-1] == "drone acme-my-widgets-js is running: systemctl --user status drone-acme-my-widgets-js"
+    )
 
 
 def test_create_refuses_a_repo_whose_derived_name_is_invalid(world: World, capsys) -> None:
@@ -103,7 +124,10 @@ def test_create_writes_units_reloads_and_starts(world: World, capsys) -> None:
         "systemd/user/drone-demo-creds.service",
         "systemd/user/drone-demo-creds.socket",
     ]
-    assert [c for c in world.systemd.calls if c[0] != "states"] == [("daemon-reload", ""), ("start", "drone-demo.service")]
+    assert [c for c in world.systemd.calls if c[0] != "states"] == [
+        ("daemon-reload", ""),
+        ("start", "drone-demo.service"),
+    ]
 
 
 def test_create_dry_run_writes_nothing(world: World, capsys) -> None:
@@ -123,7 +147,11 @@ def test_create_no_start(world: World, capsys) -> None:
 def test_create_of_an_existing_drone(world: World, capsys) -> None:
     assert devbox(capsys, "create", "demo")[0] == 0
     before = {p: (world.paths.quadlet_dir.parent.parent / p).read_text() for p in world.files()}
-    assert devbox(capsys, "create", "demo", "--image", "other:1") == (ExitCode.EXISTS, "", "devbox: drone demo exists already\n")
+    assert devbox(capsys, "create", "demo", "--image", "other:1") == (
+        ExitCode.EXISTS,
+        "",
+        "devbox: drone demo exists already\n",
+    )
     assert {p: (world.paths.quadlet_dir.parent.parent / p).read_text() for p in world.files()} == before
 
 
@@ -144,7 +172,10 @@ def test_create_refuses_to_overwrite_a_foreign_file(world: World, capsys) -> Non
 def test_create_with_a_missing_image_writes_nothing(world: World, capsys) -> None:
     code, out, err = devbox(capsys, "create", "demo", "--image", "localhost/nope:1")
     assert (code, out) == (ExitCode.IMAGE, "")
-    assert err == "devbox: image localhost/nope:1 is not present and could not be pulled: podman could not pull localhost/nope:1: manifest unknown\n"
+    assert (
+        err
+        == "devbox: image localhost/nope:1 is not present and could not be pulled: podman could not pull localhost/nope:1: manifest unknown\n"
+    )
     assert world.files() == [] and world.systemd.calls == []
 
 
@@ -180,7 +211,11 @@ def test_max_drones(world: World, capsys) -> None:
     world.paths.config_file.parent.mkdir(parents=True)
     world.paths.config_file.write_text("max_drones = 1\n")
     assert devbox(capsys, "create", "one")[0] == 0
-    assert devbox(capsys, "create", "two") == (ExitCode.LIMIT, "", "devbox: the drone limit is reached (1, max_drones in the config)\n")
+    assert devbox(capsys, "create", "two") == (
+        ExitCode.LIMIT,
+        "",
+        "devbox: the drone limit is reached (1, max_drones in the config)\n",
+    )
 
 
 def test_config_that_is_not_toml(world: World, capsys) -> None:
@@ -216,7 +251,11 @@ def test_destroy_removes_units_container_and_volume(world: World, capsys) -> Non
     world.podman.volumes.add("drone-demo-home")
     socket_dir = world.paths.socket_dir("demo")
     socket_dir.mkdir(parents=True)
-    assert devbox(capsys, "destroy", "demo", "--yes") == (0, "drone demo is destroyed (4 files removed, volume removed)\n", "")
+    assert devbox(capsys, "destroy", "demo", "--yes") == (
+        0,
+        "drone demo is destroyed (4 files removed, volume removed)\n",
+        "",
+    )
     assert world.files() == []
     assert not socket_dir.exists()
     assert "remove_volume drone-demo-home" in world.podman.calls
@@ -228,7 +267,10 @@ def test_destroy_removes_units_container_and_volume(world: World, capsys) -> Non
 def test_destroy_keep_volume(world: World, capsys) -> None:
     devbox(capsys, "create", "demo")
     world.podman.volumes.add("drone-demo-home")
-    assert devbox(capsys, "destroy", "demo", "--yes", "--keep-volume")[1] == "drone demo is destroyed (4 files removed, volume kept)\n"
+    assert (
+        devbox(capsys, "destroy", "demo", "--yes", "--keep-volume")[1]
+        == "drone demo is destroyed (4 files removed, volume kept)\n"
+    )
     assert world.podman.volumes == {"drone-demo-home"}
 
 
@@ -241,8 +283,13 @@ def test_destroy_without_yes_and_without_a_terminal(world: World, capsys) -> Non
 
 def _running(name: str, image: str = "localhost/devbox-drone:latest") -> ContainerInfo:
     return ContainerInfo(
-        name=f"drone-{name}", drone=name, state="running", image=image,
-        started_at=FIXED_NOW.replace(hour=7), ports=("127.0.0.1:2201->2222/tcp",), labels={"drone": name},
+        name=f"drone-{name}",
+        drone=name,
+        state="running",
+        image=image,
+        started_at=FIXED_NOW.replace(hour=7),
+        ports=("127.0.0.1:2201->2222/tcp",),
+        labels={"drone": name},
     )
 
 
@@ -258,7 +305,9 @@ def test_list_json_uses_one_query_of_each(world: World, capsys, monkeypatch) -> 
     assert code == 0
     data = json.loads(out)
     assert [(d["name"], d["state"], d["autostart"]) for d in data] == [
-        ("alpha", "running", True), ("beta", "stopped", False), ("gamma", "running", True)
+        ("alpha", "running", True),
+        ("beta", "stopped", False),
+        ("gamma", "running", True),
     ]
     assert data[0]["uptime_seconds"] == 3600 and data[0]["repos"] == ["acme/alpha"]
     assert world.systemd.calls == [("states", "drone-alpha.service,drone-beta.service,drone-gamma.service")]
@@ -284,11 +333,24 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
     code, out, _ = devbox(capsys, "status", "alpha", "--json")
     assert code == 0
     assert json.loads(out) == {
-        "name": "alpha", "state": "running", "unit": "drone-alpha.service", "unit_state": "active",
-        "unit_sub_state": "running", "container_state": "running", "image": "localhost/devbox-drone:latest",
-        "repos": ["acme/alpha"], "created": "2026-11-22T08:00:00Z", "started": "2026-11-22T07:00:00Z",
-        "uptime_seconds": 3600, "restarts": 0, "ports": ["127.0.0.1:2201->2222/tcp"], "volume": "drone-alpha-home",
-        "volume_exists": True, "autostart": True, "ssh": None, "syncthing": True,
+        "name": "alpha",
+        "state": "running",
+        "unit": "drone-alpha.service",
+        "unit_state": "active",
+        "unit_sub_state": "running",
+        "container_state": "running",
+        "image": "localhost/devbox-drone:latest",
+        "repos": ["acme/alpha"],
+        "created": "2026-11-22T08:00:00Z",
+        "started": "2026-11-22T07:00:00Z",
+        "uptime_seconds": 3600,
+        "restarts": 0,
+        "ports": ["127.0.0.1:2201->2222/tcp"],
+        "volume": "drone-alpha-home",
+        "volume_exists": True,
+        "autostart": True,
+        "ssh": None,
+        "syncthing": True,
     }
 
 

@@ -28,7 +28,12 @@ def test_every_key(tmp_path: Path) -> None:
             'env = { EDITOR = "hx" }\n',
         )
     )
-    assert (config.max_drones, config.drone.image, config.drone.cpus, config.drone.memory) == (5, "quay.io/me/dev:1", 2.0, "8g")
+    assert (config.max_drones, config.drone.image, config.drone.cpus, config.drone.memory) == (
+        5,
+        "quay.io/me/dev:1",
+        2.0,
+        "8g",
+    )
     assert config.drone.syncthing is True and config.drone.env == {"EDITOR": "hx"}
 
 
@@ -37,12 +42,18 @@ def test_every_key(tmp_path: Path) -> None:
     [
         ("[drone]\nimgae = 'x'\n", "unknown key drone.imgae (allowed: cpus, env, image, memory, syncthing)"),
         ("colour = 1\n", "unknown key colour (allowed: [drone], max_drones)"),
-        ("[drone]\nmemory = 'lots'\n", "drone.memory: invalid memory size 'lots': use a number with b, k, m or g, for example 512m or 4g"),
+        (
+            "[drone]\nmemory = 'lots'\n",
+            "drone.memory: invalid memory size 'lots': use a number with b, k, m or g, for example 512m or 4g",
+        ),
         ("[drone]\ncpus = '2'\n", "drone.cpus: expected a number"),
         ("[drone]\ncpus = 0\n", "drone.cpus: invalid cpu count 0: use a number greater than 0, for example 2 or 0.5"),
         ("[drone]\nsyncthing = 'yes'\n", "drone.syncthing: expected true or false"),
         ("max_drones = -1\n", "max_drones: expected a whole number, 0 or more"),
-        ("[drone]\nenv = { A = \"x\\ny\" }\n", "drone.env: invalid value for environment variable A: newlines and control characters are not allowed"),
+        (
+            '[drone]\nenv = { A = "x\\ny" }\n',
+            "drone.env: invalid value for environment variable A: newlines and control characters are not allowed",
+        ),
         ("drone = 3\n", "drone: expected a table [drone]"),
     ],
 )
@@ -67,5 +78,7 @@ def test_paths_follow_xdg() -> None:
     assert paths.quadlet_dir == Path("/home/u/.config/containers/systemd")
     assert paths.unit_dir == Path("/home/u/.config/systemd/user")
     assert paths.creds_socket("x") == Path("/run/user/7/devbox/drones/x/creds.sock")
-    custom = Paths.from_env({"HOME": "/h", "XDG_CONFIG_HOME": "/c", "DEVBOX_CONFIG": "/etc/d.toml", "XDG_RUNTIME_DIR": "/r"})
+    custom = Paths.from_env(
+        {"HOME": "/h", "XDG_CONFIG_HOME": "/c", "DEVBOX_CONFIG": "/etc/d.toml", "XDG_RUNTIME_DIR": "/r"}
+    )
     assert (custom.config_file, custom.quadlet_dir) == (Path("/etc/d.toml"), Path("/c/containers/systemd"))

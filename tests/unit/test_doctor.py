@@ -44,14 +44,22 @@ READY = FakeHost(
 def test_a_ready_host_is_all_green() -> None:
     checks = doctor.run_checks(READY)
     assert [(c.name, c.status) for c in checks] == [
-        ("podman", "ok"), ("quadlet", "ok"), ("user manager", "ok"), ("linger", "ok"),
-        ("subordinate ids", "ok"), ("cgroup controllers", "ok"), ("podman.socket", "ok"),
+        ("podman", "ok"),
+        ("quadlet", "ok"),
+        ("user manager", "ok"),
+        ("linger", "ok"),
+        ("subordinate ids", "ok"),
+        ("cgroup controllers", "ok"),
+        ("podman.socket", "ok"),
     ]
 
 
 def test_a_debian_12_container_names_each_missing_piece() -> None:
     host = FakeHost(
-        {"podman --version": (0, "podman version 4.3.1"), "systemctl --user is-system-running": (1, "Failed to connect to bus: No medium found")},
+        {
+            "podman --version": (0, "podman version 4.3.1"),
+            "systemctl --user is-system-running": (1, "Failed to connect to bus: No medium found"),
+        },
         {"/etc/subuid": "", "/etc/subgid": ""},
         None,
     )

@@ -96,7 +96,9 @@ def test_hostile_env_values_stay_one_argument_each(quadlet_binary: Path, tmp_pat
     service = units["drone-x.service"]
     argv = podman_run_argv(service)
     env_args = option_values(argv, "--env")
-    assert sorted(env_args) == sorted([f"{k}={v}" for k, v in HOSTILE_ENV.items()] + ["DEVBOX_DRONE=x", "DEVBOX_SYNCTHING=0"])
+    assert sorted(env_args) == sorted(
+        [f"{k}={v}" for k, v in HOSTILE_ENV.items()] + ["DEVBOX_DRONE=x", "DEVBOX_SYNCTHING=0"]
+    )
     # No value became an option of its own or a directive of its own.
     assert "--privileged" not in argv
     assert option_values(argv, "--label").count("io.devbox.repos=evil/repo") == 0
@@ -111,8 +113,11 @@ def test_generator_reports_an_unsupported_key(quadlet_binary: Path, tmp_path: Pa
     quadlet_dir.mkdir()
     (quadlet_dir / "drone-bad.container").write_text("[Container]\nImage=x\nMemory=4g\n")
     result = subprocess.run(
-        [quadlet_binary, "-dryrun", "-user"], capture_output=True, text=True,
-        env={**os.environ, "QUADLET_UNIT_DIRS": str(quadlet_dir)}, check=False,
+        [quadlet_binary, "-dryrun", "-user"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QUADLET_UNIT_DIRS": str(quadlet_dir)},
+        check=False,
     )
     assert "unsupported key 'Memory'" in result.stderr
     assert "---drone-bad.service---" not in result.stdout

@@ -1,6 +1,6 @@
 """Rendered units compared byte for byte with tests/golden/. Regenerate on purpose only:
 
-    DEVBOX_UPDATE_GOLDEN=1 pytest tests/unit/test_render_golden.py
+DEVBOX_UPDATE_GOLDEN=1 pytest tests/unit/test_render_golden.py
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ def test_derived_names_are_refused_not_rewritten(repo: str) -> None:
     assert error.value.code == ExitCode.INVALID_INPUT and "give NAME explicitly" in error.value.message
 
 
-@pytest.mark.parametrize(("given", "normal"), [("4G", "4g"), ("512m", "512m"), ("1.5g", "1.5g"), ("10000000", "10000000")])
+@pytest.mark.parametrize(
+    ("given", "normal"), [("4G", "4g"), ("512m", "512m"), ("1.5g", "1.5g"), ("10000000", "10000000")]
+)
 def test_memory(given: str, normal: str) -> None:
     assert parse_memory(given) == normal
 
@@ -36,7 +38,12 @@ def test_spec_labels_and_names() -> None:
     spec = DroneSpec.build(
         name=None, repos=["acme/demo", "acme/lib"], image="img:1", created=FIXED_NOW, version="9", ssh_port=2201
     )
-    assert (spec.name, spec.unit, spec.service, spec.volume) == ("acme-demo", "drone-acme-demo", "drone-acme-demo.service", "drone-acme-demo-home")
+    assert (spec.name, spec.unit, spec.service, spec.volume) == (
+        "acme-demo",
+        "drone-acme-demo",
+        "drone-acme-demo.service",
+        "drone-acme-demo-home",
+    )
     assert spec.labels() == {
         "io.devbox.drone": "acme-demo",
         "io.devbox.version": "9",

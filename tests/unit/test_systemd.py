@@ -102,5 +102,14 @@ def test_connect_falls_back_to_systemctl_without_a_user_bus(monkeypatch: pytest.
 
 def test_journal_argv() -> None:
     assert systemd.journal_argv("drone-a.service", 5, follow=True) == [
-        "journalctl", "--user", "--no-pager", "-o", "short-iso", "-n", "5", "-u", "drone-a.service", "-f",
+        "journalctl",
+        "--user",
+        "--no-pager",
+        "-o",
+        "short-iso",
+        "-n",
+        "5",
+        "-u",
+        "drone-a.service",
+        "-f",
     ]

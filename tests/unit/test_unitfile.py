@@ -33,7 +33,7 @@ def test_unterminated_quote_is_refused() -> None:
 def test_labels_and_image_read_back() -> None:
     text = (
         "# Managed by devbox. x\n[Unit]\nDescription=a\n[Container]\nImage=localhost/x:1\n"
-        "Label=io.devbox.drone=demo\nLabel=\"io.devbox.note=a b\" other.label=1\n; comment\n# Label=io.devbox.fake=1\n"
+        'Label=io.devbox.drone=demo\nLabel="io.devbox.note=a b" other.label=1\n; comment\n# Label=io.devbox.fake=1\n'
     )
     assert is_ours(text)
     assert labels(text) == {"drone": "demo", "note": "a b"}

@@ -1,0 +1,37 @@
+# The commands the README gives. `make test` is also what CI runs (.ci/run).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: test unit e2e demo install quadlet clean
+
+$(PY): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(PY)
+
+install: $(PY)
+
+quadlet:
+	tests/tools/get-quadlet.sh >/dev/null
+
+# Everything: unit tests, the real Quadlet generator, and the end-to-end machine
+# (as root with systemd-nspawn; skipped with the reason printed otherwise).
+test: install quadlet
+	$(PY) -m pytest -v -rs $(PYTEST_ARGS)
+
+unit: install quadlet
+	$(PY) -m pytest -v -rs tests/unit $(PYTEST_ARGS)
+
+e2e: install
+	$(PY) -m pytest -v -rs tests/e2e $(PYTEST_ARGS)
+
+# See devbox do its job on a machine without systemd and Podman 5: boots a throwaway
+# Debian 13 machine (systemd-nspawn), creates a drone in it, shows it, tears it down.
+demo:
+	tests/e2e/demo.sh
+
+clean:
+	rm -rf $(VENV) .cache build dist

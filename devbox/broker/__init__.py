@@ -1,0 +1,1 @@
+"""The per-drone credential broker, started by drone-NAME-creds.socket."""

@@ -1,0 +1,119 @@
+"""A small HTTP/1.1 server on the socket systemd hands over (socket activation, Accept=no).
+
+It exits after an idle period without closing the listening socket's path: systemd
+keeps listening and starts the broker again on the next request, so nothing runs
+while a drone is idle.
+
+Endpoints: GET /healthz. GET /token and /git-credential answer 503 until a GitHub
+App is configured (the broker's token minting is its own issue).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+from devbox.errors import DevboxError, ExitCode
+
+SD_LISTEN_FDS_START = 3
+MAX_REQUEST = 4096
+REQUEST_TIMEOUT = 5.0
+DEFAULT_IDLE_EXIT = 60.0
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: str
+
+    def encode(self) -> bytes:
+        body = self.body.encode()
+        head = (
+            f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Error')}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        return head.encode() + body
+
+
+def listening_socket(env: dict[str, str] | None = None) -> socket.socket:
+    """The socket systemd passed (fd 3). Refuse to run without one."""
+    env = dict(os.environ) if env is None else env
+    if env.get("LISTEN_PID") != str(os.getpid()) or env.get("LISTEN_FDS", "0") == "0":
+        raise DevboxError(
+            "the broker runs only under its socket unit (no LISTEN_FDS from systemd): "
+            "systemctl --user start drone-NAME-creds.socket",
+            ExitCode.ENVIRONMENT,
+        )
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(key, None)
+    return socket.socket(fileno=SD_LISTEN_FDS_START)
+
+
+def read_request(conn: socket.socket) -> tuple[str, str] | Response:
+    """(method, path) of one request, or the error response to send."""
+    conn.settimeout(REQUEST_TIMEOUT)
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > MAX_REQUEST:
+                return Response(431, "request too large\n")
+    except TimeoutError:
+        return Response(408, "request timed out\n")
+    line = data.split(b"\r\n", 1)[0].decode("ascii", "replace")
+    parts = line.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
+        return Response(400, "malformed request\n")
+    return parts[0], parts[1]
+
+
+def respond(name: str, method: str, path: str) -> Response:
+    if method != "GET":
+        return Response(405, "only GET\n")
+    if path == "/healthz":
+        return Response(200, "ok\n")
+    if path in ("/token", "/git-credential"):
+        return Response(503, f"no GitHub App is configured for drone {name}\n")
+    return Response(404, "not found\n")
+
+
+def handle(name: str, conn: socket.socket) -> None:
+    with conn:
+        request = read_request(conn)
+        response = request if isinstance(request, Response) else respond(name, *request)
+        try:
+            conn.sendall(response.encode())
+        except OSError:
+            pass
+
+
+def serve(name: str, listener: socket.socket, idle_exit: float = DEFAULT_IDLE_EXIT) -> None:
+    """Answer until no request has come for `idle_exit` seconds."""
+    listener.settimeout(idle_exit)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            return
+        threading.Thread(target=handle, args=(name, conn), daemon=True).start()
+
+
+def serve_from_systemd(name: str) -> None:
+    idle = float(os.environ.get("DEVBOX_BROKER_IDLE_EXIT", DEFAULT_IDLE_EXIT))
+    serve(name, listening_socket(), idle)
