@@ -94,10 +94,8 @@ class PodmanPy:
         except Exception as exc:
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if "Connection" in type(exc).__name__ or "No such file" in text or "Connection" in text:
-                raise DevboxError(
-                    f"cannot reach the Podman API at {self._base_url}: run `systemctl --user enable --now podman.socket`",
-                    ExitCode.PODMAN,
-                ) from None
+                hint = "run `systemctl --user enable --now podman.socket`"
+                raise DevboxError(f"cannot reach the Podman API at {self._base_url}: {hint}", ExitCode.PODMAN) from None
             raise DevboxError(f"podman could not {what}: {text}", ExitCode.PODMAN) from None
 
     def drone_containers(self) -> dict[str, ContainerInfo]:
