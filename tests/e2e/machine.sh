@@ -146,25 +146,9 @@ root_argv() {
     PATH=$GUEST_PATH LANG=C.UTF-8 TERM="${TERM:-dumb}" bash -lc "$1")
 }
 guest_user() { user_argv "$1"; "${ARGV[@]}"; }
-# podman run from a process outside the guest's cgroups: see join_guest_cgroup.
-guest_user_cg() { (join_guest_cgroup && guest_user "$1"); }
 guest_root() { root_argv "$1"; "${ARGV[@]}"; }
 # tguest user|root SECONDS CMD: the same, bounded (timeout kills its process group).
 tguest() { "${1}_argv" "$3"; timeout "$2" "${ARGV[@]}"; }
-
-# Move this process (on the host) into a cgroup inside the guest's tree. A
-# process left in the host's cgroup is outside the guest's cgroup namespace:
-# neither the guest's systemd nor dev's user manager could move podman's
-# processes from there into their scopes.
-join_guest_cgroup() {
-  local cg mnt
-  cg=$(sed -n 's/^0:://p' "/proc/$GUEST_PID/cgroup" 2>/dev/null) || return 0
-  mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
-  [[ -n $cg && -n $mnt ]] || return 0
-  local dir=$mnt${cg%/init.scope}/devbox-e2e-exec
-  [[ -d $dir ]] || mkdir "$dir" 2>/dev/null || return 0
-  echo $BASHPID >"$dir/cgroup.procs" 2>/dev/null || true
-}
 
 # ---- caches ---------------------------------------------------------------
 
@@ -433,11 +417,11 @@ cmd_up() {
     ln -sfn $G_VENV/bin/devbox /usr/local/bin/devbox
     $G_VENV/bin/python -c 'import pystemd, devbox'" || die "installing devbox in the guest failed"
   log "importing $BASE_IMAGE"
-  run_logged "$UP_LOG" guest_user_cg "podman image exists $BASE_IMAGE || podman import -q $G_BASE_TAR $BASE_IMAGE" ||
+  run_logged "$UP_LOG" guest_user "podman image exists $BASE_IMAGE || podman import -q $G_BASE_TAR $BASE_IMAGE" ||
     die "podman import failed"
   rm -f "$ROOT$G_BASE_TAR"
   log "building $TEST_IMAGE"
-  run_logged "$UP_LOG" guest_user_cg "podman image exists $TEST_IMAGE || podman build -q --pull=never -t $TEST_IMAGE $G_IMAGE_DIR" ||
+  run_logged "$UP_LOG" guest_user "podman image exists $TEST_IMAGE || podman build -q --pull=never -t $TEST_IMAGE $G_IMAGE_DIR" ||
     die "podman build failed"
   touch "$READY"
   trap - EXIT
@@ -532,7 +516,6 @@ case ${1:-} in
     who=$1; shift
     (($#)) || die "usage: machine.sh $who CMD"
     alive || die "no machine running from $STATE (machine.sh up)"
-    join_guest_cgroup
     "${who}_argv" "$*"
     exec "${ARGV[@]}"
     ;;
