@@ -109,7 +109,7 @@ def serve(name: str, listener: socket.socket, idle_exit: float = DEFAULT_IDLE_EX
     while True:
         try:
             conn, _ = listener.accept()
-        except TimeoutError:
+        except OSError:  # idle timeout, or the listener closed: systemd starts us again on demand
             return
         threading.Thread(target=handle, args=(name, conn), daemon=True).start()
 
