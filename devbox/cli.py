@@ -87,6 +87,9 @@ MemoryOpt = typer.Option(None, "--memory", help="Memory limit, for example 4g or
 SshPortOpt = typer.Option(None, "--ssh-port", help="Publish the drone's SSH port on 127.0.0.1:PORT.")
 SyncthingOpt = typer.Option(None, "--with-syncthing/--without-syncthing", help="Run Syncthing in the drone.")
 EnvOpt = typer.Option([], "--env", "-e", help="KEY=VALUE for the drone's environment (repeatable).")
+PermissionOpt = typer.Option(
+    [], "--permission", help="GitHub token permission NAME=LEVEL over the config's (read, write, admin, none)."
+)
 NameArg = typer.Argument(None, help="Drone name; derived from the first --repo when omitted.", show_default=False)
 
 
@@ -99,11 +102,20 @@ def _request(
     ssh_port: str | None,
     syncthing: bool | None,
     env: list[str],
+    permission: list[str],
 ) -> CreateRequest:
     from devbox.lifecycle import CreateRequest
 
     return CreateRequest(
-        name=name, repos=repo, image=image, cpus=cpus, memory=memory, ssh_port=ssh_port, syncthing=syncthing, env=env
+        name=name,
+        repos=repo,
+        image=image,
+        cpus=cpus,
+        memory=memory,
+        ssh_port=ssh_port,
+        syncthing=syncthing,
+        env=env,
+        permissions=permission,
     )
 
 
@@ -117,6 +129,7 @@ def create(
     ssh_port: str | None = SshPortOpt,
     with_syncthing: bool | None = SyncthingOpt,
     env: list[str] = EnvOpt,
+    permission: list[str] = PermissionOpt,
     no_start: bool = typer.Option(False, "--no-start", help="Write and load the units, do not start."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written; write nothing."),
     force: bool = typer.Option(False, "--force", help="Replace unit files devbox did not write."),
@@ -127,7 +140,7 @@ def create(
     ctx = make_context()
     result = lifecycle.create(
         ctx,
-        _request(name, repo, image, cpus, memory, ssh_port, with_syncthing, env),
+        _request(name, repo, image, cpus, memory, ssh_port, with_syncthing, env, permission),
         start=not no_start,
         dry_run=dry_run,
         force=force,
@@ -153,12 +166,15 @@ def render(
     ssh_port: str | None = SshPortOpt,
     with_syncthing: bool | None = SyncthingOpt,
     env: list[str] = EnvOpt,
+    permission: list[str] = PermissionOpt,
 ) -> None:
     """Print every unit file devbox would write for a drone; write nothing."""
     from devbox import install, lifecycle
 
     ctx = make_context()
-    spec = lifecycle.build_spec(ctx, _request(name, repo, image, cpus, memory, ssh_port, with_syncthing, env))
+    spec = lifecycle.build_spec(
+        ctx, _request(name, repo, image, cpus, memory, ssh_port, with_syncthing, env, permission)
+    )
     for index, rendered in enumerate(lifecycle.render_files(ctx, spec)):
         if index:
             print()

@@ -8,6 +8,7 @@ file, the key and what is allowed.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ class Paths:
     quadlet_dir: Path
     unit_dir: Path
     runtime_dir: Path
+    data_dir: Path = Path("/nonexistent/devbox-data")
+    state_dir: Path = Path("/nonexistent/devbox-state")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Paths:
@@ -41,6 +44,8 @@ class Paths:
             quadlet_dir=config_home / "containers" / "systemd",
             unit_dir=config_home / "systemd" / "user",
             runtime_dir=runtime,
+            data_dir=Path(env.get("XDG_DATA_HOME") or home / ".local" / "share") / "devbox",
+            state_dir=Path(env.get("XDG_STATE_HOME") or home / ".local" / "state") / "devbox",
         )
 
     def socket_dir(self, name: str) -> Path:
@@ -48,6 +53,24 @@ class Paths:
 
     def creds_socket(self, name: str) -> Path:
         return self.socket_dir(name) / "creds.sock"
+
+    @property
+    def tools_dir(self) -> Path:
+        """Scripts mounted read-only into every drone (git credential helper, gh wrapper, clone)."""
+        return self.data_dir / "drone-tools"
+
+    @property
+    def github_key_copy(self) -> Path:
+        """Where a GitHub App key from op:// or env: is kept (0600) for the broker's LoadCredential=."""
+        return self.state_dir / "credentials" / "github-app.pem"
+
+    def token_store(self, name: str) -> Path:
+        """The broker's cached token (0600, on the runtime tmpfs, never mounted into a drone)."""
+        return self.runtime_dir / "devbox" / "tokens" / f"{name}.json"
+
+    def activity_file(self, name: str) -> Path:
+        """Touched by the broker on every request: the clean-up's activity signal."""
+        return self.state_dir / "activity" / f"{name}.broker"
 
 
 @dataclass(frozen=True)
@@ -59,9 +82,41 @@ class DroneDefaults:
     env: dict[str, str] = field(default_factory=dict)
 
 
+DEFAULT_PERMISSIONS = {"contents": "write", "pull_requests": "write"}
+PERMISSION_LEVELS = ("read", "write", "admin")
+
+
+@dataclass(frozen=True)
+class GitHubConfig:
+    """The GitHub App whose installation tokens drones get. Disabled until app_id and private_key are set."""
+
+    app_id: str | None = None
+    private_key: str | None = None  # a secret reference: file:PATH, op://..., env:NAME
+    api_url: str = "https://api.github.com"
+    host: str = "github.com"
+    git_url: str | None = None  # where git reaches repositories; default https://HOST
+    installation_id: int | None = None
+    permissions: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PERMISSIONS))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.app_id and self.private_key)
+
+    @property
+    def repo_base_url(self) -> str:
+        return (self.git_url or f"https://{self.host}").rstrip("/")
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    idle_exit: float = 600.0  # seconds without a request before the broker exits
+
+
 @dataclass(frozen=True)
 class Config:
     drone: DroneDefaults = field(default_factory=DroneDefaults)
+    github: GitHubConfig = field(default_factory=GitHubConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
     max_drones: int = 0  # 0: no limit
 
 
@@ -102,8 +157,67 @@ _DRONE_KEYS: dict[str, Callable[[Any], Any]] = {
     "syncthing": _bool,
     "env": _env_table,
 }
+_APP_ID = re.compile(r"[0-9]{1,12}|Iv[0-9A-Za-z.]{4,40}")
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
+_URL = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+_PERMISSION = re.compile(r"[a-z][a-z_]{0,63}")
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise DevboxError(f"expected {what}", ExitCode.INVALID_INPUT)
+        return value
+
+    return check
+
+
+def _secret_reference(value: Any) -> str:
+    from devbox.secrets import validate_reference
+
+    return validate_reference(_str(value))
+
+
+def _installation(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise DevboxError("expected a positive whole number", ExitCode.INVALID_INPUT)
+    return value
+
+
+def parse_permission(name: str, level: str) -> tuple[str, str]:
+    if not _PERMISSION.fullmatch(name):
+        raise DevboxError(
+            f"invalid permission name {name!r}: for example contents or pull_requests", ExitCode.INVALID_INPUT
+        )
+    if level not in PERMISSION_LEVELS:
+        raise DevboxError(f"invalid level {level!r} for {name}: use read, write or admin", ExitCode.INVALID_INPUT)
+    return name, level
+
+
+def _permissions(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise DevboxError('expected a table like { contents = "write" }', ExitCode.INVALID_INPUT)
+    return dict(parse_permission(k, _str(v)) for k, v in value.items())
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 86400:
+        raise DevboxError("expected a number of seconds from 1 to 86400", ExitCode.INVALID_INPUT)
+    return float(value)
+
+
+_GITHUB_KEYS: dict[str, Callable[[Any], Any]] = {
+    "app_id": _matching(_APP_ID, "the App's numeric id or its client id (Iv...)"),
+    "private_key": _secret_reference,
+    "api_url": _matching(_URL, "an http(s) URL such as https://api.github.com"),
+    "host": _matching(_HOST, "a host name such as github.com"),
+    "git_url": _matching(_URL, "an http(s) URL such as https://github.com"),
+    "installation_id": _installation,
+    "permissions": _permissions,
+}
+_BROKER_KEYS: dict[str, Callable[[Any], Any]] = {"idle_exit": _seconds}
 _TOP_KEYS: dict[str, Callable[[Any], Any]] = {"max_drones": _count}
-_SECTIONS = ("drone",)
+_SECTIONS = ("drone", "github", "broker")
 
 
 def load_config(path: Path) -> Config:
@@ -120,11 +234,21 @@ def load_config(path: Path) -> Config:
 
 def parse_config(raw: dict[str, Any], path: Path) -> Config:
     top = _check_table(raw, _TOP_KEYS, _SECTIONS, path, prefix="")
-    drone_raw = raw.get("drone", {})
-    if not isinstance(drone_raw, dict):
-        raise DevboxError(f"{path}: drone: expected a table [drone]", ExitCode.CONFIG)
-    drone = _check_table(drone_raw, _DRONE_KEYS, (), path, prefix="drone.")
-    return Config(drone=DroneDefaults(**drone), **top)
+    sections = {}
+    for name, keys in (("drone", _DRONE_KEYS), ("github", _GITHUB_KEYS), ("broker", _BROKER_KEYS)):
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise DevboxError(f"{path}: {name}: expected a table [{name}]", ExitCode.CONFIG)
+        sections[name] = _check_table(table, keys, (), path, prefix=f"{name}.")
+    github = GitHubConfig(**sections["github"])
+    if bool(github.app_id) != bool(github.private_key):
+        raise DevboxError(f"{path}: github: set both app_id and private_key, or neither", ExitCode.CONFIG)
+    return Config(
+        drone=DroneDefaults(**sections["drone"]),
+        github=github,
+        broker=BrokerConfig(**sections["broker"]),
+        **top,
+    )
 
 
 def _check_table(

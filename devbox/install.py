@@ -32,10 +32,11 @@ class PlannedFile:
     text: str
     change: Change
     previous: str | None
+    mode: int = 0o644
 
 
 def place_dir(paths: Paths, place: Place) -> Path:
-    return paths.quadlet_dir if place is Place.QUADLET else paths.unit_dir
+    return {Place.QUADLET: paths.quadlet_dir, Place.UNITS: paths.unit_dir, Place.TOOLS: paths.tools_dir}[place]
 
 
 def target_path(paths: Paths, place: Place, relative_path: str) -> Path:
@@ -67,7 +68,7 @@ def plan(files: Iterable[RenderedFile], paths: Paths, force: bool = False) -> li
                     ExitCode.CONFLICT,
                 )
             change = Change.CHANGED
-        planned.append(PlannedFile(path, rendered.text, change, previous))
+        planned.append(PlannedFile(path, rendered.text, change, previous, rendered.mode))
     return planned
 
 
@@ -97,7 +98,7 @@ def apply(planned: list[PlannedFile]) -> list[PlannedFile]:
     try:
         for item in planned:
             if item.change is not Change.UNCHANGED:
-                atomic_write(item.path, item.text)
+                atomic_write(item.path, item.text, item.mode)
                 done.append(item)
     except OSError as exc:
         rollback(done)
@@ -111,7 +112,7 @@ def rollback(written: list[PlannedFile]) -> None:
         if item.previous is None:
             remove_file(item.path)
         else:
-            atomic_write(item.path, item.previous)
+            atomic_write(item.path, item.previous, item.mode)
 
 
 def remove_file(path: Path) -> bool:

@@ -7,6 +7,8 @@ callback the CLI gives for long steps.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -16,10 +18,18 @@ from functools import cached_property
 from pathlib import Path
 
 from devbox import __version__, install, quadlet, unitfile
-from devbox.config import Config, Paths, load_config
+from devbox.config import Config, Paths, load_config, parse_permission
 from devbox.errors import DevboxError, ExitCode
 from devbox.podman import ContainerInfo, Podman
-from devbox.render import RenderedFile, autostart_dropin, drone_files, render_autostart, render_drone
+from devbox.render import (
+    HostFacts,
+    RenderedFile,
+    autostart_dropin,
+    drone_files,
+    render_autostart,
+    render_drone,
+    render_drone_tools,
+)
 from devbox.spec import SOCKET_PATH_MAX, DroneSpec, home_volume, parse_env, unit_service
 from devbox.systemd import Systemd, UnitState, details, journal_lines
 
@@ -41,6 +51,7 @@ class Context:
         podman_factory: Callable[[], Podman],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         devbox_command: Sequence[str] = (sys.executable, "-m", "devbox"),
+        podman_command: str | None = None,
         config: Config | None = None,
     ) -> None:
         self.paths = paths
@@ -48,6 +59,7 @@ class Context:
         self._podman_factory = podman_factory
         self.clock = clock
         self.devbox_command = tuple(devbox_command)
+        self.podman_command = podman_command or shutil.which("podman") or "/usr/bin/podman"
         self._config = config
 
     @cached_property
@@ -119,6 +131,7 @@ class CreateRequest:
     ssh_port: str | int | None = None
     syncthing: bool | None = None
     env: Sequence[str] = ()
+    permissions: Sequence[str] = ()  # NAME=LEVEL over the config's defaults; LEVEL "none" drops one
 
 
 def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
@@ -126,6 +139,15 @@ def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
     defaults = ctx.config.drone
     env = dict(defaults.env)
     env.update(parse_env(item) for item in request.env)
+    permissions = dict(ctx.config.github.permissions)
+    for item in request.permissions:
+        perm, sep, level = item.partition("=")
+        if not sep:
+            raise DevboxError(f"invalid --permission {item!r}: expected NAME=LEVEL", ExitCode.INVALID_INPUT)
+        if level == "none":
+            permissions.pop(perm, None)
+        else:
+            permissions.update([parse_permission(perm, level)])
     spec = DroneSpec.build(
         name=request.name,
         repos=list(request.repos),
@@ -137,6 +159,7 @@ def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
         ssh_port=request.ssh_port,
         syncthing=defaults.syncthing if request.syncthing is None else request.syncthing,
         env=env,
+        permissions=permissions,
     )
     socket = ctx.paths.creds_socket(spec.name)
     if len(str(socket).encode()) > SOCKET_PATH_MAX:
@@ -147,8 +170,51 @@ def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
     return spec
 
 
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
+
+
+def _plain_path(path: Path | str, what: str) -> str:
+    """Paths that go into unit values unquoted (Volume=, LoadCredential=) must need no quoting."""
+    text = str(path)
+    if not _PLAIN_PATH.fullmatch(text):
+        raise DevboxError(f"{what} {text!r} has characters unit files cannot hold: use a plain path", ExitCode.CONFIG)
+    return text
+
+
+def github_key_path(ctx: Context) -> str | None:
+    """The App key file the broker loads: the file itself for file:, else devbox's private copy."""
+    reference = ctx.config.github.private_key
+    if not ctx.config.github.enabled or reference is None:
+        return None
+    if reference.startswith("file:"):
+        return _plain_path(Path(os.path.expanduser(reference[5:])).resolve(), "the GitHub App key path")
+    return _plain_path(ctx.paths.github_key_copy, "the devbox state directory")
+
+
+def host_facts(ctx: Context) -> HostFacts:
+    return HostFacts(
+        devbox_command=ctx.devbox_command,
+        podman_command=ctx.podman_command,
+        tools_dir=_plain_path(ctx.paths.tools_dir, "the devbox data directory"),
+        git_url=ctx.config.github.repo_base_url,
+        github_key_path=github_key_path(ctx),
+    )
+
+
 def render_files(ctx: Context, spec: DroneSpec) -> list[RenderedFile]:
-    return render_drone(spec, ctx.devbox_command)
+    return render_drone(spec, host_facts(ctx))
+
+
+def _install_shared(ctx: Context) -> None:
+    """What every drone shares: the drone tools, and the GitHub App key when it is not a plain file."""
+    install.apply(install.plan(render_drone_tools(ctx.config.github.repo_base_url), ctx.paths, force=True))
+    reference = ctx.config.github.private_key
+    if ctx.config.github.enabled and reference and not reference.startswith("file:"):
+        from devbox.secrets import Resolver
+
+        key = Resolver(op_token_file=ctx.paths.state_dir / "op-token").resolve(reference)
+        ctx.paths.github_key_copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        install.atomic_write(ctx.paths.github_key_copy, key.value + "\n", mode=0o600)
 
 
 @dataclass
@@ -180,6 +246,7 @@ def create(
         return CreateResult(spec, planned, dry_run=True)
 
     _ensure_image(ctx, spec.image, progress)
+    _install_shared(ctx)
     progress("writing unit files")
     written = install.apply(planned)
     try:
@@ -279,6 +346,20 @@ class DestroyResult:
     removed_files: list[Path] = field(default_factory=list)
     volume_removed: bool = False
     volume_kept: bool = False
+    tokens_revoked: int = 0
+
+
+def _revoke_tokens(ctx: Context, name: str) -> int:
+    """Revoke the GitHub tokens the drone's broker kept (revoking needs the token, not the App key)."""
+    store_path = ctx.paths.token_store(name)
+    if not store_path.exists():
+        return 0
+    from devbox.broker.github import AppConfig, GitHubApp
+    from devbox.broker.service import revoke_stored
+
+    github = ctx.config.github
+    app = GitHubApp(AppConfig(github.app_id or "", b"", github.api_url)) if github.enabled else None
+    return revoke_stored(store_path, app)
 
 
 def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Progress = _quiet) -> DestroyResult:
@@ -289,6 +370,7 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
         state = ctx.systemd.states([unit])[unit]
         if state.exists and state.active_state not in ("inactive",):
             ctx.systemd.stop(unit)
+    result.tokens_revoked = _revoke_tokens(ctx, name)
     for place, relative in drone_files(name):
         path = install.target_path(ctx.paths, place, relative)
         if install.remove_file(path):

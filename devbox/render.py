@@ -6,7 +6,6 @@ Quoting for systemd lives in exactly one place, `systemd_word`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -44,6 +43,7 @@ class Place(Enum):
 
     QUADLET = "quadlet"
     UNITS = "units"
+    TOOLS = "tools"
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,18 @@ class RenderedFile:
     place: Place
     relative_path: str
     text: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the units need to know about this host, gathered by the caller (render does no I/O)."""
+
+    devbox_command: tuple[str, ...]  # argv that runs devbox here (the broker's ExecStart)
+    podman_command: str  # absolute path of podman
+    tools_dir: str  # Paths.tools_dir
+    git_url: str = "https://github.com"
+    github_key_path: str | None = None  # the App key file for LoadCredential=, when a GitHub App is set
 
 
 @cache
@@ -83,26 +95,32 @@ def _render(template: str, **context: object) -> str:
     return _environment().get_template(template).render(header=HEADER, **context)
 
 
-def render_drone(spec: DroneSpec, devbox_command: Sequence[str]) -> list[RenderedFile]:
-    """Every file of one drone, in a stable order.
-
-    `devbox_command` is the argv that runs devbox on this host (the broker's ExecStart).
-    """
+def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
+    """Every file of one drone, in a stable order."""
     name = spec.name
     return [
         RenderedFile(
             Place.QUADLET,
             f"drone-{name}.container",
-            _render("quadlet/drone.container.j2", spec=spec, labels=sorted(spec.labels().items())),
+            _render("quadlet/drone.container.j2", spec=spec, host=host, labels=sorted(spec.labels().items())),
         ),
         RenderedFile(Place.QUADLET, autostart_dropin(name), _render("quadlet/autostart.conf.j2")),
         RenderedFile(Place.UNITS, f"drone-{name}-creds.socket", _render("units/creds.socket.j2", spec=spec)),
         RenderedFile(
-            Place.UNITS,
-            f"drone-{name}-creds.service",
-            _render("units/creds.service.j2", spec=spec, devbox_command=list(devbox_command)),
+            Place.UNITS, f"drone-{name}-creds.service", _render("units/creds.service.j2", spec=spec, host=host)
         ),
     ]
+
+
+DRONE_TOOLS = ("git-credential-devbox", "gh", "clone-repos")
+
+
+def render_drone_tools(git_url: str) -> list[RenderedFile]:
+    """The scripts every drone mounts from Paths.tools_dir (relative paths in that directory)."""
+    tools = [
+        RenderedFile(Place.TOOLS, tool, (templates_dir() / "drone" / tool).read_text(), 0o755) for tool in DRONE_TOOLS
+    ]
+    return tools + [RenderedFile(Place.TOOLS, "gitconfig", _render("drone/gitconfig.j2", git_url=git_url))]
 
 
 def render_autostart() -> str:

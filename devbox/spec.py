@@ -142,6 +142,7 @@ class DroneSpec:
     ssh_port: int | None = None
     syncthing: bool = False
     env: tuple[tuple[str, str], ...] = field(default=())
+    permissions: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def build(
@@ -157,6 +158,7 @@ class DroneSpec:
         ssh_port: str | int | None = None,
         syncthing: bool = False,
         env: dict[str, str] | None = None,
+        permissions: dict[str, str] | None = None,
     ) -> DroneSpec:
         checked_repos = tuple(validate_repo(r) for r in repos)
         if len(set(checked_repos)) != len(checked_repos):
@@ -177,6 +179,7 @@ class DroneSpec:
             ssh_port=None if ssh_port is None else parse_port(ssh_port),
             syncthing=syncthing,
             env=env_items,
+            permissions=tuple(sorted((permissions or {}).items())) if checked_repos else (),
         )
 
     # Derived names: one place, so the unit, the container and the volume agree.
@@ -215,7 +218,13 @@ class DroneSpec:
         }
         if self.ssh_port is not None:
             labels["ssh-port"] = str(self.ssh_port)
+        if self.permissions:
+            labels["permissions"] = ",".join(f"{k}:{v}" for k, v in self.permissions)
         return {LABEL_PREFIX + k: v for k, v in labels.items()}
+
+
+def parse_permissions_label(value: str) -> dict[str, str]:
+    return dict(item.split(":", 1) for item in value.split(",") if ":" in item)
 
 
 def unit_service(name: str) -> str:

@@ -4,8 +4,9 @@ It exits after an idle period without closing the listening socket's path: syste
 keeps listening and starts the broker again on the next request, so nothing runs
 while a drone is idle.
 
-Endpoints: GET /healthz. GET /token and /git-credential answer 503 until a GitHub
-App is configured (the broker's token minting is its own issue).
+Endpoints: GET /healthz; GET /token[?repo=OWNER/NAME] (the token alone);
+GET /git-credential?host=H&path=OWNER/NAME.git (git credential helper lines);
+DELETE /token (revoke what the drone holds; devbox destroy).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
+from devbox.broker.service import DroneBroker, NotAllowed
 from devbox.errors import DevboxError, ExitCode
 
 SD_LISTEN_FDS_START = 3
@@ -83,27 +87,51 @@ def read_request(conn: socket.socket) -> tuple[str, str] | Response:
     return parts[0], parts[1]
 
 
-def respond(name: str, method: str, path: str) -> Response:
-    if method != "GET":
-        return Response(405, "only GET\n")
-    if path == "/healthz":
-        return Response(200, "ok\n")
-    if path in ("/token", "/git-credential"):
-        return Response(503, f"no GitHub App is configured for drone {name}\n")
-    return Response(404, "not found\n")
+Handler = Callable[[str, str], Response]
 
 
-def handle(name: str, conn: socket.socket) -> None:
+def make_handler(broker: DroneBroker) -> Handler:
+    """The broker's routes. The query may narrow a request to one of the drone's repos, never widen it."""
+
+    def handle_request(method: str, target: str) -> Response:
+        parsed = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        if parsed.path == "/healthz" and method == "GET":
+            return Response(200, "ok\n")
+        if parsed.path not in ("/token", "/git-credential"):
+            return Response(404, "not found\n")
+        if method == "DELETE" and parsed.path == "/token":
+            return Response(200, f"revoked {broker.revoke_all()}\n")
+        if method != "GET":
+            return Response(405, "only GET\n")
+        broker.touch()
+        try:
+            if parsed.path == "/token":
+                return Response(200, broker.token(query.get("repo")).token + "\n")
+            return Response(200, broker.git_credential(query.get("host", broker.host), query.get("path", "")))
+        except NotAllowed as exc:
+            return Response(403, f"{exc}\n")
+        except DevboxError as exc:
+            status = 503 if "no GitHub App is configured" in exc.message else 502
+            return Response(status, f"{exc.message}\n")
+
+    return handle_request
+
+
+def handle(handler: Handler, conn: socket.socket) -> None:
     with conn:
         request = read_request(conn)
-        response = request if isinstance(request, Response) else respond(name, *request)
+        try:
+            response = request if isinstance(request, Response) else handler(*request)
+        except Exception:  # a bug must not kill the broker, nor show anything secret
+            response = Response(500, "internal error in the broker; see journalctl --user -u the broker unit\n")
         try:
             conn.sendall(response.encode())
         except OSError:
             pass
 
 
-def serve(name: str, listener: socket.socket, idle_exit: float = DEFAULT_IDLE_EXIT) -> None:
+def serve(handler: Handler, listener: socket.socket, idle_exit: float = DEFAULT_IDLE_EXIT) -> None:
     """Answer until no request has come for `idle_exit` seconds."""
     listener.settimeout(idle_exit)
     while True:
@@ -111,9 +139,13 @@ def serve(name: str, listener: socket.socket, idle_exit: float = DEFAULT_IDLE_EX
             conn, _ = listener.accept()
         except OSError:  # idle timeout, or the listener closed: systemd starts us again on demand
             return
-        threading.Thread(target=handle, args=(name, conn), daemon=True).start()
+        threading.Thread(target=handle, args=(handler, conn), daemon=True).start()
 
 
 def serve_from_systemd(name: str) -> None:
-    idle = float(os.environ.get("DEVBOX_BROKER_IDLE_EXIT", DEFAULT_IDLE_EXIT))
-    serve(name, listening_socket(), idle)
+    """The broker's entry point: its socket from systemd, its repos from the drone's unit file."""
+    from devbox.broker.setup import broker_for
+
+    listener = listening_socket()
+    broker, idle_exit = broker_for(name)
+    serve(make_handler(broker), listener, idle_exit)

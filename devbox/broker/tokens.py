@@ -64,6 +64,15 @@ class TokenCache:
             flight.done.set()
         return flight.token
 
+    def put(self, key: Key, token: Token) -> None:
+        """Seed the cache (with a token kept from an earlier broker run)."""
+        with self._lock:
+            self._tokens[key] = token
+
+    def items(self) -> list[tuple[Key, Token]]:
+        with self._lock:
+            return list(self._tokens.items())
+
     def forget(self, key: Key) -> Token | None:
         """Drop a key's token (to revoke it); the token, if there was one."""
         with self._lock:

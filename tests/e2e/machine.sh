@@ -9,7 +9,7 @@
 #   machine.sh install   rebuild the devbox wheel and reinstall it in the guest
 #   machine.sh diag      failed units, drone units, user journal, podman ps -a
 #   machine.sh down      power off, remove the working root (caches stay)
-#   machine.sh status    exit 0 when the machine of this state dir runs
+#   machine.sh status    exit 0 when the machine of this state dir is up and ready
 #
 # Environment: DEVBOX_E2E_CACHE (default /var/cache/devbox-e2e),
 # DEVBOX_E2E_STATE (default /var/tmp/devbox-e2e/run), DEVBOX_E2E_MACHINE
@@ -17,15 +17,16 @@
 # a machine whose `up` failed running, for a look inside), PYTHON (host python).
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+case ${BASH_SOURCE[0]} in */*) SCRIPT_DIR=${BASH_SOURCE[0]%/*} ;; *) SCRIPT_DIR=. ;; esac
+SCRIPT_DIR=$(cd "$SCRIPT_DIR" && pwd)
+REPO_ROOT=${SCRIPT_DIR%/*/*} # the checkout: two levels above this script
 CACHE=${DEVBOX_E2E_CACHE:-/var/cache/devbox-e2e}
 STATE=${DEVBOX_E2E_STATE:-/var/tmp/devbox-e2e/run}
 MACHINE=${DEVBOX_E2E_MACHINE:-devbox-e2e}
 PYTHON=${PYTHON:-python3}
 MIRROR=http://deb.debian.org/debian
 SUITE=trixie
-RECIPE=1 # bump when the way a cached root is made changes
+RECIPE=2 # bump when the way a cached root is made changes
 MACHINE_PKGS=systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,podman,uidmap,passt,crun,catatonit,fuse-overlayfs,iproute2,procps,sudo,python3,python3-venv,python3-pystemd,curl,git,openssh-client,ca-certificates
 BASE_PKGS=git,ca-certificates,curl,openssh-server,sudo,procps,iproute2
 GUEST_PY=3.13
@@ -33,7 +34,7 @@ GUEST_PY=3.13
 # downwards), so name every glibc up to trixie's 2.41: onepassword-sdk ships
 # manylinux_2_32 only.
 PLATFORMS=(manylinux2014_x86_64)
-for _i in $(seq 17 41); do PLATFORMS+=("manylinux_2_${_i}_x86_64"); done
+for ((_i = 17; _i <= 41; _i++)); do PLATFORMS+=("manylinux_2_${_i}_x86_64"); done
 
 DEV=dev
 DEV_UID=1000
@@ -45,15 +46,15 @@ UP_LOG=$STATE/up.log
 G_WHEELS=/opt/devbox-wheels
 G_VENV=/opt/devbox-venv
 G_BASE_TAR=/opt/devbox-e2e/base.tar
-G_IMAGE_DIR=/home/$DEV/devbox-e2e-image
 BASE_IMAGE=localhost/devbox-base:trixie
 TEST_IMAGE=localhost/devbox-test:latest
 BOOT_TIMEOUT=${DEVBOX_E2E_BOOT_TIMEOUT:-180}
+BASE_JOB=
 
 T0=${EPOCHREALTIME/./}
 log() {
   local ds=$(((${EPOCHREALTIME/./} - T0) / 100000))
-  printf '[machine %4d.%ds] %s\n' $((ds / 10)) $((ds % 10)) "$*" >&2
+  printf '[machine %4d.%ds] %s\n' $((ds / 10)) $((ds % 10)) "$*" >&2 || true
 }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -62,7 +63,7 @@ retry() {
   local n=$1 i; shift
   for ((i = 1; i <= n; i++)); do
     if "$@"; then return 0; fi
-    ((i < n)) && { log "attempt $i/$n failed: $1 ... retrying"; sleep $((i * 3)); }
+    ((i < n)) && { log "attempt $i/$n failed, retrying: $(echo "$*" | cut -c1-100)"; sleep $((i * 3)); }
   done
   return 1
 }
@@ -78,16 +79,17 @@ run_logged() {
 
 # ---- processes and state -------------------------------------------------
 
-# starttime of PID (field 22 of /proc/PID/stat), empty if gone or a zombie.
+# proc_start PID: its starttime (field 22 of /proc/PID/stat) in PSTART; empty
+# when it is gone or a zombie. The pair PID + starttime survives PID reuse.
 proc_start() {
+  PSTART=
   local s
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  { read -r s <"/proc/$1/stat"; } 2>/dev/null || return 0
   s=${s##*) }
-  set -- $s
-  [[ $1 == Z || $1 == X ]] && return 0
-  echo "${20}"
+  local -a f=($s)
+  [[ ${f[0]} == Z || ${f[0]} == X ]] && return 0
+  PSTART=${f[19]}
 }
-
 load_state() {
   NSPAWN_PID= NSPAWN_START= GUEST_PID= GUEST_START=
   [[ -r $STATE_FILE ]] || return 1
@@ -101,7 +103,9 @@ load_state() {
 # alive: the machine recorded in the state file still runs.
 alive() {
   load_state || return 1
-  [[ $(proc_start "$NSPAWN_PID") == "$NSPAWN_START" && $(proc_start "$GUEST_PID") == "$GUEST_START" ]]
+  [[ -n $NSPAWN_START && -n $GUEST_START ]] || return 1
+  proc_start "$NSPAWN_PID"; [[ $PSTART == "$NSPAWN_START" ]] || return 1
+  proc_start "$GUEST_PID"; [[ $PSTART == "$GUEST_START" ]]
 }
 
 # nspawn processes booting our ROOT, even without a state file (crash leftovers).
@@ -117,7 +121,7 @@ stray_nspawns() {
 # Wait until PID is gone, at most $2 seconds.
 wait_gone() {
   local pid=$1 start=$2 deadline=$((SECONDS + $3))
-  while [[ -n $(proc_start "$pid") && $(proc_start "$pid") == "$start" ]]; do
+  while proc_start "$pid"; [[ -n $PSTART && $PSTART == "$start" ]]; do
     ((SECONDS < deadline)) || return 1
     sleep 0.1
   done
@@ -151,28 +155,76 @@ guest_root() { root_argv "$1"; "${ARGV[@]}"; }
 tguest() { "${1}_argv" "$3"; timeout "$2" "${ARGV[@]}"; }
 
 # ---- caches ---------------------------------------------------------------
+# $CACHE/<kind>-<key>/ with a .complete marker; <key> is a short sha256 of
+# everything that goes into the entry. Built in <dir>.tmp.PID under
+# $CACHE/.lock and renamed into place only on success.
 
 key_of() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
+
+# cache_build NAME DESCRIPTION BUILDER: make $CACHE/NAME unless it is complete.
+cache_build() {
+  local final=$CACHE/$1 desc=$2 builder=$3 t d
+  [[ -e $final/.complete ]] && return 0
+  mkdir -p "$CACHE"
+  exec 8>"$CACHE/.lock-$1"
+  flock -w 3600 8 || die "cache lock $CACHE/.lock-$1 busy for an hour"
+  if [[ ! -e $final/.complete ]]; then
+    for d in "$final" "$final".tmp.*; do remove_tree "$d"; done # leftovers of a crashed build (we hold the lock)
+    local tmp=$final.tmp.$$
+    mkdir -p "$tmp"
+    log "$desc"
+    t=$SECONDS
+    "$builder" "$tmp"
+    touch "$tmp/.complete"
+    mv -T "$tmp" "$final"
+    log "  done in $((SECONDS - t)) s: $final ($(du -sh "$final" | cut -f1))"
+  fi
+  exec 8>&-
+}
+
+# remove_tree DIR: unmount what a killed debootstrap may have left mounted
+# below DIR (proc, sys, a bind-mounted /dev), then remove it without leaving
+# its file system.
+remove_tree() {
+  local d=$1 m
+  [[ -e $d ]] || return 0
+  [[ $d == /*/* ]] || die "refusing to remove $d"
+  awk -v d="$d/" 'index($5 "/", d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount -l "$m" || true; done
+  rm -rf --one-file-system "$d"
+}
+
+# kill_tree PID: TERM a process and all its descendants.
+kill_tree() {
+  local c
+  for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do kill_tree "$c"; done
+  kill -TERM "$1" 2>/dev/null || true
+}
 
 ensure_host_tools() {
   local missing=()
   command -v debootstrap >/dev/null || missing+=(debootstrap)
+  [[ -e /usr/share/keyrings/debian-archive-keyring.gpg ]] || missing+=(debian-archive-keyring)
   command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
   command -v newuidmap >/dev/null || missing+=(uidmap)
+  if ! "$PYTHON" -c 'import venv, ensurepip, tomllib' 2>/dev/null || ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+    [[ $(command -v "$PYTHON") == /usr/bin/* ]] || die "$PYTHON needs venv, ensurepip, pip and tomllib (Python >= 3.11)"
+    missing+=(python3-venv python3-pip)
+  fi
   ((${#missing[@]})) || return 0
   log "installing host packages: ${missing[*]}"
-  mkdir -p "$STATE"
   retry 3 run_logged "$UP_LOG" apt-get update || die "apt-get update failed"
   retry 3 run_logged "$UP_LOG" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" ||
     die "cannot install ${missing[*]}"
 }
 
-# debootstrap_into DIR PKGS: minbase trixie, 3 attempts.
+# debootstrap_into DIR PKGS: minbase trixie, 3 attempts, then fail loudly.
 debootstrap_into() {
   local dir=$1 pkgs=$2 i
   for i in 1 2 3; do
-    rm -rf "$dir"
+    remove_tree "$dir"
     if debootstrap --variant=minbase --include="$pkgs" "$SUITE" "$dir" "$MIRROR" >"$dir.log" 2>&1; then
+      rm -f "$dir.log"
       return 0
     fi
     log "debootstrap attempt $i/3 failed:"
@@ -180,133 +232,131 @@ debootstrap_into() {
     [[ -f $dir/debootstrap/debootstrap.log ]] && tail -n 15 "$dir/debootstrap/debootstrap.log" | sed 's/^/    | /' >&2
     ((i < 3)) && sleep $((i * 5))
   done
-  die "debootstrap of $SUITE ($pkgs) failed 3 times"
+  die "debootstrap of $SUITE (--include=$pkgs) failed 3 times"
 }
 
-# cached NAME KEY BUILDER: make $CACHE/KEY by running BUILDER TMPDIR, renamed into place on success.
-cached() {
-  local name=$1 key=$2 builder=$3 final=$CACHE/$2
-  if [[ -e $final/.complete ]]; then log "$name: cached ($final)"; return 0; fi
-  mkdir -p "$CACHE"
-  exec 8>"$CACHE/.lock"
-  flock -w 3600 8 || die "cache lock $CACHE/.lock busy for an hour"
-  if [[ ! -e $final/.complete ]]; then
-    rm -rf "$final" "$CACHE/$key".tmp.* # leftovers of a crashed build (we hold the lock)
-    local tmp=$CACHE/$key.tmp.$$
-    mkdir -p "$tmp"
-    log "$name: building ($SUITE minbase, debootstrap)"
-    "$builder" "$tmp"
-    touch "$tmp/.complete"
-    mv -T "$tmp" "$final"
-    log "$name: built ($(du -sh "$final" | cut -f1))"
-  else
-    log "$name: cached ($final)"
-  fi
-  exec 8>&-
+# Documentation, translations and apt lists: nobody reads them here, and every
+# `up` copies the root.
+trim_tree() {
+  local r=$1
+  find "$r/usr/share/doc" -xdev -type f ! -name copyright -delete 2>/dev/null || true
+  rm -rf "$r"/usr/share/man/* "$r"/usr/share/info/* "$r"/usr/share/locale/* \
+    "$r"/var/cache/apt/archives/*.deb "$r"/var/cache/apt/*.bin "$r"/var/lib/apt/lists/*
 }
 
 build_machine_root() {
   debootstrap_into "$1/root" "$MACHINE_PKGS"
-  rm -f "$1/root.log" "$1/root/etc/hostname"
-  rm -rf "$1"/root/var/cache/apt/archives/*.deb
+  trim_tree "$1/root"
+  rm -f "$1/root/etc/hostname"
 }
 
 build_base_tar() {
   debootstrap_into "$1/root" "$BASE_PKGS"
-  rm -f "$1/root.log"
-  # Image hygiene: podman provides these; every drone must not share host keys.
+  trim_tree "$1/root"
+  # Podman provides hostname and resolv.conf; drones must not share host keys.
   rm -rf "$1"/root/etc/hostname "$1"/root/etc/resolv.conf "$1"/root/etc/ssh/ssh_host_* \
-    "$1"/root/var/cache/apt/archives/*.deb "$1"/root/var/lib/apt/lists/* "$1"/root/dev/* \
-    "$1"/root/run/* "$1"/root/tmp/* "$1"/root/debootstrap
+    "$1"/root/dev/* "$1"/root/run/* "$1"/root/tmp/* "$1"/root/debootstrap
   tar --numeric-owner -C "$1/root" -cf "$1/base.tar" .
   rm -rf "$1/root"
 }
 
-MACHINE_KEY=$(key_of "$RECIPE" "$SUITE" minbase "$MACHINE_PKGS")
-BASE_KEY=$(key_of "$RECIPE" "$SUITE" minbase base-tar "$BASE_PKGS")
+# cache_names: the names of the root file system and image store entries.
+cache_names() {
+  MACHINE_CACHE=machine-$(key_of "$RECIPE" "$SUITE" minbase "$MACHINE_PKGS")
+  BASE_CACHE=base-$(key_of "$RECIPE" "$SUITE" minbase "$BASE_PKGS")
+  local image_hash
+  image_hash=$(cd "$SCRIPT_DIR/image" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum)
+  IMAGES_CACHE=images-$(key_of "$RECIPE" "$MACHINE_CACHE" "$BASE_CACHE" "$image_hash")
+}
 
 # ---- wheels ---------------------------------------------------------------
 
-# build_devbox_wheel OUTDIR: prints the wheel path.
-build_devbox_wheel() {
-  local out=$1
-  rm -rf "$out"; mkdir -p "$out"
-  retry 3 run_logged "$UP_LOG" "$PYTHON" -m pip wheel --disable-pip-version-check --no-deps -w "$out" "$REPO_ROOT" ||
-    die "pip wheel of $REPO_ROOT failed"
-  local whl=("$out"/devbox-*.whl)
-  [[ -f ${whl[0]} ]] || die "pip wheel made no devbox wheel in $out"
-  echo "${whl[0]}"
+# A cached venv with the project's build requirements (hatchling), so that
+# building the devbox wheel takes a second and no network.
+ensure_buildenv() {
+  BUILD_REQS=$("$PYTHON" -c 'import sys, tomllib
+print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"]))' "$REPO_ROOT/pyproject.toml") ||
+    die "cannot read [build-system] requires from $REPO_ROOT/pyproject.toml (needs Python >= 3.11 on the host)"
+  local name=buildenv-$(key_of "$BUILD_REQS" "$("$PYTHON" -c 'import sys; print(sys.version)')")
+  cache_build "$name" "creating the wheel build environment ($(echo $BUILD_REQS))" build_buildenv
+  BUILD_PY=$CACHE/$name/venv/bin/python
+}
+build_buildenv() {
+  "$PYTHON" -m venv "$1/venv"
+  local reqs; mapfile -t reqs <<<"$BUILD_REQS"
+  retry 3 run_logged "$UP_LOG" "$1/venv/bin/python" -m pip install -q --disable-pip-version-check "${reqs[@]}" ||
+    die "cannot install the build requirements: ${reqs[*]}"
 }
 
-# deps_dir WHEEL: the cached wheelhouse of WHEEL's runtime dependencies.
-deps_dir() {
-  local whl=$1 reqs key
-  reqs=$("$PYTHON" - "$whl" <<'EOF'
+# make_wheels: the devbox wheel from the checkout (WHEEL) and the cached
+# wheels of its runtime dependencies for the guest's Python (DEPS_DIR, DEPS_CACHE).
+make_wheels() {
+  ensure_buildenv
+  local out=$STATE/wheel
+  rm -rf "$out"; mkdir -p "$out"
+  run_logged "$UP_LOG" "$BUILD_PY" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
+    -w "$out" "$REPO_ROOT" || die "building the devbox wheel from $REPO_ROOT failed"
+  local whl=("$out"/devbox-*.whl)
+  [[ -f ${whl[0]} ]] || die "pip wheel made no devbox wheel in $out"
+  WHEEL=${whl[0]}
+  local reqs
+  reqs=$("$PYTHON" - "$WHEEL" <<'EOF'
 import sys, zipfile
 z = zipfile.ZipFile(sys.argv[1])
 meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
 print("\n".join(sorted(l for l in z.read(meta).decode().splitlines() if l.startswith("Requires-Dist:"))))
 EOF
   )
-  key=$(key_of "$reqs" "$GUEST_PY" "${PLATFORMS[*]}")
-  DEPS_KEY=wheels-$key
-  cached_deps "$CACHE/wheels-$key" "$whl"
-  echo "$CACHE/wheels-$key"
+  DEPS_CACHE=wheels-$(key_of "$reqs" "$GUEST_PY" "${PLATFORMS[*]}")
+  cache_build "$DEPS_CACHE" "downloading the dependency wheels for Python $GUEST_PY" build_deps
+  DEPS_DIR=$CACHE/$DEPS_CACHE
 }
-
-cached_deps() {
-  local final=$1 whl=$2
-  [[ -e $final/.complete ]] && return 0
-  mkdir -p "$CACHE"
-  local tmp=$final.tmp.$$ args=() p
+build_deps() {
+  local args=() p
   for p in "${PLATFORMS[@]}"; do args+=(--platform "$p"); done
-  rm -rf "$tmp"; mkdir -p "$tmp"
-  log "downloading runtime dependency wheels for Python $GUEST_PY"
-  retry 3 run_logged "$UP_LOG" "$PYTHON" -m pip download --disable-pip-version-check \
-    --python-version "$GUEST_PY" --only-binary=:all: "${args[@]}" -d "$tmp" "$whl" ||
+  retry 3 run_logged "$UP_LOG" "$PYTHON" -m pip download -q --disable-pip-version-check \
+    --python-version "$GUEST_PY" --only-binary=:all: "${args[@]}" -d "$1" "$WHEEL" ||
     die "pip download of the dependencies failed"
-  rm -f "$tmp"/devbox-*.whl
-  touch "$tmp/.complete"
-  rm -rf "$final"; mv -T "$tmp" "$final"
+  rm -f "$1"/devbox-*.whl
 }
 
-# put_wheels: devbox wheel + dependencies into ROOT/opt/devbox-wheels; sets WHEEL_NAME, DEPS_CHANGED.
+# put_wheels: WHEEL and DEPS_DIR into the guest's wheelhouse; DEPS_CHANGED=1 when those changed.
 put_wheels() {
-  local whl deps dst=$ROOT$G_WHEELS
-  whl=$(build_devbox_wheel "$STATE/wheel")
-  deps=$(deps_dir "$whl")
+  local dst=$ROOT$G_WHEELS
   mkdir -p "$dst"
   DEPS_CHANGED=0
-  if [[ $(cat "$dst/.deps" 2>/dev/null) != "$deps" ]]; then
-    cp "$deps"/*.whl "$dst"/
-    echo "$deps" >"$dst/.deps"
+  if [[ $(cat "$dst/.deps" 2>/dev/null) != "$DEPS_CACHE" ]]; then
+    cp "$DEPS_DIR"/*.whl "$dst"/
+    echo "$DEPS_CACHE" >"$dst/.deps"
     DEPS_CHANGED=1
   fi
   rm -f "$dst"/devbox-*.whl
-  cp "$whl" "$dst/"
-  WHEEL_NAME=$(basename "$whl")
+  cp "$WHEEL" "$dst/"
+  WHEEL_NAME=${WHEEL##*/}
 }
 
 # ---- up -------------------------------------------------------------------
 
 prepare_root() {
-  local m=$CACHE/$MACHINE_KEY/root b=$CACHE/$BASE_KEY/base.tar
   log "copying the machine root to $ROOT"
-  cp -a --reflink=auto "$m" "$ROOT"
+  cp -a --reflink=auto "$CACHE/$MACHINE_CACHE/root" "$ROOT"
   echo "$MACHINE" >"$ROOT/etc/hostname"
   printf 'z /dev/net/tun 0666 root root -\n' >"$ROOT/etc/tmpfiles.d/devbox-e2e-tun.conf"
+  # Boot status lines ("[FAILED] Failed to start ...") into the nspawn log.
+  mkdir -p "$ROOT/etc/systemd/system.conf.d"
+  printf '[Manager]\nShowStatus=yes\n' >"$ROOT/etc/systemd/system.conf.d/devbox-e2e.conf"
   # Nothing in the guest should reach for the network on its own.
   local t
   for t in apt-daily.timer apt-daily-upgrade.timer; do ln -sfn /dev/null "$ROOT/etc/systemd/system/$t"; done
 
   log "creating user $DEV (linger, subuids, containers.conf, podman.socket)"
-  chroot "$ROOT" useradd -m -u "$DEV_UID" -s /bin/bash "$DEV" >>"$UP_LOG" 2>&1
+  run_logged "$UP_LOG" chroot "$ROOT" useradd -m -u "$DEV_UID" -s /bin/bash "$DEV" || die "useradd failed"
   grep -q "^$DEV:" "$ROOT/etc/subuid" 2>/dev/null || echo "$DEV:100000:65536" >>"$ROOT/etc/subuid"
   grep -q "^$DEV:" "$ROOT/etc/subgid" 2>/dev/null || echo "$DEV:100000:65536" >>"$ROOT/etc/subgid"
   mkdir -p "$ROOT/var/lib/systemd/linger"
   touch "$ROOT/var/lib/systemd/linger/$DEV"
   local h=$ROOT/home/$DEV
-  mkdir -p "$h/.config/containers/systemd" "$h/.config/systemd/user/sockets.target.wants"
+  mkdir -p "$h/.config/containers/systemd" "$h/.config/systemd/user/sockets.target.wants" "$h/.local/share/containers"
   cat >"$h/.config/containers/containers.conf" <<'EOF'
 # The e2e machine (systemd-nspawn on a host without those features), see SANDBOX.md.
 [containers]
@@ -320,32 +370,51 @@ EOF
   # Otherwise every Quadlet start waits 90 s for network-online.
   ln -sfn /dev/null "$h/.config/systemd/user/podman-user-wait-network-online.service"
   ln -sfn /usr/lib/systemd/user/podman.socket "$h/.config/systemd/user/sockets.target.wants/podman.socket"
-  rm -rf "$h/devbox-e2e-image"
   cp -r "$SCRIPT_DIR/image" "$h/devbox-e2e-image"
   chown -R "$DEV_UID:$DEV_UID" "$h"
-  mkdir -p "$ROOT${G_BASE_TAR%/*}"
-  cp --reflink=auto "$b" "$ROOT$G_BASE_TAR"
-  chmod 0644 "$ROOT$G_BASE_TAR"
+
+  put_wheels
+  VENV_CACHE=venv-$(key_of "$RECIPE" "$MACHINE_CACHE" "$DEPS_CACHE")
+  if [[ -e $CACHE/$VENV_CACHE/.complete ]]; then
+    log "restoring the cached venv $G_VENV"
+    tar -C "$ROOT${G_VENV%/*}" -xf "$CACHE/$VENV_CACHE/venv.tar"
+  fi
+  if [[ -e $CACHE/$IMAGES_CACHE/.complete ]]; then
+    log "restoring $DEV's cached image store ($BASE_IMAGE, $TEST_IMAGE)"
+    tar --xattrs --xattrs-include='*' --numeric-owner -C "$h/.local/share/containers" -xpf "$CACHE/$IMAGES_CACHE/storage.tar"
+  fi
 }
+
+close_fds() { local fd; for fd in $(ls "/proc/$BASHPID/fd"); do ((fd > 2)) && eval "exec $fd>&-"; done; }
 
 boot() {
   log "booting $MACHINE (systemd-nspawn, log $NSPAWN_LOG)"
   : >"$NSPAWN_LOG"
-  SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 setsid systemd-nspawn -D "$ROOT" --register=no --keep-unit \
-    --boot --console=passive --machine="$MACHINE" </dev/null >"$NSPAWN_LOG" 2>&1 8>&- 9>&- &
+  (
+    # Only 0-2 go along: an inherited pipe (ours, or whatever started us) held
+    # open by the long-lived nspawn would keep its reader waiting for EOF.
+    close_fds
+    TERM=dumb SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec setsid systemd-nspawn -D "$ROOT" --register=no --keep-unit \
+      --boot --console=passive --machine="$MACHINE"
+  ) </dev/null > >(close_fds; exec cat >>"$NSPAWN_LOG") 2>&1 &
   local pid=$! deadline=$((SECONDS + 30)) child= c
-  # setsid execs in place (a background job is no process group leader).
-  while [[ -z $child ]]; do
-    [[ -n $(proc_start "$pid") ]] || die "systemd-nspawn exited at once"
+  # setsid execs in place (a background job is no process group leader): $! is
+  # nspawn. The guest's PID 1 is the child that is PID 1 in its own namespace
+  # (nspawn's short-lived helper children are not).
+  while :; do
+    proc_start "$pid"
+    [[ -n $PSTART ]] || die "systemd-nspawn exited at once: $(tail -n 5 "$NSPAWN_LOG")"
     for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
-      if [[ $(readlink "/proc/$c/ns/pid") != $(readlink /proc/self/ns/pid) ]]; then child=$c; fi
+      [[ $(awk '$1 == "NSpid:" { print $NF }' "/proc/$c/status" 2>/dev/null) == 1 ]] && child=$c
     done
     [[ -n $child ]] && break
     ((SECONDS < deadline)) || die "no guest PID 1 under systemd-nspawn ($pid) after 30 s"
     sleep 0.05
   done
   NSPAWN_PID=$pid GUEST_PID=$child
-  NSPAWN_START=$(proc_start "$pid") GUEST_START=$(proc_start "$child")
+  proc_start "$pid"; NSPAWN_START=$PSTART
+  proc_start "$child"; GUEST_START=$PSTART
+  [[ -n $NSPAWN_START && -n $GUEST_START ]] || die "systemd-nspawn or the guest died at once: $(tail -n 5 "$NSPAWN_LOG")"
   printf '%s\n' "NSPAWN_PID=$NSPAWN_PID" "NSPAWN_START=$NSPAWN_START" "GUEST_PID=$GUEST_PID" \
     "GUEST_START=$GUEST_START" "DEV_UID=$DEV_UID" "ROOT=$ROOT" "MACHINE=$MACHINE" >"$STATE_FILE.tmp"
   mv "$STATE_FILE.tmp" "$STATE_FILE"
@@ -362,7 +431,7 @@ wait_state() {
       running) return 0 ;;
       degraded)
         log "WARNING: the $who manager is degraded; failed units:"
-        tguest "$who" 15 "systemctl $flag --failed --no-pager --no-legend" | sed 's/^/    | /' >&2 || true
+        tguest "$who" 15 "systemctl $flag --failed --no-pager --no-legend" 2>&1 | sed 's/^/    | /' >&2 || true
         return 0 ;;
     esac
     alive || die "the machine died while booting"
@@ -371,11 +440,66 @@ wait_state() {
   done
 }
 
+install_venv() {
+  local pip="$G_VENV/bin/pip install -q --disable-pip-version-check --no-index --find-links $G_WHEELS"
+  local check="ln -sfn $G_VENV/bin/devbox /usr/local/bin/devbox
+    $G_VENV/bin/python -c 'import pystemd, devbox'"
+  if [[ -e $ROOT$G_VENV/pyvenv.cfg ]]; then
+    log "installing $WHEEL_NAME into the cached venv"
+    run_logged "$UP_LOG" guest_root "set -e; $pip --force-reinstall --no-deps $G_WHEELS/$WHEEL_NAME; $check" ||
+      die "installing devbox in the guest failed"
+    return 0
+  fi
+  log "creating $G_VENV (--system-site-packages) and installing devbox"
+  run_logged "$UP_LOG" guest_root "set -e; python3 -m venv --system-site-packages $G_VENV
+    $pip $G_WHEELS/$WHEEL_NAME; $check" || die "installing devbox in the guest failed"
+  cache_build "$VENV_CACHE" "saving the venv for the next runs" save_venv
+}
+save_venv() { tar -C "$ROOT${G_VENV%/*}" -cf "$1/venv.tar" "${G_VENV##*/}"; }
+
+# The drones' base tarball is only needed when the image store is not cached:
+# then debootstrap it while the machine root is built and booted.
+start_base_build() {
+  [[ -e $CACHE/$IMAGES_CACHE/.complete || -e $CACHE/$BASE_CACHE/.complete ]] && return 0
+  (cache_build "$BASE_CACHE" "building the drones' base root file system tarball (debootstrap, in the background)" \
+    build_base_tar) 9>&- </dev/null &
+  BASE_JOB=$!
+}
+
+install_images() {
+  if guest_user "podman image exists $BASE_IMAGE && podman image exists $TEST_IMAGE" >>"$UP_LOG" 2>&1; then
+    log "images present: $BASE_IMAGE, $TEST_IMAGE"
+    return 0
+  fi
+  if [[ -n $BASE_JOB ]]; then
+    log "waiting for the base tarball (debootstrap in the background)"
+    wait "$BASE_JOB" || { BASE_JOB=; die "building the base tarball failed"; }
+    BASE_JOB=
+  fi
+  cache_build "$BASE_CACHE" "building the drones' base root file system tarball (debootstrap)" build_base_tar
+  log "podman import $BASE_IMAGE"
+  mkdir -p "$ROOT${G_BASE_TAR%/*}"
+  cp --reflink=auto "$CACHE/$BASE_CACHE/base.tar" "$ROOT$G_BASE_TAR"
+  chmod 0644 "$ROOT$G_BASE_TAR"
+  run_logged "$UP_LOG" guest_user "podman image exists $BASE_IMAGE || podman import -q $G_BASE_TAR $BASE_IMAGE" ||
+    die "podman import failed"
+  rm -f "$ROOT$G_BASE_TAR"
+  log "podman build $TEST_IMAGE"
+  run_logged "$UP_LOG" guest_user "podman image exists $TEST_IMAGE ||
+    podman build -q --pull=never -t $TEST_IMAGE ~/devbox-e2e-image" || die "podman build failed"
+  cache_build "$IMAGES_CACHE" "saving $DEV's image store for the next runs" save_images
+}
+save_images() {
+  tar --xattrs --xattrs-include='*' --numeric-owner -C "$ROOT/home/$DEV/.local/share/containers" \
+    -cf "$1/storage.tar" storage
+}
+
 on_up_exit() {
   local rc=$?
   ((rc)) || return 0
   trap - EXIT
   log "up FAILED (exit $rc)"
+  [[ -n $BASE_JOB ]] && kill_tree "$BASE_JOB"
   if alive; then
     echo "---- guest: systemctl --failed" >&2
     tguest root 15 "systemctl --failed --no-pager" >&2 || true
@@ -394,38 +518,33 @@ on_up_exit() {
 }
 
 cmd_up() {
+  trap '' PIPE # a reader that goes away must not kill us half-way
   lock_state
   if alive && [[ -e $READY ]]; then log "already running (guest PID $GUEST_PID)"; return 0; fi
   mkdir -p "$STATE"
   : >"$UP_LOG"
   trap on_up_exit EXIT
-  teardown quiet # a crashed or half-done machine of this state dir
+  if alive; then
+    log "a machine from $STATE runs but was never ready (an interrupted up?): removing it"
+  elif [[ -e $STATE_FILE ]]; then
+    log "stale state file (its machine is gone): cleaning up"
+  fi
+  teardown quiet
   ensure_host_tools
-  cached "machine root" "$MACHINE_KEY" build_machine_root
-  cached "base image tarball" "$BASE_KEY" build_base_tar
+  cache_names
+  start_base_build
+  cache_build "$MACHINE_CACHE" "building the machine root file system (debootstrap $SUITE)" build_machine_root
+  make_wheels
   prepare_root
-  log "building the wheelhouse (devbox wheel + dependencies for Python $GUEST_PY)"
-  put_wheels
   boot
   wait_state root "$BOOT_TIMEOUT"
-  log "system manager up; waiting for $DEV's user manager"
+  log "system manager running; waiting for $DEV's user manager"
   wait_state user "$BOOT_TIMEOUT"
-  log "installing devbox into $G_VENV"
-  run_logged "$UP_LOG" guest_root "set -e
-    python3 -m venv --system-site-packages $G_VENV
-    $G_VENV/bin/pip install -q --disable-pip-version-check --no-index --find-links $G_WHEELS devbox
-    ln -sfn $G_VENV/bin/devbox /usr/local/bin/devbox
-    $G_VENV/bin/python -c 'import pystemd, devbox'" || die "installing devbox in the guest failed"
-  log "importing $BASE_IMAGE"
-  run_logged "$UP_LOG" guest_user "podman image exists $BASE_IMAGE || podman import -q $G_BASE_TAR $BASE_IMAGE" ||
-    die "podman import failed"
-  rm -f "$ROOT$G_BASE_TAR"
-  log "building $TEST_IMAGE"
-  run_logged "$UP_LOG" guest_user "podman image exists $TEST_IMAGE || podman build -q --pull=never -t $TEST_IMAGE $G_IMAGE_DIR" ||
-    die "podman build failed"
+  install_venv
+  install_images
   touch "$READY"
   trap - EXIT
-  log "up: ready (guest PID $GUEST_PID; machine.sh user|root CMD)"
+  log "up: ready in $SECONDS s (machine.sh user|root CMD; machine.sh down)"
 }
 
 # ---- down -----------------------------------------------------------------
@@ -449,23 +568,20 @@ teardown() {
   fi
   for pid in $(stray_nspawns); do
     log "killing a stray systemd-nspawn $pid on $ROOT"
-    start=$(proc_start "$pid")
+    proc_start "$pid"; start=$PSTART
     kill -TERM "$pid" 2>/dev/null || true
     wait_gone "$pid" "$start" 15 || { kill -KILL "$pid" 2>/dev/null || true; wait_gone "$pid" "$start" 15 || true; }
   done
   rm -f "$STATE_FILE"
   if [[ -e $ROOT ]]; then
-    [[ $ROOT == /*/* && $ROOT != / ]] || die "refusing to remove $ROOT"
-    if grep -q " $ROOT[/ ]" /proc/self/mountinfo; then
-      die "something is still mounted under $ROOT on the host; not removing it"
-    fi
     [[ -n $quiet ]] || log "removing $ROOT"
-    rm -rf --one-file-system "$ROOT"
+    remove_tree "$ROOT"
   fi
   rm -rf "$STATE/wheel"
 }
 
 cmd_down() {
+  trap '' PIPE # a reader that goes away must not kill us half-way
   lock_state
   teardown
   log "down"
@@ -474,16 +590,18 @@ cmd_down() {
 # ---- install, diag, status -------------------------------------------------
 
 cmd_install() {
+  trap '' PIPE # a reader that goes away must not kill us half-way
   lock_state
   alive || die "no machine running from $STATE (machine.sh up)"
   log "rebuilding the devbox wheel"
+  make_wheels
   put_wheels
-  local w=$G_WHEELS/$WHEEL_NAME pip="$G_VENV/bin/pip install -q --disable-pip-version-check --no-index --find-links $G_WHEELS"
+  local pip="$G_VENV/bin/pip install -q --disable-pip-version-check --no-index --find-links $G_WHEELS"
   if ((DEPS_CHANGED)); then
-    log "dependencies changed: installing them"
-    guest_root "$pip $w" || die "pip install failed"
+    log "the dependencies changed: installing them"
+    guest_root "$pip $G_WHEELS/$WHEEL_NAME" || die "pip install failed"
   fi
-  guest_root "$pip --force-reinstall --no-deps $w" || die "pip install failed"
+  guest_root "$pip --force-reinstall --no-deps $G_WHEELS/$WHEEL_NAME" || die "pip install failed"
   log "installed $WHEEL_NAME"
 }
 
@@ -505,11 +623,14 @@ cmd_diag() {
 
 usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
-[[ $(id -u) == 0 ]] || die "must run as root"
+((EUID == 0)) || die "must run as root"
 case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;
-  status) alive ;;
+  status)
+    if alive && [[ -e $READY ]]; then echo "running (guest PID $GUEST_PID)"
+    elif alive; then echo "starting or half-made (guest PID $GUEST_PID)"; exit 1
+    else echo "not running"; exit 1; fi ;;
   install) cmd_install ;;
   diag) cmd_diag ;;
   user | root)

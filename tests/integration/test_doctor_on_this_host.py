@@ -31,6 +31,8 @@ def test_doctor_names_each_missing_piece() -> None:
     for check in checks.values():
         if check["status"] != "ok":
             assert check["fix"], f"{check['check']} fails without saying what to do"
-    plain = subprocess.run([sys.executable, "-m", "devbox", "doctor"], capture_output=True, text=True, timeout=60, check=False)
+    plain = subprocess.run(
+        [sys.executable, "-m", "devbox", "doctor"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert "FAIL  user manager: systemd --user is not reachable" in plain.stdout
     assert "      fix: log in through a systemd session" in plain.stdout

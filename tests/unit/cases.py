@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from devbox.render import HostFacts
 from devbox.spec import DroneSpec
 from tests.fakes import FIXED_NOW
 
@@ -33,6 +34,7 @@ def cases() -> dict[str, DroneSpec]:
             ssh_port="2201",
             syncthing=True,
             env={"EDITOR": "vim", "TZ": "Europe/Berlin"},
+            permissions={"contents": "write", "pull_requests": "read"},
             **common,
         ),
         "hostile-env": DroneSpec.build(
@@ -41,4 +43,10 @@ def cases() -> dict[str, DroneSpec]:
     }
 
 
-DEVBOX_COMMAND = ("/opt/devbox venv/bin/python3", "-m", "devbox")
+HOST = HostFacts(
+    devbox_command=("/opt/devbox venv/bin/python3", "-m", "devbox"),
+    podman_command="/usr/bin/podman",
+    tools_dir="/home/dev/.local/share/devbox/drone-tools",
+    git_url="https://github.com",
+    github_key_path="/home/dev/.config/devbox/github-app.pem",
+)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from devbox.broker import server
+from devbox.broker.service import DroneBroker
 from devbox.errors import DevboxError, ExitCode
 
 
@@ -18,7 +20,17 @@ def broker(runtime_dir: Path):
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen()
-    thread = threading.Thread(target=server.serve, args=("demo", listener, 2.0), daemon=True)
+    broker = DroneBroker(
+        name="demo",
+        repos=(),
+        permissions={},
+        host="github.com",
+        app=None,
+        store_path=runtime_dir / "store.json",
+        activity_path=runtime_dir / "activity",
+        clock=time.time,
+    )
+    thread = threading.Thread(target=server.serve, args=(server.make_handler(broker), listener, 2.0), daemon=True)
     thread.start()
     yield path, thread
     listener.close()
@@ -46,6 +58,7 @@ def test_healthz_and_unconfigured_token(broker) -> None:
     ("raw", "status"),
     [
         (b"POST /token HTTP/1.1\r\n\r\n", 405),
+        (b"GET /token?repo=acme/other HTTP/1.1\r\n\r\n", 503),
         (b"GET /nothing HTTP/1.1\r\n\r\n", 404),
         (b"garbage\r\n\r\n", 400),
         (b"GET /token HTTP/1.1\r\n" + b"X: " + b"a" * 5000 + b"\r\n\r\n", 431),

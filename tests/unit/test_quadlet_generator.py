@@ -16,12 +16,12 @@ import pytest
 from devbox.render import render_drone
 from devbox.spec import DroneSpec
 from devbox.unitfile import parse_sections, split_words, values
-from tests.unit.cases import DEVBOX_COMMAND, HOSTILE_ENV, cases
+from tests.unit.cases import HOST, HOSTILE_ENV, cases
 
 
 def generate(quadlet: Path, spec: DroneSpec, tmp_path: Path) -> tuple[dict[str, str], str]:
     quadlet_dir = tmp_path / "containers" / "systemd"
-    for rendered in render_drone(spec, DEVBOX_COMMAND):
+    for rendered in render_drone(spec, HOST):
         if rendered.place.value == "quadlet":
             path = quadlet_dir / rendered.relative_path
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +66,9 @@ def test_generator_accepts_every_key(quadlet_binary: Path, tmp_path: Path, case:
     assert values(parse_sections(service), "Install", "WantedBy") == ["default.target"]
     assert values(parse_sections(service), "Service", "Restart") == ["on-failure"]
     assert "drone-" + spec.name + "-creds.socket" in values(parse_sections(service), "Unit", "Requires")
+    post = values(parse_sections(service), "Service", "ExecStartPost")
+    clone = f"-/usr/bin/podman exec --detach drone-{spec.name} /usr/local/lib/devbox/clone-repos"
+    assert post == ([clone] if spec.repos else [])
 
 
 @pytest.mark.parametrize("case", sorted(cases()))
@@ -79,11 +82,21 @@ def test_podman_run_arguments(quadlet_binary: Path, tmp_path: Path, case: str) -
     assert option_values(argv, "--hostname") == [spec.name]
     assert option_values(argv, "--userns") == ["keep-id"]
     assert "--init" in argv
-    assert option_values(argv, "-v") == [f"drone-{spec.name}-home:%h", f"%t/devbox/drones/{spec.name}:/run/devbox"]
+    tools = HOST.tools_dir
+    assert option_values(argv, "-v") == [
+        f"drone-{spec.name}-home:%h",
+        f"%t/devbox/drones/{spec.name}:/run/devbox",
+        f"{tools}:/usr/local/lib/devbox:ro",
+        f"{tools}/gitconfig:/etc/gitconfig:ro",
+        f"{tools}/gh:/usr/local/bin/gh:ro",
+    ]
     labels = dict(label.split("=", 1) for label in option_values(argv, "--label"))
     assert labels == spec.labels()
     env = dict(item.split("=", 1) for item in option_values(argv, "--env"))
-    assert env == {"DEVBOX_DRONE": spec.name, "DEVBOX_SYNCTHING": "1" if spec.syncthing else "0", **dict(spec.env)}
+    devbox_env = {"DEVBOX_DRONE": spec.name, "DEVBOX_SYNCTHING": "1" if spec.syncthing else "0"}
+    if spec.repos:
+        devbox_env |= {"DEVBOX_REPOS": ",".join(spec.repos), "DEVBOX_GIT_URL": HOST.git_url}
+    assert env == {**devbox_env, **dict(spec.env)}
     assert option_values(argv, "--cpus") == ([] if spec.cpus is None else [f"{spec.cpus:g}"])
     assert option_values(argv, "--memory") == ([] if spec.memory is None else [spec.memory])
     expected_publish = [] if spec.ssh_port is None else [f"127.0.0.1:{spec.ssh_port}:2222"]
@@ -96,15 +109,14 @@ def test_hostile_env_values_stay_one_argument_each(quadlet_binary: Path, tmp_pat
     service = units["drone-x.service"]
     argv = podman_run_argv(service)
     env_args = option_values(argv, "--env")
-    assert sorted(env_args) == sorted(
-        [f"{k}={v}" for k, v in HOSTILE_ENV.items()] + ["DEVBOX_DRONE=x", "DEVBOX_SYNCTHING=0"]
-    )
+    devbox_env = ["DEVBOX_DRONE=x", "DEVBOX_SYNCTHING=0", "DEVBOX_REPOS=acme/demo", f"DEVBOX_GIT_URL={HOST.git_url}"]
+    assert sorted(env_args) == sorted([f"{k}={v}" for k, v in HOSTILE_ENV.items()] + devbox_env)
     # No value became an option of its own or a directive of its own.
     assert "--privileged" not in argv
     assert option_values(argv, "--label").count("io.devbox.repos=evil/repo") == 0
     assert [k for k, _ in parse_sections(service)["Service"]].count("ExecStart") == 1
     every_option = [a for a in argv if a.startswith("-")]
-    assert every_option.count("--env") == len(HOSTILE_ENV) + 2
+    assert every_option.count("--env") == len(HOSTILE_ENV) + 4
 
 
 def test_generator_reports_an_unsupported_key(quadlet_binary: Path, tmp_path: Path) -> None:

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from devbox.render import render_drone
-from tests.unit.cases import DEVBOX_COMMAND, cases
+from tests.unit.cases import HOST, cases
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
 
 @pytest.mark.parametrize("case", sorted(cases()))
 def test_rendered_units_match_golden_files(case: str) -> None:
-    rendered = {f"{f.place.value}/{f.relative_path}": f.text for f in render_drone(cases()[case], DEVBOX_COMMAND)}
+    rendered = {f"{f.place.value}/{f.relative_path}": f.text for f in render_drone(cases()[case], HOST)}
     directory = GOLDEN / case
     if os.environ.get("DEVBOX_UPDATE_GOLDEN") == "1":
         for relative, text in rendered.items():
