@@ -100,7 +100,7 @@ class PodmanPy:
 
     def drone_containers(self) -> dict[str, ContainerInfo]:
         containers = self._call(
-            "list containers", lambda: self._api().containers.list(all=True, filters={"label": [DRONE_LABEL]})
+            "list containers", lambda: self._api().containers.list(all=True, filters={"label": DRONE_LABEL})
         )
         infos = (container_from_api(c.attrs) for c in containers)
         return {info.drone: info for info in infos if info.drone}
