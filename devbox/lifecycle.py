@@ -366,10 +366,12 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     require_drone(ctx.paths, name)
     result = DestroyResult(name)
     progress(f"stopping {unit_service(name)}")
-    for unit in (unit_service(name), f"drone-{name}-creds.service", f"drone-{name}-creds.socket"):
+    units = (unit_service(name), f"drone-{name}-creds.service", f"drone-{name}-creds.socket")
+    for unit in units:
         state = ctx.systemd.states([unit])[unit]
         if state.exists and state.active_state not in ("inactive",):
             ctx.systemd.stop(unit)
+        ctx.systemd.reset_failed(unit)
     result.tokens_revoked = _revoke_tokens(ctx, name)
     for place, relative in drone_files(name):
         path = install.target_path(ctx.paths, place, relative)

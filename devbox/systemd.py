@@ -44,6 +44,7 @@ class Systemd(Protocol):
     def start(self, unit: str) -> None: ...
     def stop(self, unit: str) -> None: ...
     def restart(self, unit: str) -> None: ...
+    def reset_failed(self, unit: str) -> None: ...
     def states(self, units: Sequence[str]) -> dict[str, UnitState]: ...
 
 
@@ -92,6 +93,9 @@ class SystemctlSystemd:
 
     def restart(self, unit: str) -> None:
         self._act("restart", unit, START_TIMEOUT + STOP_TIMEOUT)
+
+    def reset_failed(self, unit: str) -> None:
+        self._run("reset-failed", "--", unit)  # nothing to reset is not an error
 
     def states(self, units: Sequence[str]) -> dict[str, UnitState]:
         if not units:
@@ -183,6 +187,12 @@ class PystemdSystemd:
 
     def restart(self, unit: str) -> None:
         self._job("restart", "RestartUnit", unit, START_TIMEOUT + STOP_TIMEOUT, ("active", "reloading"))
+
+    def reset_failed(self, unit: str) -> None:
+        try:
+            self._manager.Manager.ResetFailedUnit(unit.encode())
+        except Exception:  # not loaded or not failed: nothing to reset
+            pass
 
     def states(self, units: Sequence[str]) -> dict[str, UnitState]:
         if not units:

@@ -53,6 +53,9 @@ class FakeSystemd:
         self.calls.append(("restart", unit))
         self.active.add(unit)
 
+    def reset_failed(self, unit: str) -> None:
+        self.calls.append(("reset-failed", unit))
+
     def states(self, units: Sequence[str]) -> dict[str, UnitState]:
         self.calls.append(("states", ",".join(units)))
         return {

@@ -1,0 +1,147 @@
+"""Per-drone GitHub credentials in the real machine: socket activation, the broker minting tokens
+from the fake GitHub API (which verifies the App's JWT), and git and gh inside drones using them
+against a git smart-HTTP server that accepts only tokens minted for that repository."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import TEST_IMAGE, Devbox, wait_for
+
+HERE = Path(__file__).resolve().parent
+PLAIN_CONFIG = f'[drone]\nimage = "{TEST_IMAGE}"\n'
+
+
+@pytest.fixture(scope="module")
+def githost(machine) -> Iterator[dict[str, str]]:
+    machine.user("rm -rf ~/githost && mkdir -p ~/githost")
+    for source in (HERE.parent / "fakegithub.py", HERE / "githost.py"):
+        machine.user(f"cat > ~/githost/{source.name}", input=source.read_text())
+    machine.user("nohup /opt/devbox-venv/bin/python ~/githost/githost.py ~/githost/state > ~/githost/log 2>&1 &")
+    wait_for(
+        lambda: machine.user("test -s ~/githost/state/ports.json", check=False).returncode == 0, 60, "the fake GitHub"
+    )
+    ports = json.loads(machine.user("cat ~/githost/state/ports.json").stdout)
+    git_url = f"http://host.containers.internal:{ports['git_port']}"
+    config = PLAIN_CONFIG + (
+        f'\n[github]\napp_id = "12345"\nprivate_key = "file:/home/dev/githost/state/app.pem"\n'
+        f'api_url = "{ports["api"]}"\ngit_url = "{git_url}"\n\n[broker]\nidle_exit = 3\n'
+    )
+    machine.user("mkdir -p ~/.config/devbox && cat > ~/.config/devbox/config.toml", input=config)
+    try:
+        yield {"git_url": git_url, "api": ports["api"]}
+    finally:
+        machine.user("pkill -f githost.py", check=False)
+        machine.user("cat > ~/.config/devbox/config.toml", input=PLAIN_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def box(machine, githost) -> Iterator[Devbox]:
+    devbox = Devbox(machine, "pystemd")
+    devbox.run("create", "cred", "--repo", "acme/demo")
+    try:
+        yield devbox
+    finally:
+        for name in ("cred", "cred2"):
+            devbox.run("destroy", name, "--yes", check=False)
+
+
+def in_drone(box: Devbox, drone: str, command: str, check: bool = True, timeout: float = 60):
+    return box.sh(f"podman exec drone-{drone} sh -c {shlex.quote(command)} </dev/null", check=check, timeout=timeout)
+
+
+def minted(machine) -> list[str]:
+    return machine.user("cat ~/githost/state/minted.log 2>/dev/null || true").stdout.split()
+
+
+def wait_for_clone(box: Devbox) -> None:
+    cloned = lambda: in_drone(box, "cred", "test -d ~/demo/.git", check=False).returncode == 0  # noqa: E731
+    wait_for(cloned, 60, "the clone of acme/demo")
+
+
+def test_the_repo_is_cloned_on_first_start_with_the_drones_token(box: Devbox) -> None:
+    wait_for_clone(box)
+    assert "demo: first" in in_drone(box, "cred", "git -C ~/demo log --oneline").stdout
+    assert "devbox: cloned acme/demo" in box.sh("journalctl --user -u drone-cred.service --no-pager").stdout
+
+
+def test_git_reaches_its_own_repo_and_nothing_else(box: Devbox, githost) -> None:
+    url = githost["git_url"]
+    ok = in_drone(box, "cred", f"git ls-remote {url}/acme/demo.git")
+    assert "refs/heads/main" in ok.stdout
+    refused = in_drone(box, "cred", f"git ls-remote {url}/acme/other.git", check=False, timeout=30)
+    assert refused.returncode != 0
+    assert "acme/other is not one of drone cred's repositories" in refused.stderr
+    assert "Username for" not in refused.stderr + refused.stdout  # no password prompt
+
+
+def test_gh_runs_with_a_token_for_the_drones_repo(box: Devbox, machine) -> None:
+    in_drone(box, "cred", "rm -f ~/gh-called; gh api user")
+    token = in_drone(box, "cred", "cat ~/gh-called").stdout.strip()
+    assert token.startswith("ghs_") and token in minted(machine)
+
+
+def test_a_second_drone_cannot_reach_the_first_drones_socket(box: Devbox, machine, githost) -> None:
+    box.run("create", "cred2", "--repo", "acme/other")
+    mounts = json.loads(box.sh("podman inspect drone-cred2 --format '{{json .Mounts}}'").stdout)
+    sources = [m["Source"] for m in mounts]
+    assert not any("/devbox/drones/cred/" in s or s.endswith("/devbox/drones/cred") for s in sources)
+    refused = in_drone(box, "cred2", f"git ls-remote {githost['git_url']}/acme/demo.git", check=False, timeout=30)
+    assert refused.returncode != 0 and "acme/demo is not one of drone cred2's repositories" in refused.stderr
+    uid = box.sh("id -u").stdout.strip()
+    sock = f"/run/user/{uid}/devbox/drones/cred/creds.sock"
+    assert box.sh(f"stat -c %a {sock} $(dirname {sock})").stdout.split() == ["600", "700"]
+    machine.root("id eve >/dev/null 2>&1 || useradd -m eve")
+    other_user = machine.root(
+        f"runuser -u eve -- curl -sS --max-time 5 --unix-socket {sock} http://broker/token", check=False
+    )
+    assert other_user.returncode != 0 and "ghs_" not in other_user.stdout
+
+
+def test_the_broker_comes_back_after_being_killed_and_after_its_idle_exit(box: Devbox, githost) -> None:
+    url = githost["git_url"]
+    in_drone(box, "cred", f"git ls-remote {url}/acme/demo.git")
+    box.sh("systemctl --user kill --signal=KILL drone-cred-creds.service", check=False)
+    assert "refs/heads/main" in in_drone(box, "cred", f"git ls-remote {url}/acme/demo.git").stdout
+    wait_for(lambda: box.is_active("drone-cred-creds.service") in ("inactive", "failed"), 30, "the broker's idle exit")
+    assert box.is_active("drone-cred-creds.socket") == "active"
+    assert in_drone(box, "cred", "curl -sS --unix-socket /run/devbox/creds.sock http://broker/healthz").stdout == "ok\n"
+
+
+def test_no_secret_in_units_inspect_ps_or_journal(box: Devbox, machine) -> None:
+    wait_for_clone(box)
+    in_drone(box, "cred", "git -C ~/demo fetch -q")
+    tokens = minted(machine)
+    assert tokens, "the fake minted nothing"
+    key_line = machine.user("sed -n 2p ~/githost/state/app.pem").stdout.strip()
+    places = {
+        "systemctl show": box.sh("systemctl --user show 'drone-cred*'").stdout,
+        "podman inspect": box.sh("podman inspect drone-cred").stdout,
+        "unit files": box.sh("find ~/.config/containers/systemd ~/.config/systemd/user -path '*drone-cred*' -type f -exec cat {} +").stdout,
+        "ps": machine.root("ps auxww").stdout,
+        "user journal": box.sh("journalctl --user --no-pager").stdout,
+        "system journal": machine.root("journalctl --no-pager").stdout,
+    }
+    for where, text in places.items():
+        for token in tokens:
+            assert token not in text, f"a minted token appears in {where}"
+        assert key_line not in text, f"the App key appears in {where}"
+
+
+def test_destroy_revokes_the_drones_token(box: Devbox, machine, githost) -> None:
+    box.run("create", "cred3", "--repo", "acme/demo", "--no-start")
+    box.run("start", "cred3")
+    token = in_drone(box, "cred3", "curl -sS --unix-socket /run/devbox/creds.sock http://broker/token").stdout.strip()
+    url = (
+        githost["git_url"]
+        .replace("host.containers.internal", "127.0.0.1")
+        .replace("http://", f"http://x-access-token:{token}@")
+    )
+    assert "refs/heads/main" in machine.user(f"git ls-remote {url}/acme/demo.git").stdout
+    box.run("destroy", "cred3", "--yes")
+    assert machine.user(f"GIT_TERMINAL_PROMPT=0 git ls-remote {url}/acme/demo.git", check=False).returncode != 0
