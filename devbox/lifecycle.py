@@ -326,6 +326,8 @@ def stop(ctx: Context, name: str, progress: Progress = _quiet) -> None:
         ctx.systemd.daemon_reload()
     progress(f"stopping {unit_service(name)}")
     ctx.systemd.stop(unit_service(name))
+    for unit in (f"drone-{name}-creds.socket", f"drone-{name}-creds.service"):
+        ctx.systemd.stop(unit)
 
 
 def restart(ctx: Context, name: str, progress: Progress = _quiet) -> None:

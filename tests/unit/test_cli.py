@@ -240,7 +240,12 @@ def test_stop_removes_autostart_and_start_brings_it_back(world: World, capsys) -
     assert dropin.is_file()
     assert devbox(capsys, "stop", "demo") == (0, "drone demo is stopped\n", "")
     assert not dropin.exists() and not dropin.parent.exists()
-    assert world.systemd.calls[-2:] == [("daemon-reload", ""), ("stop", "drone-demo.service")]
+    assert world.systemd.calls[-4:] == [
+        ("daemon-reload", ""),
+        ("stop", "drone-demo.service"),
+        ("stop", "drone-demo-creds.socket"),
+        ("stop", "drone-demo-creds.service"),
+    ]
     assert devbox(capsys, "start", "demo") == (0, "drone demo is running\n", "")
     assert dropin.is_file()
     assert world.systemd.calls[-2:] == [("daemon-reload", ""), ("start", "drone-demo.service")]
