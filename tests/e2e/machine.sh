@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The end-to-end test machine: a throwaway Debian 13 (trixie) with systemd as
 # PID 1, booted with systemd-nspawn, running rootless Podman 5 (Quadlet) as
-# user "dev". See /work/shared/SANDBOX.md for why each setting is here.
+# user "dev". The comments beside each setting say why it is there.
 #
 #   machine.sh up        build or reuse the cached root file systems, boot, provision
 #   machine.sh user CMD  run CMD (bash -lc) as dev inside the guest, in dev's home
@@ -11,10 +11,15 @@
 #   machine.sh down      power off, remove the working root (caches stay)
 #   machine.sh status    exit 0 when the machine of this state dir is up and ready
 #
-# Environment: DEVBOX_E2E_CACHE (default /var/cache/devbox-e2e),
-# DEVBOX_E2E_STATE (default /var/tmp/devbox-e2e/run), DEVBOX_E2E_MACHINE
-# (machine/host name, default devbox-e2e), DEVBOX_E2E_KEEP_ON_FAILURE=1 (leave
-# a machine whose `up` failed running, for a look inside), PYTHON (host python).
+# Environment: DEVBOX_E2E_CACHE (default /var/cache/devbox-e2e; entries are
+# keyed by a hash of their inputs, the two most recently used of each kind are
+# kept), DEVBOX_E2E_STATE (default /var/tmp/devbox-e2e/run: one machine per
+# state dir, so parallel runs each need their own), DEVBOX_E2E_MACHINE (the
+# guest's host name: devbox-e2e, or devbox-e2e-<cksum of the state dir> for
+# another state dir), DEVBOX_E2E_BOOT_TIMEOUT (s, 180),
+# DEVBOX_E2E_KEEP_ON_FAILURE=1 (leave a machine whose `up` failed running, for
+# a look inside), PYTHON (host Python >= 3.11 that builds the wheel).
+# Logs: $STATE/up.log (every step's output), $STATE/nspawn.log.
 set -euo pipefail
 
 case ${BASH_SOURCE[0]} in */*) SCRIPT_DIR=${BASH_SOURCE[0]%/*} ;; *) SCRIPT_DIR=. ;; esac
@@ -22,7 +27,9 @@ SCRIPT_DIR=$(cd "$SCRIPT_DIR" && pwd)
 REPO_ROOT=${SCRIPT_DIR%/*/*} # the checkout: two levels above this script
 CACHE=${DEVBOX_E2E_CACHE:-/var/cache/devbox-e2e}
 STATE=${DEVBOX_E2E_STATE:-/var/tmp/devbox-e2e/run}
-MACHINE=${DEVBOX_E2E_MACHINE:-devbox-e2e}
+# The guest's host name; nspawn also keys /run/systemd/nspawn/propagate/NAME on it.
+if [[ $STATE == /var/tmp/devbox-e2e/run ]]; then MACHINE=${DEVBOX_E2E_MACHINE:-devbox-e2e}
+else MACHINE=${DEVBOX_E2E_MACHINE:-devbox-e2e-$(printf %s "$STATE" | cksum | cut -d' ' -f1)}; fi
 PYTHON=${PYTHON:-python3}
 MIRROR=http://deb.debian.org/debian
 SUITE=trixie
@@ -86,15 +93,16 @@ proc_start() {
   local s
   { read -r s <"/proc/$1/stat"; } 2>/dev/null || return 0
   s=${s##*) }
-  local -a f=($s)
+  local -a f
+  read -ra f <<<"$s"
   [[ ${f[0]} == Z || ${f[0]} == X ]] && return 0
   PSTART=${f[19]}
 }
 load_state() {
-  NSPAWN_PID= NSPAWN_START= GUEST_PID= GUEST_START=
+  NSPAWN_PID='' NSPAWN_START='' GUEST_PID='' GUEST_START=''
   [[ -r $STATE_FILE ]] || return 1
   local k v
-  while IFS== read -r k v; do
+  while IFS='=' read -r k v; do
     case $k in NSPAWN_PID | NSPAWN_START | GUEST_PID | GUEST_START | DEV_UID) printf -v "$k" %s "$v" ;; esac
   done <"$STATE_FILE"
   [[ -n $NSPAWN_PID && -n $GUEST_PID ]]
@@ -112,7 +120,7 @@ alive() {
 stray_nspawns() {
   local d cmd
   for d in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$d/cmdline") || continue
     [[ $cmd == *systemd-nspawn*" -D $ROOT "* ]] && echo "${d#/proc/}"
   done
   return 0
@@ -141,13 +149,13 @@ GUEST_PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin
 user_argv() {
   local uid=${DEV_UID:-1000}
   ARGV=(nsenter -t "$GUEST_PID" -a -- setpriv --reuid="$uid" --regid="$uid" --init-groups --
-    env -i -C "/home/$DEV" HOME="/home/$DEV" USER=$DEV LOGNAME=$DEV SHELL=/bin/bash PATH=$GUEST_PATH
+    env -i -C "/home/$DEV" HOME="/home/$DEV" USER="$DEV" LOGNAME="$DEV" SHELL=/bin/bash PATH="$GUEST_PATH"
     LANG=C.UTF-8 TERM="${TERM:-dumb}" XDG_RUNTIME_DIR="/run/user/$uid"
     DBUS_SESSION_BUS_ADDRESS="unix:path=/run/user/$uid/bus" bash -lc "$1")
 }
 root_argv() {
   ARGV=(nsenter -t "$GUEST_PID" -a -- env -i -C /root HOME=/root USER=root LOGNAME=root SHELL=/bin/bash
-    PATH=$GUEST_PATH LANG=C.UTF-8 TERM="${TERM:-dumb}" bash -lc "$1")
+    PATH="$GUEST_PATH" LANG=C.UTF-8 TERM="${TERM:-dumb}" bash -lc "$1")
 }
 guest_user() { user_argv "$1"; "${ARGV[@]}"; }
 guest_root() { root_argv "$1"; "${ARGV[@]}"; }
@@ -164,7 +172,7 @@ key_of() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
 # cache_build NAME DESCRIPTION BUILDER: make $CACHE/NAME unless it is complete.
 cache_build() {
   local final=$CACHE/$1 desc=$2 builder=$3 t d
-  [[ -e $final/.complete ]] && return 0
+  if [[ -e $final/.complete ]]; then touch "$final"; return 0; fi # mtime = last use, for prune_cache
   mkdir -p "$CACHE"
   exec 8>"$CACHE/.lock-$1"
   flock -w 3600 8 || die "cache lock $CACHE/.lock-$1 busy for an hour"
@@ -180,6 +188,22 @@ cache_build() {
     log "  done in $((SECONDS - t)) s: $final ($(du -sh "$final" | cut -f1))"
   fi
   exec 8>&-
+  prune_cache "${1%%-*}"
+}
+
+# prune_cache KIND: keep the two most recently used entries of KIND (machine,
+# base, buildenv, wheels, venv, images); skip any that someone holds locked.
+prune_cache() {
+  local d n=0
+  # shellcheck disable=SC2045 # our own names: no blanks; newest first
+  for d in $(ls -1dt "$CACHE/$1"-*/ 2>/dev/null); do
+    d=${d%/}
+    [[ $d == *.tmp.* ]] && continue
+    n=$((n + 1))
+    ((n > 2)) || continue
+    log "pruning the old cache entry $d"
+    (flock -n 7 || exit 0; remove_tree "$d") 7>"$CACHE/.lock-${d##*/}"
+  done
 }
 
 # remove_tree DIR: unmount what a killed debootstrap may have left mounted
@@ -277,8 +301,9 @@ ensure_buildenv() {
   BUILD_REQS=$("$PYTHON" -c 'import sys, tomllib
 print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"]))' "$REPO_ROOT/pyproject.toml") ||
     die "cannot read [build-system] requires from $REPO_ROOT/pyproject.toml (needs Python >= 3.11 on the host)"
-  local name=buildenv-$(key_of "$BUILD_REQS" "$("$PYTHON" -c 'import sys; print(sys.version)')")
-  cache_build "$name" "creating the wheel build environment ($(echo $BUILD_REQS))" build_buildenv
+  local name
+  name=buildenv-$(key_of "$BUILD_REQS" "$("$PYTHON" -c 'import sys; print(sys.version)')")
+  cache_build "$name" "creating the wheel build environment (${BUILD_REQS//$'\n'/ })" build_buildenv
   BUILD_PY=$CACHE/$name/venv/bin/python
 }
 build_buildenv() {
@@ -358,7 +383,7 @@ prepare_root() {
   local h=$ROOT/home/$DEV
   mkdir -p "$h/.config/containers/systemd" "$h/.config/systemd/user/sockets.target.wants" "$h/.local/share/containers"
   cat >"$h/.config/containers/containers.conf" <<'EOF'
-# The e2e machine (systemd-nspawn on a host without those features), see SANDBOX.md.
+# The e2e machine: systemd-nspawn on a host that lacks these (tests/e2e/machine.sh).
 [containers]
 # /proc/sys is read-only: setting net.ipv4.ping_group_range fails
 default_sysctls = []
@@ -375,29 +400,72 @@ EOF
 
   put_wheels
   VENV_CACHE=venv-$(key_of "$RECIPE" "$MACHINE_CACHE" "$DEPS_CACHE")
+  # A cache entry that fails to restore is rebuilt in the guest instead.
   if [[ -e $CACHE/$VENV_CACHE/.complete ]]; then
     log "restoring the cached venv $G_VENV"
-    tar -C "$ROOT${G_VENV%/*}" -xf "$CACHE/$VENV_CACHE/venv.tar"
+    touch "$CACHE/$VENV_CACHE"
+    tar -C "$ROOT${G_VENV%/*}" -xf "$CACHE/$VENV_CACHE/venv.tar" 2>>"$UP_LOG" ||
+      { log "WARNING: restoring $CACHE/$VENV_CACHE failed"; rm -rf "$ROOT$G_VENV"; }
   fi
   if [[ -e $CACHE/$IMAGES_CACHE/.complete ]]; then
     log "restoring $DEV's cached image store ($BASE_IMAGE, $TEST_IMAGE)"
-    tar --xattrs --xattrs-include='*' --numeric-owner -C "$h/.local/share/containers" -xpf "$CACHE/$IMAGES_CACHE/storage.tar"
+    touch "$CACHE/$IMAGES_CACHE"
+    tar --xattrs --xattrs-include='*' --numeric-owner -C "$h/.local/share/containers" \
+      -xpf "$CACHE/$IMAGES_CACHE/storage.tar" 2>>"$UP_LOG" ||
+      { log "WARNING: restoring $CACHE/$IMAGES_CACHE failed"; rm -rf "$h/.local/share/containers/storage"; }
   fi
 }
 
-close_fds() { local fd; for fd in $(ls "/proc/$BASHPID/fd"); do ((fd > 2)) && eval "exec $fd>&-"; done; }
+# machine_cgroup: CGROUP, this machine's own cgroup (from the state file when there is one).
+# nspawn --keep-unit on a host without systemd puts the guest into
+# <nspawn's cgroup>/payload: two machines started from the same cgroup would
+# share one tree, and each guest's systemd would wait for (and at shutdown
+# kill) the other guest's user processes.
+machine_cgroup() {
+  CGROUP=$(sed -n 's/^CGROUP=//p' "$STATE_FILE" 2>/dev/null || true)
+  [[ -n $CGROUP ]] && return 0
+  local mnt cg
+  mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+  cg=$(sed -n 's/^0:://p' /proc/self/cgroup)
+  [[ -n $mnt && -n $cg ]] || die "no cgroup2 (unified) hierarchy on this host"
+  CGROUP=$mnt${cg%/}/devbox-e2e-$(key_of "$STATE")
+}
+
+# cleanup_cgroup: once the machine is gone, kill what is left in its cgroup and remove it.
+cleanup_cgroup() {
+  machine_cgroup
+  [[ -d $CGROUP ]] || return 0
+  [[ -e $CGROUP/cgroup.kill ]] && { echo 1 >"$CGROUP/cgroup.kill" || true; }
+  local deadline=$((SECONDS + 15))
+  while grep -q '^populated 1' "$CGROUP/cgroup.events" 2>/dev/null; do
+    ((SECONDS < deadline)) || { log "WARNING: processes are left in $CGROUP"; return 0; }
+    sleep 0.1
+  done
+  find "$CGROUP" -depth -type d -exec rmdir {} + 2>/dev/null || true
+}
+
+close_fds() {
+  local fd
+  for fd in "/proc/$BASHPID/fd"/*; do
+    fd=${fd##*/}
+    ((fd > 2)) && eval "exec $fd>&-"
+  done
+  return 0
+}
 
 boot() {
   log "booting $MACHINE (systemd-nspawn, log $NSPAWN_LOG)"
   : >"$NSPAWN_LOG"
+  machine_cgroup
   (
     # Only 0-2 go along: an inherited pipe (ours, or whatever started us) held
     # open by the long-lived nspawn would keep its reader waiting for EOF.
     close_fds
+    { mkdir -p "$CGROUP" && echo "$BASHPID" >"$CGROUP/cgroup.procs"; } || { echo "cannot join $CGROUP" >&2; exit 1; }
     TERM=dumb SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec setsid systemd-nspawn -D "$ROOT" --register=no --keep-unit \
       --boot --console=passive --machine="$MACHINE"
-  ) </dev/null > >(close_fds; exec cat >>"$NSPAWN_LOG") 2>&1 &
-  local pid=$! deadline=$((SECONDS + 30)) child= c
+  ) </dev/null >"$NSPAWN_LOG" 2>&1 &
+  local pid=$! deadline=$((SECONDS + 30)) child='' c
   # setsid execs in place (a background job is no process group leader): $! is
   # nspawn. The guest's PID 1 is the child that is PID 1 in its own namespace
   # (nspawn's short-lived helper children are not).
@@ -416,9 +484,9 @@ boot() {
   proc_start "$child"; GUEST_START=$PSTART
   [[ -n $NSPAWN_START && -n $GUEST_START ]] || die "systemd-nspawn or the guest died at once: $(tail -n 5 "$NSPAWN_LOG")"
   printf '%s\n' "NSPAWN_PID=$NSPAWN_PID" "NSPAWN_START=$NSPAWN_START" "GUEST_PID=$GUEST_PID" \
-    "GUEST_START=$GUEST_START" "DEV_UID=$DEV_UID" "ROOT=$ROOT" "MACHINE=$MACHINE" >"$STATE_FILE.tmp"
+    "GUEST_START=$GUEST_START" "DEV_UID=$DEV_UID" "ROOT=$ROOT" "MACHINE=$MACHINE" "CGROUP=$CGROUP" >"$STATE_FILE.tmp"
   mv "$STATE_FILE.tmp" "$STATE_FILE"
-  log "nspawn PID $NSPAWN_PID, guest PID 1 = host PID $GUEST_PID"
+  log "nspawn PID $NSPAWN_PID, guest PID 1 = host PID $GUEST_PID, cgroup $CGROUP"
 }
 
 # wait_state WHO TIMEOUT: until `systemctl [--user] is-system-running --wait` says running/degraded.
@@ -503,10 +571,13 @@ on_up_exit() {
   if alive; then
     echo "---- guest: systemctl --failed" >&2
     tguest root 15 "systemctl --failed --no-pager" >&2 || true
-    echo "---- guest: journalctl -n 80" >&2
-    tguest root 15 "journalctl -n 80 --no-pager" >&2 || true
     echo "---- guest: journalctl --user -n 40 (dev)" >&2
     tguest user 15 "journalctl --user -n 40 --no-pager" >&2 || true
+  fi
+  # The journal files read from the host: also when the guest is dead or its journald is not up.
+  if [[ -n $(find "$ROOT/var/log/journal" -name '*.journal' 2>/dev/null | head -n 1) ]]; then
+    echo "---- guest journal (read on the host), last 80 lines" >&2
+    journalctl -D "$ROOT/var/log/journal" -n 80 --no-pager >&2 || true
   fi
   if [[ -s $NSPAWN_LOG ]]; then echo "---- $NSPAWN_LOG (tail)" >&2; tail -n 40 "$NSPAWN_LOG" >&2; fi
   if [[ ${DEVBOX_E2E_KEEP_ON_FAILURE:-0} == 1 ]]; then
@@ -524,6 +595,8 @@ cmd_up() {
   mkdir -p "$STATE"
   : >"$UP_LOG"
   trap on_up_exit EXIT
+  trap 'exit 143' TERM # so that on_up_exit sees a failure and cleans up
+  trap 'exit 130' INT
   if alive; then
     log "a machine from $STATE runs but was never ready (an interrupted up?): removing it"
   elif [[ -e $STATE_FILE ]]; then
@@ -543,7 +616,7 @@ cmd_up() {
   install_venv
   install_images
   touch "$READY"
-  trap - EXIT
+  trap - EXIT TERM INT
   log "up: ready in $SECONDS s (machine.sh user|root CMD; machine.sh down)"
 }
 
@@ -572,6 +645,7 @@ teardown() {
     kill -TERM "$pid" 2>/dev/null || true
     wait_gone "$pid" "$start" 15 || { kill -KILL "$pid" 2>/dev/null || true; wait_gone "$pid" "$start" 15 || true; }
   done
+  cleanup_cgroup
   rm -f "$STATE_FILE"
   if [[ -e $ROOT ]]; then
     [[ -n $quiet ]] || log "removing $ROOT"
@@ -621,7 +695,7 @@ cmd_diag() {
   done
 }
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 ((EUID == 0)) || die "must run as root"
 case ${1:-} in
