@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,6 +114,20 @@ def test_the_broker_comes_back_after_being_killed_and_after_its_idle_exit(box: D
     assert in_drone(box, "cred", "curl -sS --unix-socket /run/devbox/creds.sock http://broker/healthz").stdout == "ok\n"
 
 
+def test_git_fails_fast_and_clearly_when_the_broker_is_unreachable(box: Devbox, githost) -> None:
+    box.sh("systemctl --user stop drone-cred-creds.socket drone-cred-creds.service")
+    try:
+        started = time.monotonic()
+        result = in_drone(box, "cred", f"git ls-remote {githost['git_url']}/acme/demo.git", check=False, timeout=60)
+        assert time.monotonic() - started < 30, "git must not hang when the broker is away"
+        assert result.returncode != 0
+        assert "devbox: no GitHub credentials for acme/demo.git" in result.stderr
+        assert "Username for" not in result.stderr
+    finally:
+        box.sh("systemctl --user start drone-cred-creds.socket")
+    assert "refs/heads/main" in in_drone(box, "cred", f"git ls-remote {githost['git_url']}/acme/demo.git").stdout
+
+
 def test_no_secret_in_units_inspect_ps_or_journal(box: Devbox, machine) -> None:
     wait_for_clone(box)
     in_drone(box, "cred", "git -C ~/demo fetch -q")
@@ -122,7 +137,9 @@ def test_no_secret_in_units_inspect_ps_or_journal(box: Devbox, machine) -> None:
     places = {
         "systemctl show": box.sh("systemctl --user show 'drone-cred*'").stdout,
         "podman inspect": box.sh("podman inspect drone-cred").stdout,
-        "unit files": box.sh("find ~/.config/containers/systemd ~/.config/systemd/user -path '*drone-cred*' -type f -exec cat {} +").stdout,
+        "unit files": box.sh(
+            "find ~/.config/containers/systemd ~/.config/systemd/user -path '*drone-cred*' -type f -exec cat {} +"
+        ).stdout,
         "ps": machine.root("ps auxww").stdout,
         "user journal": box.sh("journalctl --user --no-pager").stdout,
         "system journal": machine.root("journalctl --no-pager").stdout,

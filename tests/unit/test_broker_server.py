@@ -81,3 +81,15 @@ def test_it_refuses_to_run_without_systemds_socket() -> None:
     with pytest.raises(DevboxError) as error:
         server.listening_socket({"LISTEN_FDS": "1", "LISTEN_PID": "1"})
     assert error.value.code == ExitCode.ENVIRONMENT
+
+
+def test_a_stalled_request_times_out(broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "REQUEST_TIMEOUT", 0.3)
+    path, thread = broker
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(10)
+        conn.connect(str(path))
+        conn.sendall(b"GET /healthz HTTP/1.1\r\n")  # and then nothing more
+        reply = conn.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 408 ")
+    assert thread.is_alive()

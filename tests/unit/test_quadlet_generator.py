@@ -65,7 +65,7 @@ def test_generator_accepts_every_key(quadlet_binary: Path, tmp_path: Path, case:
     service = units[f"drone-{spec.name}.service"]
     assert values(parse_sections(service), "Install", "WantedBy") == ["default.target"]
     assert values(parse_sections(service), "Service", "Restart") == ["on-failure"]
-    assert "drone-" + spec.name + "-creds.socket" in values(parse_sections(service), "Unit", "Requires")
+    assert "drone-" + spec.name + "-creds.socket" in values(parse_sections(service), "Unit", "Wants")
     post = values(parse_sections(service), "Service", "ExecStartPost")
     clone = f"-/usr/bin/podman exec --detach drone-{spec.name} /usr/local/lib/devbox/clone-repos"
     assert post == ([clone] if spec.repos else [])
