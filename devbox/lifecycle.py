@@ -207,14 +207,14 @@ def render_files(ctx: Context, spec: DroneSpec) -> list[RenderedFile]:
 
 def _install_shared(ctx: Context) -> None:
     """What every drone shares: the drone tools, and the GitHub App key when it is not a plain file."""
-    install.apply(install.plan(render_drone_tools(ctx.config.github.repo_base_url), ctx.paths, force=True))
     reference = ctx.config.github.private_key
     if ctx.config.github.enabled and reference and not reference.startswith("file:"):
         from devbox.secrets import Resolver
 
-        key = Resolver(op_token_file=ctx.paths.state_dir / "op-token").resolve(reference)
+        key = Resolver(op_token_file=ctx.paths.state_dir / "op-token").resolve(reference)  # fails before any write
         ctx.paths.github_key_copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         install.atomic_write(ctx.paths.github_key_copy, key.value + "\n", mode=0o600)
+    install.apply(install.plan(render_drone_tools(ctx.config.github.repo_base_url), ctx.paths, force=True))
 
 
 @dataclass

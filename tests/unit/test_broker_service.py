@@ -35,11 +35,19 @@ def gh() -> Iterator[FakeGitHub]:
         yield fake
 
 
-def make_broker(gh: FakeGitHub, runtime_dir: Path, repos: tuple[str, ...] = ("acme/demo", "acme/lib", "tools/cli")) -> DroneBroker:
+def make_broker(
+    gh: FakeGitHub, runtime_dir: Path, repos: tuple[str, ...] = ("acme/demo", "acme/lib", "tools/cli")
+) -> DroneBroker:
     app = GitHubApp(AppConfig("12345", rsa_keypair()[0], gh.url))
     return DroneBroker(
-        name="demo", repos=repos, permissions=PERMISSIONS, host="github.com", app=app,
-        store_path=runtime_dir / "tokens" / "demo.json", activity_path=runtime_dir / "activity" / "demo", clock=time.time,
+        name="demo",
+        repos=repos,
+        permissions=PERMISSIONS,
+        host="github.com",
+        app=app,
+        store_path=runtime_dir / "tokens" / "demo.json",
+        activity_path=runtime_dir / "activity" / "demo",
+        clock=time.time,
     )
 
 
@@ -80,7 +88,9 @@ def test_token_is_scoped_to_the_drones_repos_of_that_owner(socket_path: Path, gh
     assert not gh.token_allows(token, "acme/other")
     assert minted_for(gh) == [("demo", "lib")]
     status, body = get(socket_path, "/token?repo=tools/cli")
-    assert status == 200 and gh.token_allows(body.strip(), "tools/cli") and not gh.token_allows(body.strip(), "acme/demo")
+    assert (
+        status == 200 and gh.token_allows(body.strip(), "tools/cli") and not gh.token_allows(body.strip(), "acme/demo")
+    )
 
 
 def test_git_credential_lines(socket_path: Path, gh: FakeGitHub) -> None:

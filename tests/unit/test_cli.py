@@ -377,3 +377,50 @@ def test_version(capsys) -> None:
     from devbox import __version__
 
     assert devbox(capsys, "--version") == (0, f"devbox {__version__}\n", "")
+
+
+def test_create_with_a_github_app(world: World, capsys, monkeypatch) -> None:
+    key = world.paths.config_file.parent / "app.pem"
+    key.parent.mkdir(parents=True)
+    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nnot-a-real-key\n-----END RSA PRIVATE KEY-----\n")
+    key.chmod(0o600)
+    world.paths.config_file.write_text(f'[github]\napp_id = "123"\nprivate_key = "file:{key}"\n')
+    code, _, err = devbox(
+        capsys,
+        "create",
+        "demo",
+        "--repo",
+        "acme/demo",
+        "--permission",
+        "issues=read",
+        "--permission",
+        "pull_requests=none",
+    )
+    assert code == 0, err
+    service = (world.paths.unit_dir / "drone-demo-creds.service").read_text()
+    assert f"LoadCredential=github-app-key:{key}\n" in service
+    container = (world.paths.quadlet_dir / "drone-demo.container").read_text()
+    assert "Label=io.devbox.permissions=contents:write,issues:read\n" in container
+    assert "not-a-real-key" not in service + container
+    tools = sorted(p.name for p in world.paths.tools_dir.iterdir())
+    assert tools == ["clone-repos", "gh", "git-credential-devbox", "gitconfig"]
+    assert (world.paths.tools_dir / "gh").stat().st_mode & 0o777 == 0o755
+
+
+def test_an_env_key_is_kept_owner_only_for_loadcredential(world: World, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("GH_APP_KEY", "-----BEGIN RSA PRIVATE KEY-----\nsecret-body\n-----END RSA PRIVATE KEY-----")
+    world.paths.config_file.parent.mkdir(parents=True)
+    world.paths.config_file.write_text('[github]\napp_id = "123"\nprivate_key = "env:GH_APP_KEY"\n')
+    assert devbox(capsys, "create", "demo", "--repo", "acme/demo")[0] == 0
+    copy = world.paths.github_key_copy
+    assert copy.stat().st_mode & 0o777 == 0o600 and "secret-body" in copy.read_text()
+    assert f"LoadCredential=github-app-key:{copy}\n" in (world.paths.unit_dir / "drone-demo-creds.service").read_text()
+
+
+def test_a_missing_key_aborts_create_and_writes_nothing(world: World, capsys) -> None:
+    world.paths.config_file.parent.mkdir(parents=True)
+    world.paths.config_file.write_text('[github]\napp_id = "123"\nprivate_key = "env:NO_SUCH_KEY"\n')
+    code, out, err = devbox(capsys, "create", "demo", "--repo", "acme/demo")
+    assert (code, out) == (ExitCode.SECRET, "")
+    assert err == "devbox: cannot resolve secret env:NO_SUCH_KEY: environment variable NO_SUCH_KEY is not set\n"
+    assert world.files() == [] and not world.paths.tools_dir.exists()

@@ -82,3 +82,48 @@ def test_paths_follow_xdg() -> None:
         {"HOME": "/h", "XDG_CONFIG_HOME": "/c", "DEVBOX_CONFIG": "/etc/d.toml", "XDG_RUNTIME_DIR": "/r"}
     )
     assert (custom.config_file, custom.quadlet_dir) == (Path("/etc/d.toml"), Path("/c/containers/systemd"))
+
+
+def test_github_section(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            '[github]\napp_id = "123456"\nprivate_key = "op://DevBox/github-app/private key"\n'
+            'api_url = "https://ghe.example.com/api/v3"\nhost = "ghe.example.com"\ninstallation_id = 42\n'
+            'permissions = { contents = "read" }\n[broker]\nidle_exit = 30\n',
+        )
+    )
+    assert config.github.enabled and config.github.installation_id == 42
+    assert config.github.repo_base_url == "https://ghe.example.com"
+    assert config.github.permissions == {"contents": "read"} and config.broker.idle_exit == 30.0
+    assert not Config().github.enabled and Config().github.permissions == {
+        "contents": "write",
+        "pull_requests": "write",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[github]\napp_id = "123"\n', "github: set both app_id and private_key, or neither"),
+        (
+            '[github]\napp_id = "1 2"\nprivate_key = "file:/k"\n',
+            "github.app_id: expected the App's numeric id or its client id (Iv...)",
+        ),
+        (
+            '[github]\napp_id = "1"\nprivate_key = "/k.pem"\n',
+            "github.private_key: invalid secret reference '/k.pem': use op://VAULT/ITEM/FIELD, env:NAME or file:PATH",
+        ),
+        (
+            '[github]\npermissions = { contents = "all" }\n',
+            "github.permissions: invalid level 'all' for contents: use read, write or admin",
+        ),
+        ('[github]\napi_url = "ftp://x"\n', "github.api_url: expected an http(s) URL such as https://api.github.com"),
+        ("[broker]\nidle_exit = 0\n", "broker.idle_exit: expected a number of seconds from 1 to 86400"),
+    ],
+)
+def test_bad_github_and_broker_values(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(DevboxError) as error:
+        load_config(path)
+    assert error.value.message == f"{path}: {message}"

@@ -14,7 +14,12 @@ RECORDED = Path(__file__).resolve().parent.parent / "data" / "podman-5.4-contain
 def test_a_running_drone_from_the_recorded_list() -> None:
     (raw,) = json.loads(RECORDED.read_text())
     info = container_from_api(raw)
-    assert (info.name, info.drone, info.state, info.image) == ("drone-t1", "t1", "running", "localhost/devbox-test:latest")
+    assert (info.name, info.drone, info.state, info.image) == (
+        "drone-t1",
+        "t1",
+        "running",
+        "localhost/devbox-test:latest",
+    )
     assert info.started_at == datetime.fromtimestamp(raw["StartedAt"], tz=UTC)
     assert info.labels["repos"] == "acme/demo" and info.labels["drone"] == "t1"
     assert "PODMAN_SYSTEMD_UNIT" not in info.labels
