@@ -24,7 +24,7 @@ app = typer.Typer(
     name="devbox",
     help="Remote development containers (drones) on rootless Podman, run by systemd.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: rich costs ~0.3 s of imports on every start
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -60,6 +60,11 @@ def _progress(text: str) -> None:
         _err(f"… {text}")
 
 
+def _colour() -> bool:
+    """Colour on a terminal, never when piped or when NO_COLOR is set (https://no-color.org)."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=False))
 
@@ -90,6 +95,17 @@ EnvOpt = typer.Option([], "--env", "-e", help="KEY=VALUE for the drone's environ
 PermissionOpt = typer.Option(
     [], "--permission", help="GitHub token permission NAME=LEVEL over the config's (read, write, admin, none)."
 )
+
+
+def complete_drone_names(incomplete: str) -> list[str]:
+    """Shell completion for drone names (bash, zsh, fish through typer)."""
+    from devbox.config import Paths
+    from devbox.lifecycle import find_drones
+
+    return [name for name in find_drones(Paths.from_env()) if name.startswith(incomplete)]
+
+
+DroneArg = typer.Argument(..., help="Drone name.", autocompletion=complete_drone_names, show_default=False)
 NameArg = typer.Argument(None, help="Drone name; derived from the first --repo when omitted.", show_default=False)
 
 
@@ -192,14 +208,14 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     if as_json:
         _print_json([output.status_dict(s, now) for s in statuses])
     elif statuses:
-        print(output.list_table(statuses, now))
+        print(output.list_table(statuses, now, colour=_colour()))
     else:
         print("no drones yet: devbox create NAME --repo ORG/REPO")
 
 
 @app.command()
 def status(
-    name: str = typer.Argument(..., help="Drone name."),
+    name: str = DroneArg,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """One drone in detail: unit, container, image, repos, uptime, restarts, ports, volume."""
@@ -213,7 +229,7 @@ def status(
 
 
 @app.command()
-def start(name: str = typer.Argument(..., help="Drone name.")) -> None:
+def start(name: str = DroneArg) -> None:
     """Start a drone (and bring it back with the user manager)."""
     from devbox import lifecycle
 
@@ -222,7 +238,7 @@ def start(name: str = typer.Argument(..., help="Drone name.")) -> None:
 
 
 @app.command()
-def stop(name: str = typer.Argument(..., help="Drone name.")) -> None:
+def stop(name: str = DroneArg) -> None:
     """Stop a drone; it stays stopped until `devbox start`, across reboots too."""
     from devbox import lifecycle
 
@@ -231,7 +247,7 @@ def stop(name: str = typer.Argument(..., help="Drone name.")) -> None:
 
 
 @app.command()
-def restart(name: str = typer.Argument(..., help="Drone name.")) -> None:
+def restart(name: str = DroneArg) -> None:
     """Restart a drone."""
     from devbox import lifecycle
 
@@ -241,7 +257,7 @@ def restart(name: str = typer.Argument(..., help="Drone name.")) -> None:
 
 @app.command()
 def destroy(
-    name: str = typer.Argument(..., help="Drone name."),
+    name: str = DroneArg,
     keep_volume: bool = typer.Option(False, "--keep-volume", help="Keep the drone's home volume."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
@@ -263,7 +279,7 @@ def destroy(
 
 @app.command()
 def logs(
-    name: str = typer.Argument(..., help="Drone name."),
+    name: str = DroneArg,
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines to show."),
 ) -> None:
@@ -297,11 +313,68 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
 
 @app.command(hidden=True)
-def broker(name: str = typer.Argument(..., help="Drone name.")) -> None:
+def broker(name: str = DroneArg) -> None:
     """Serve the drone's credential socket (started by drone-NAME-creds.socket)."""
     from devbox.broker.server import serve_from_systemd
 
     serve_from_systemd(name)
+
+
+@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_(
+    ctx: typer.Context,
+    name: str = DroneArg,
+) -> None:
+    """Run a command in a drone as the drone user: devbox exec NAME -- CMD [ARGS...] (default: a shell)."""
+    from devbox import lifecycle
+
+    lifecycle.require_drone(make_context().paths, name)
+    command = list(ctx.args) or ["bash", "-l"]
+    argv = ["podman", "exec", "--interactive"]
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        argv.append("--tty")
+    argv += ["--workdir", os.path.expanduser("~"), f"drone-{name}", *command]
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        raise DevboxError("podman is not installed", ExitCode.ENVIRONMENT) from None
+
+
+@app.command()
+def completion(shell: str = typer.Argument(..., help="bash, zsh or fish.")) -> None:
+    """Print the shell completion script (drone names included): devbox completion zsh > ~/.zfunc/_devbox"""
+    if shell not in ("bash", "zsh", "fish"):
+        raise DevboxError(f"no completion for {shell!r}: use bash, zsh or fish", ExitCode.INVALID_INPUT)
+    from typer._completion_shared import get_completion_script  # typer's own scripts, as --install-completion writes
+
+    print(get_completion_script(prog_name="devbox", complete_var="_DEVBOX_COMPLETE", shell=shell))
+
+
+# Aliases for people coming from the Hatchery design; the same code paths, hidden from --help.
+for alias, command in (("spawn", create), ("burrow", stop), ("unburrow", start), ("slay", destroy)):
+    app.command(alias, hidden=True, help=f"Alias of {command.__name__}.")(command)
+
+
+def _flavoured(exc: DevboxError) -> str:
+    """With `flavor = "zerg"` in the config, a few errors speak the swarm's language first."""
+    try:
+        from devbox.config import Paths, load_config
+
+        flavor = load_config(Paths.from_env().config_file).flavor
+    except DevboxError:
+        return exc.message
+    return flavour_message(flavor, exc)
+
+
+def flavour_message(flavor: str, exc: DevboxError) -> str:
+    if flavor != "zerg":
+        return exc.message
+    line = {
+        ExitCode.EXISTS: "Evolution chamber occupied.",
+        ExitCode.LIMIT: "Spawn more overlords.",
+        ExitCode.CREDENTIALS: "We require more minerals.",  # the App cannot reach the repository
+    }.get(exc.code)
+    return f"{line} ({exc.message})" if line else exc.message
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -313,7 +386,7 @@ def run(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        _err(f"devbox: {exc.message}")
+        _err(f"devbox: {_flavoured(exc)}")
         for line in exc.details:
             _err(f"  {line}")
         sys.exit(int(exc.code))

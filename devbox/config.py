@@ -68,9 +68,14 @@ class Paths:
         """The broker's cached token (0600, on the runtime tmpfs, never mounted into a drone)."""
         return self.runtime_dir / "devbox" / "tokens" / f"{name}.json"
 
-    def activity_file(self, name: str) -> Path:
-        """Touched by the broker on every request: the clean-up's activity signal."""
-        return self.state_dir / "activity" / f"{name}.broker"
+    def activity_file(self, name: str, kind: str = "broker") -> Path:
+        """Activity records for the clean-up: `broker` (touched on every request), `touch`, `cpu`."""
+        return self.state_dir / "activity" / f"{name}.{kind}"
+
+    @property
+    def rescue_dir(self) -> Path:
+        """Where the clean-up exports the home volume of a drone whose work it could not push."""
+        return self.state_dir / "rescue"
 
 
 @dataclass(frozen=True)
@@ -113,11 +118,23 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
+class CleanupConfig:
+    """The daily idle clean-up (see cleanup.py); drones override the windows with labels."""
+
+    idle_stop: int = 12 * 3600  # seconds without activity before a running drone is stopped
+    idle_destroy: int = 14 * 86400  # seconds without activity before a stopped drone is destroyed
+    keep_timer: bool = False  # keep devbox-cleanup.timer when the last drone goes
+    keep_volume: bool = False  # a drone the clean-up destroys keeps its home volume
+
+
+@dataclass(frozen=True)
 class Config:
     drone: DroneDefaults = field(default_factory=DroneDefaults)
     github: GitHubConfig = field(default_factory=GitHubConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+    cleanup: CleanupConfig = field(default_factory=CleanupConfig)
     max_drones: int = 0  # 0: no limit
+    flavor: str = "plain"  # or "zerg": a few messages in the swarm's words
 
 
 def _bool(value: Any) -> bool:
@@ -216,7 +233,10 @@ _GITHUB_KEYS: dict[str, Callable[[Any], Any]] = {
     "permissions": _permissions,
 }
 _BROKER_KEYS: dict[str, Callable[[Any], Any]] = {"idle_exit": _seconds}
-_TOP_KEYS: dict[str, Callable[[Any], Any]] = {"max_drones": _count}
+_TOP_KEYS: dict[str, Callable[[Any], Any]] = {
+    "max_drones": _count,
+    "flavor": _matching(re.compile(r"plain|zerg"), '"plain" or "zerg"'),
+}
 _SECTIONS = ("drone", "github", "broker")
 
 
@@ -235,7 +255,8 @@ def load_config(path: Path) -> Config:
 def parse_config(raw: dict[str, Any], path: Path) -> Config:
     top = _check_table(raw, _TOP_KEYS, _SECTIONS, path, prefix="")
     sections = {}
-    for name, keys in (("drone", _DRONE_KEYS), ("github", _GITHUB_KEYS), ("broker", _BROKER_KEYS)):
+    tables = (("drone", _DRONE_KEYS), ("github", _GITHUB_KEYS), ("broker", _BROKER_KEYS), ("cleanup", _CLEANUP_KEYS))
+    for name, keys in tables:
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise DevboxError(f"{path}: {name}: expected a table [{name}]", ExitCode.CONFIG)
@@ -247,6 +268,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         drone=DroneDefaults(**sections["drone"]),
         github=github,
         broker=BrokerConfig(**sections["broker"]),
+        cleanup=CleanupConfig(**sections["cleanup"]),
         **top,
     )
 

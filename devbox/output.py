@@ -66,7 +66,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def list_table(statuses: Sequence[DroneStatus], now: datetime) -> str:
+_STATE_COLOURS = {"running": "32", "starting": "33", "stopping": "33", "stopped": "2", "failed": "31;1"}
+
+
+def paint(text: str, state: str, colour: bool) -> str:
+    code = _STATE_COLOURS.get(state, "35")
+    return f"\x1b[{code}m{text}\x1b[0m" if colour else text
+
+
+def list_table(statuses: Sequence[DroneStatus], now: datetime, colour: bool = False) -> str:
     rows = [
         [
             s.name,
@@ -78,7 +86,15 @@ def list_table(statuses: Sequence[DroneStatus], now: datetime) -> str:
         ]
         for s in statuses
     ]
-    return table(["NAME", "STATE", "UPTIME", "IMAGE", "REPOS", "SSH"], rows)
+    text = table(["NAME", "STATE", "UPTIME", "IMAGE", "REPOS", "SSH"], rows)
+    if not colour:
+        return text
+    lines = text.split("\n")
+    for index, status in enumerate(statuses, start=1):  # colour after padding, so columns stay aligned
+        start = lines[index].index(status.state, len(status.name))
+        end = start + len(status.state)
+        lines[index] = lines[index][:start] + paint(status.state, status.state, True) + lines[index][end:]
+    return "\n".join(lines)
 
 
 def status_text(status: DroneStatus, now: datetime) -> str:

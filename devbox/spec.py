@@ -104,6 +104,27 @@ def parse_port(value: str | int) -> int:
     return port
 
 
+_DURATION = re.compile(r"([0-9]{1,6})([smhd])")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> int:
+    """`90s`, `30m`, `12h`, `14d` -> seconds (at least one second)."""
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match or int(match.group(1)) == 0:
+        raise _bad(f"invalid duration {value!r}: use a number with s, m, h or d, for example 90s, 30m, 12h or 14d")
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling parse_duration reads back: 43200 -> `12h`."""
+    whole = int(seconds)
+    for unit in ("d", "h", "m"):
+        if whole and whole % _DURATION_SECONDS[unit] == 0:
+            return f"{whole // _DURATION_SECONDS[unit]}{unit}"
+    return f"{whole}s"
+
+
 def validate_env_value(key: str, value: str) -> str:
     if _CONTROL.search(value):
         raise _bad(f"invalid value for environment variable {key}: newlines and control characters are not allowed")
@@ -143,6 +164,9 @@ class DroneSpec:
     syncthing: bool = False
     env: tuple[tuple[str, str], ...] = field(default=())
     permissions: tuple[tuple[str, str], ...] = ()
+    idle_stop: int | None = None  # seconds; None: the config's [cleanup] idle_stop
+    idle_destroy: int | None = None
+    keep: bool = False  # never touched by the idle clean-up
 
     @classmethod
     def build(
@@ -159,6 +183,9 @@ class DroneSpec:
         syncthing: bool = False,
         env: dict[str, str] | None = None,
         permissions: dict[str, str] | None = None,
+        idle_stop: str | None = None,
+        idle_destroy: str | None = None,
+        keep: bool = False,
     ) -> DroneSpec:
         checked_repos = tuple(validate_repo(r) for r in repos)
         if len(set(checked_repos)) != len(checked_repos):
@@ -180,6 +207,9 @@ class DroneSpec:
             syncthing=syncthing,
             env=env_items,
             permissions=tuple(sorted((permissions or {}).items())) if checked_repos else (),
+            idle_stop=None if idle_stop is None else parse_duration(idle_stop),
+            idle_destroy=None if idle_destroy is None else parse_duration(idle_destroy),
+            keep=keep,
         )
 
     # Derived names: one place, so the unit, the container and the volume agree.
@@ -220,6 +250,12 @@ class DroneSpec:
             labels["ssh-port"] = str(self.ssh_port)
         if self.permissions:
             labels["permissions"] = ",".join(f"{k}:{v}" for k, v in self.permissions)
+        if self.idle_stop is not None:
+            labels["idle-stop"] = format_duration(self.idle_stop)
+        if self.idle_destroy is not None:
+            labels["idle-destroy"] = format_duration(self.idle_destroy)
+        if self.keep:
+            labels["keep"] = "true"
         return {LABEL_PREFIX + k: v for k, v in labels.items()}
 
 
