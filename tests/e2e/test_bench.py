@@ -1,0 +1,33 @@
+"""bench/bench.py runs in the real machine with a small repetition count and writes its JSON.
+No timing is asserted: the figures are for people, the test checks that they are all measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.e2e.test_credentials import githost  # noqa: F401 - the fake GitHub the broker part needs
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench.py"
+
+
+def test_bench_measures_everything(machine, githost, capsys) -> None:  # noqa: F811
+    machine.user("mkdir -p ~/bench && cat > ~/bench/bench.py", input=BENCH.read_text())
+    result = machine.user(
+        "cd ~/bench && /opt/devbox-venv/bin/python bench.py --image localhost/devbox-test:latest "
+        "--reps 3 --sizes 1,3 --idle-wait 30 --out ~/bench/results.json",
+        timeout=900,
+    )
+    with capsys.disabled():
+        print("\n" + result.stdout)
+    data = json.loads(machine.user("cat ~/bench/results.json").stdout)
+    assert set(data) == {"machine", "reps", "startup", "create", "list", "broker"}
+    assert set(data["startup"]) == {"python3 -c pass", "devbox --help", "devbox list (no drones)"}
+    assert all(v > 0 for v in data["startup"].values()) and all(v > 0 for v in data["create"].values())
+    assert set(data["list"]) == {"1", "3"}
+    broker = data["broker"]
+    assert broker["cold request (activation + first mint) s"] > 0
+    assert broker["cached token, 50 clients: p99 ms"] >= broker["cached token, 50 clients: p50 ms"] > 0
+    assert broker["broker RSS while serving KiB"] > 0
+    assert broker["broker processes while idle"] == 0  # the broker left after its idle time
+    assert machine.user("podman ps -a --format '{{.Names}}' | grep -c bench- || true").stdout.strip() == "0"
