@@ -233,11 +233,17 @@ _GITHUB_KEYS: dict[str, Callable[[Any], Any]] = {
     "permissions": _permissions,
 }
 _BROKER_KEYS: dict[str, Callable[[Any], Any]] = {"idle_exit": _seconds}
+_CLEANUP_KEYS: dict[str, Callable[[Any], Any]] = {
+    "idle_stop": lambda v: spec.parse_duration(_str(v)),
+    "idle_destroy": lambda v: spec.parse_duration(_str(v)),
+    "keep_timer": _bool,
+    "keep_volume": _bool,
+}
 _TOP_KEYS: dict[str, Callable[[Any], Any]] = {
     "max_drones": _count,
     "flavor": _matching(re.compile(r"plain|zerg"), '"plain" or "zerg"'),
 }
-_SECTIONS = ("drone", "github", "broker")
+_SECTIONS = ("drone", "github", "broker", "cleanup")
 
 
 def load_config(path: Path) -> Config:
