@@ -106,6 +106,9 @@ def complete_drone_names(incomplete: str) -> list[str]:
 
 
 DroneArg = typer.Argument(..., help="Drone name.", autocompletion=complete_drone_names, show_default=False)
+IdleStopOpt = typer.Option(None, "--idle-stop", help="Stop after this long idle, e.g. 12h (over [cleanup]).")
+IdleDestroyOpt = typer.Option(None, "--idle-destroy", help="Destroy after this long idle and stopped, e.g. 14d.")
+KeepOpt = typer.Option(False, "--keep", help="Never touch this drone in the idle clean-up.")
 NameArg = typer.Argument(None, help="Drone name; derived from the first --repo when omitted.", show_default=False)
 
 
@@ -119,6 +122,9 @@ def _request(
     syncthing: bool | None,
     env: list[str],
     permission: list[str],
+    idle_stop: str | None = None,
+    idle_destroy: str | None = None,
+    keep: bool = False,
 ) -> CreateRequest:
     from devbox.lifecycle import CreateRequest
 
@@ -132,6 +138,9 @@ def _request(
         syncthing=syncthing,
         env=env,
         permissions=permission,
+        idle_stop=idle_stop,
+        idle_destroy=idle_destroy,
+        keep=keep,
     )
 
 
@@ -146,6 +155,9 @@ def create(
     with_syncthing: bool | None = SyncthingOpt,
     env: list[str] = EnvOpt,
     permission: list[str] = PermissionOpt,
+    idle_stop: str | None = IdleStopOpt,
+    idle_destroy: str | None = IdleDestroyOpt,
+    keep: bool = KeepOpt,
     no_start: bool = typer.Option(False, "--no-start", help="Write and load the units, do not start."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written; write nothing."),
     force: bool = typer.Option(False, "--force", help="Replace unit files devbox did not write."),
@@ -156,7 +168,9 @@ def create(
     ctx = make_context()
     result = lifecycle.create(
         ctx,
-        _request(name, repo, image, cpus, memory, ssh_port, with_syncthing, env, permission),
+        _request(
+            name, repo, image, cpus, memory, ssh_port, with_syncthing, env, permission, idle_stop, idle_destroy, keep
+        ),
         start=not no_start,
         dry_run=dry_run,
         force=force,
@@ -183,13 +197,19 @@ def render(
     with_syncthing: bool | None = SyncthingOpt,
     env: list[str] = EnvOpt,
     permission: list[str] = PermissionOpt,
+    idle_stop: str | None = IdleStopOpt,
+    idle_destroy: str | None = IdleDestroyOpt,
+    keep: bool = KeepOpt,
 ) -> None:
     """Print every unit file devbox would write for a drone; write nothing."""
     from devbox import install, lifecycle
 
     ctx = make_context()
     spec = lifecycle.build_spec(
-        ctx, _request(name, repo, image, cpus, memory, ssh_port, with_syncthing, env, permission)
+        ctx,
+        _request(
+            name, repo, image, cpus, memory, ssh_port, with_syncthing, env, permission, idle_stop, idle_destroy, keep
+        ),
     )
     for index, rendered in enumerate(lifecycle.render_files(ctx, spec)):
         if index:
@@ -375,6 +395,50 @@ def flavour_message(flavor: str, exc: DevboxError) -> str:
         ExitCode.CREDENTIALS: "We require more minerals.",  # the App cannot reach the repository
     }.get(exc.code)
     return f"{line} ({exc.message})" if line else exc.message
+
+
+# --- idle clean-up (issue 6): `cleanup`, `touch` ---
+
+
+@app.command()
+def cleanup(
+    apply: bool = typer.Option(False, "--apply", help="Act: stop, destroy, rescue; without it, only report."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
+    install_timer: bool = typer.Option(False, "--install", help="Install and enable devbox-cleanup.timer, then exit."),
+    uninstall_timer: bool = typer.Option(False, "--uninstall", help="Disable and remove devbox-cleanup.timer."),
+) -> None:
+    """Stop idle drones, destroy long-idle ones whose work is safe; say what and why for each."""
+    from devbox import cleanup_report, sweep
+
+    ctx = make_context()
+    if install_timer and uninstall_timer:
+        raise DevboxError("--install and --uninstall exclude each other", ExitCode.USAGE)
+    if install_timer:
+        for item in sweep.install_timer(ctx):
+            print(f"{item.change.value:<9}  {item.path}")
+        print("devbox-cleanup.timer is enabled: systemctl --user list-timers devbox-cleanup.timer")
+        return
+    if uninstall_timer:
+        removed = sweep.uninstall_timer(ctx)
+        print(f"devbox-cleanup.timer is removed ({len(removed)} files)")
+        return
+    report = sweep.run(ctx, apply=apply)
+    if as_json:
+        _print_json(cleanup_report.report_dict(report))
+    else:
+        print(cleanup_report.report_text(report), flush=True)
+    if report.errors:
+        names = ", ".join(d.name for d in report.errors)
+        raise DevboxError(f"the clean-up could not finish for {names}", ExitCode.FAILURE)
+
+
+@app.command()
+def touch(name: str = typer.Argument(..., help="Drone name.")) -> None:
+    """Mark a drone as in use now, for the idle clean-up."""
+    from devbox import sweep
+
+    sweep.touch(make_context(), name)
+    print(f"drone {name} is marked active")
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ from devbox import __version__, install, quadlet, unitfile
 from devbox.config import Config, Paths, load_config, parse_permission
 from devbox.errors import DevboxError, ExitCode
 from devbox.podman import ContainerInfo, Podman
+from devbox.probe import Probe
 from devbox.render import (
     HostFacts,
     RenderedFile,
@@ -53,6 +54,7 @@ class Context:
         devbox_command: Sequence[str] = (sys.executable, "-m", "devbox"),
         podman_command: str | None = None,
         config: Config | None = None,
+        probe_factory: Callable[[], Probe] | None = None,
     ) -> None:
         self.paths = paths
         self._systemd_factory = systemd_factory
@@ -61,6 +63,7 @@ class Context:
         self.devbox_command = tuple(devbox_command)
         self.podman_command = podman_command or shutil.which("podman") or "/usr/bin/podman"
         self._config = config
+        self._probe_factory = probe_factory
 
     @cached_property
     def config(self) -> Config:
@@ -73,6 +76,15 @@ class Context:
     @cached_property
     def podman(self) -> Podman:
         return self._podman_factory()
+
+    @cached_property
+    def probe(self) -> Probe:
+        """What the idle clean-up measures and does inside drones (podman exec and run)."""
+        if self._probe_factory is not None:
+            return self._probe_factory()
+        from devbox.probe import PodmanProbe
+
+        return PodmanProbe(self.podman_command)
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,9 @@ class CreateRequest:
     syncthing: bool | None = None
     env: Sequence[str] = ()
     permissions: Sequence[str] = ()  # NAME=LEVEL over the config's defaults; LEVEL "none" drops one
+    idle_stop: str | None = None  # a duration such as 12h; None: the config's [cleanup] idle_stop
+    idle_destroy: str | None = None
+    keep: bool = False  # exempt from the idle clean-up
 
 
 def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
@@ -160,6 +175,9 @@ def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
         syncthing=defaults.syncthing if request.syncthing is None else request.syncthing,
         env=env,
         permissions=permissions,
+        idle_stop=request.idle_stop,
+        idle_destroy=request.idle_destroy,
+        keep=request.keep,
     )
     socket = ctx.paths.creds_socket(spec.name)
     if len(str(socket).encode()) > SOCKET_PATH_MAX:
@@ -259,6 +277,9 @@ def create(
     except DevboxError:
         _undo_create(ctx, spec.name, written)
         raise
+    from devbox.sweep import install_timer
+
+    install_timer(ctx)  # the daily idle clean-up comes with the first drone
     return CreateResult(spec, planned, started=start)
 
 
@@ -328,6 +349,9 @@ def stop(ctx: Context, name: str, progress: Progress = _quiet) -> None:
     ctx.systemd.stop(unit_service(name))
     for unit in (f"drone-{name}-creds.socket", f"drone-{name}-creds.service"):
         ctx.systemd.stop(unit)
+    from devbox.sweep import record_stop
+
+    record_stop(ctx, name)  # systemd forgets a stopped Quadlet unit's stop time; the idle clean-up needs it
 
 
 def restart(ctx: Context, name: str, progress: Progress = _quiet) -> None:
@@ -387,6 +411,9 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
         progress(f"removing volume {home_volume(name)}")
         result.volume_removed = ctx.podman.remove_volume(home_volume(name))
     shutil.rmtree(ctx.paths.socket_dir(name), ignore_errors=True)
+    from devbox.sweep import forget_drone
+
+    forget_drone(ctx, name)  # its activity records; the clean-up timer goes with the last drone
     return result
 
 

@@ -123,6 +123,18 @@ def render_drone_tools(git_url: str) -> list[RenderedFile]:
     return tools + [RenderedFile(Place.TOOLS, "gitconfig", _render("drone/gitconfig.j2", git_url=git_url))]
 
 
+CLEANUP_TIMER = "devbox-cleanup.timer"
+CLEANUP_SERVICE = "devbox-cleanup.service"
+
+
+def render_cleanup(host: HostFacts) -> list[RenderedFile]:
+    """The per-user daily clean-up: a timer and the oneshot service it starts."""
+    return [
+        RenderedFile(Place.UNITS, CLEANUP_TIMER, _render("units/devbox-cleanup.timer.j2")),
+        RenderedFile(Place.UNITS, CLEANUP_SERVICE, _render("units/devbox-cleanup.service.j2", host=host)),
+    ]
+
+
 def render_autostart() -> str:
     return _render("quadlet/autostart.conf.j2")
 

@@ -46,6 +46,9 @@ class Systemd(Protocol):
     def restart(self, unit: str) -> None: ...
     def reset_failed(self, unit: str) -> None: ...
     def states(self, units: Sequence[str]) -> dict[str, UnitState]: ...
+    def enable(self, unit: str) -> None: ...  # enable and start (`systemctl --user enable --now`)
+    def disable(self, unit: str) -> None: ...  # disable and stop
+    def inactive_since(self, unit: str) -> datetime | None: ...  # when it last stopped, if it did
 
 
 def _failed(action: str, unit: str, detail: str) -> DevboxError:
@@ -96,6 +99,21 @@ class SystemctlSystemd:
 
     def reset_failed(self, unit: str) -> None:
         self._run("reset-failed", "--", unit)  # nothing to reset is not an error
+
+    def enable(self, unit: str) -> None:
+        result = self._run("enable", "--now", "--", unit, timeout=START_TIMEOUT)
+        if result.returncode != 0:
+            raise _failed("enable", unit, result.stderr)
+
+    def disable(self, unit: str) -> None:
+        result = self._run("disable", "--now", "--", unit, timeout=STOP_TIMEOUT)
+        if result.returncode != 0:
+            raise _failed("disable", unit, result.stderr)
+
+    def inactive_since(self, unit: str) -> datetime | None:
+        result = self._run("show", "--timestamp=unix", "--property=InactiveEnterTimestamp", "--value", "--", unit)
+        value = result.stdout.strip()
+        return _from_unix(value[1:]) if result.returncode == 0 and value.startswith("@") else None
 
     def states(self, units: Sequence[str]) -> dict[str, UnitState]:
         if not units:
@@ -193,6 +211,28 @@ class PystemdSystemd:
             self._manager.Manager.ResetFailedUnit(unit.encode())
         except Exception:  # not loaded or not failed: nothing to reset
             pass
+
+    def enable(self, unit: str) -> None:
+        try:
+            self._manager.Manager.EnableUnitFiles([unit.encode()], False, True)
+        except Exception as exc:
+            raise _failed("enable", unit, getattr(exc, "err_message", "") or str(exc)) from None
+        self.daemon_reload()
+        self.start(unit)
+
+    def disable(self, unit: str) -> None:
+        self.stop(unit)
+        try:
+            self._manager.Manager.DisableUnitFiles([unit.encode()], False)
+        except Exception as exc:
+            raise _failed("disable", unit, getattr(exc, "err_message", "") or str(exc)) from None
+        self.daemon_reload()
+
+    def inactive_since(self, unit: str) -> datetime | None:
+        try:
+            return _from_unix(int(self._unit(unit).Unit.InactiveEnterTimestamp) / 1_000_000)
+        except Exception:
+            return None
 
     def states(self, units: Sequence[str]) -> dict[str, UnitState]:
         if not units:

@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devbox import unitfile
+from devbox.cleanup import WorkCheck
 from devbox.config import Config, Paths
 from devbox.errors import DevboxError, ExitCode
 from devbox.lifecycle import Context
 from devbox.podman import ContainerInfo
+from devbox.probe import Mounts, PushResult
 from devbox.systemd import UnitState
 
 FIXED_NOW = datetime(2026, 11, 22, 8, 0, 0, tzinfo=UTC)
@@ -28,6 +30,8 @@ class FakeSystemd:
     loaded: set[str] = field(default_factory=set)
     fail_start: set[str] = field(default_factory=set)
     fail_reload: bool = False
+    enabled: set[str] = field(default_factory=set)
+    stopped_at: dict[str, datetime] = field(default_factory=dict)
 
     def daemon_reload(self) -> None:
         self.calls.append(("daemon-reload", ""))
@@ -55,6 +59,19 @@ class FakeSystemd:
 
     def reset_failed(self, unit: str) -> None:
         self.calls.append(("reset-failed", unit))
+
+    def enable(self, unit: str) -> None:
+        self.calls.append(("enable", unit))
+        self.enabled.add(unit)
+        self.active.add(unit)
+
+    def disable(self, unit: str) -> None:
+        self.calls.append(("disable", unit))
+        self.enabled.discard(unit)
+        self.active.discard(unit)
+
+    def inactive_since(self, unit: str) -> datetime | None:
+        return self.stopped_at.get(unit)
 
     def states(self, units: Sequence[str]) -> dict[str, UnitState]:
         self.calls.append(("states", ",".join(units)))
@@ -111,6 +128,44 @@ class FakePodman:
         return "5.4.2"
 
 
+@dataclass
+class FakeProbe:
+    """What the clean-up measures and does in drones, as data; records the actions."""
+
+    ssh: dict[str, int] = field(default_factory=dict)  # container -> open sessions
+    cpu: dict[str, int] = field(default_factory=dict)  # container -> usage_usec
+    files: dict[str, datetime] = field(default_factory=dict)  # volume -> newest mtime
+    work: dict[str, WorkCheck] = field(default_factory=dict)  # volume -> work check
+    push_fails: dict[str, str] = field(default_factory=dict)  # repo path -> why
+    export_error: str = ""
+    calls: list[str] = field(default_factory=list)
+
+    def ssh_sessions(self, container: str) -> int | None:
+        return self.ssh.get(container, 0)
+
+    def cpu_usage_usec(self, container: str) -> int | None:
+        return self.cpu.get(container)
+
+    def newest_file(self, volume: str) -> datetime | None:
+        return self.files.get(volume)
+
+    def check_work(self, image: str, mounts: Mounts) -> WorkCheck:
+        self.calls.append(f"check_work {mounts.volume}")
+        return self.work.get(mounts.volume, WorkCheck())
+
+    def push_rescue(self, image: str, mounts: Mounts, branch: str, repos: Sequence[str]) -> PushResult:
+        self.calls.append(f"push_rescue {mounts.volume} {branch} {' '.join(repos)}")
+        failed = tuple((r, self.push_fails[r]) for r in repos if r in self.push_fails)
+        return PushResult(tuple(r for r in repos if r not in self.push_fails), failed)
+
+    def export_volume(self, volume: str, target: Path) -> str:
+        self.calls.append(f"export_volume {volume} {target}")
+        if not self.export_error:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("tar")
+        return self.export_error
+
+
 def fake_paths(root: Path, runtime: Path) -> Paths:
     env = {
         "HOME": str(root / "home"),
@@ -126,15 +181,18 @@ class World:
     paths: Paths
     systemd: FakeSystemd
     podman: FakePodman
+    probe: FakeProbe = field(default_factory=FakeProbe)
+    now: datetime = FIXED_NOW
 
     def context(self, config: Config | None = None) -> Context:
         return Context(
             self.paths,
             systemd_factory=lambda: self.systemd,
             podman_factory=lambda: self.podman,
-            clock=lambda: FIXED_NOW,
+            clock=lambda: self.now,
             devbox_command=("/opt/devbox/bin/python3", "-m", "devbox"),
             config=config,
+            probe_factory=lambda: self.probe,
         )
 
     def files(self) -> list[str]:

@@ -121,12 +121,16 @@ def test_create_writes_units_reloads_and_starts(world: World, capsys) -> None:
     assert world.files() == [
         "containers/systemd/drone-demo.container",
         "containers/systemd/drone-demo.container.d/autostart.conf",
+        "systemd/user/devbox-cleanup.service",  # the daily idle clean-up comes with the first drone
+        "systemd/user/devbox-cleanup.timer",
         "systemd/user/drone-demo-creds.service",
         "systemd/user/drone-demo-creds.socket",
     ]
     assert [c for c in world.systemd.calls if c[0] != "states"] == [
         ("daemon-reload", ""),
         ("start", "drone-demo.service"),
+        ("daemon-reload", ""),
+        ("enable", "devbox-cleanup.timer"),
     ]
 
 
@@ -283,7 +287,7 @@ def test_destroy_without_yes_and_without_a_terminal(world: World, capsys) -> Non
     devbox(capsys, "create", "demo")
     code, _, err = devbox(capsys, "destroy", "demo")
     assert (code, err) == (ExitCode.USAGE, "devbox: refusing to destroy demo without --yes (no terminal to ask on)\n")
-    assert len(world.files()) == 4
+    assert len(world.files()) == 6  # the drone's 4 and the clean-up timer's 2
 
 
 def _running(name: str, image: str = "localhost/devbox-drone:latest") -> ContainerInfo:

@@ -1,0 +1,199 @@
+"""What the idle clean-up looks at and does inside drones, through the podman command.
+
+- in a running drone (`podman exec`): open SSH sessions, the cgroup's CPU time;
+- for a stopped drone (`podman run --rm` of its image with its home volume):
+  the git work check and the push to rescue branches;
+- `podman volume inspect` / `export` for the home volume.
+
+The scripts run in the drone's image are in templates/cleanup/ and need only
+`sh`, `find` and `git` there. Parsing is in plain functions, tested on their own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from devbox.cleanup import RepoWork, WorkCheck
+from devbox.render import templates_dir
+
+# Not the user's work: caches, git internals (the clean-up's own git reads stay out too), tool state.
+SKIP_DIRS = (".cache", ".git", ".local", "node_modules", "__pycache__")
+SSH_PORT = 2222  # the drone's sshd, published by --ssh-port and reached over the tailnet
+_TCP_ESTABLISHED = "01"
+
+
+@dataclass(frozen=True)
+class Mounts:
+    """What a throwaway container needs to act as the drone: its home, and for pushes its credentials."""
+
+    volume: str  # drone-NAME-home
+    home: str  # where the drone mounts it (the user's home path)
+    socket_dir: str | None = None  # $XDG_RUNTIME_DIR/devbox/drones/NAME -> /run/devbox
+    tools_dir: str | None = None  # Paths.tools_dir -> /usr/local/lib/devbox, its gitconfig -> /etc/gitconfig
+
+
+@dataclass(frozen=True)
+class PushResult:
+    pushed: tuple[str, ...] = ()  # repository paths pushed
+    failed: tuple[tuple[str, str], ...] = ()  # (path, why)
+
+
+class Probe(Protocol):
+    def ssh_sessions(self, container: str) -> int | None: ...  # None: could not tell
+    def cpu_usage_usec(self, container: str) -> int | None: ...
+    def newest_file(self, volume: str) -> datetime | None: ...  # newest mtime in the volume (SKIP_DIRS skipped)
+    def check_work(self, image: str, mounts: Mounts) -> WorkCheck: ...
+    def push_rescue(self, image: str, mounts: Mounts, branch: str, repos: Sequence[str]) -> PushResult: ...
+    def export_volume(self, volume: str, target: Path) -> str: ...  # "" or why it failed
+
+
+def count_ssh_sessions(proc_net_tcp: str, port: int = SSH_PORT) -> int:
+    """Established TCP connections whose local port is PORT, from /proc/net/tcp and tcp6 text."""
+    count = 0
+    for line in proc_net_tcp.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or ":" not in fields[1]:
+            continue
+        local_port = fields[1].rsplit(":", 1)[1]
+        try:
+            if int(local_port, 16) == port and fields[3] == _TCP_ESTABLISHED:
+                count += 1
+        except ValueError:
+            continue
+    return count
+
+
+def parse_cpu_stat(text: str) -> int | None:
+    """usage_usec from a cgroup v2 cpu.stat."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec" and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+def parse_work(output: str) -> WorkCheck:
+    """check-work.sh's lines -> WorkCheck."""
+    repos: list[RepoWork] = []
+    for line in output.splitlines():
+        fields = line.split("\t")
+        try:
+            if fields[0] == "repo" and len(fields) == 6:
+                changes, stashes, unpushed = (int(f.strip()) for f in fields[2:5])
+                repos.append(RepoWork(fields[1], changes, stashes, unpushed, has_remote=fields[5] == "1"))
+            elif fields[0] == "error" and len(fields) >= 3:
+                repos.append(RepoWork(fields[1], error=f"git failed: {fields[2]}"))
+        except ValueError:
+            return WorkCheck(error=f"unreadable work check output: {line!r}")
+    return WorkCheck(tuple(repos))
+
+
+def parse_push(output: str) -> PushResult:
+    pushed: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for line in output.splitlines():
+        fields = line.split("\t")
+        if fields[0] == "pushed" and len(fields) >= 2:
+            pushed.append(fields[1])
+        elif fields[0] == "failed" and len(fields) >= 3:
+            failed.append((fields[1], fields[2]))
+    return PushResult(tuple(pushed), tuple(failed))
+
+
+def parse_newest(text: str) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(text.strip()), tz=UTC) if text.strip() else None
+    except ValueError:
+        return None
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+class PodmanProbe:
+    def __init__(self, podman_command: str, timeout: float = 120.0) -> None:
+        self._podman = podman_command
+        self._timeout = timeout
+
+    def _run(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str] | None:
+        try:
+            return subprocess.run(
+                [self._podman, *args],
+                capture_output=True,
+                text=True,
+                timeout=timeout or self._timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    def ssh_sessions(self, container: str) -> int | None:
+        result = self._run("exec", container, "sh", "-c", "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true")
+        if result is None or result.returncode != 0:
+            return None
+        return count_ssh_sessions(result.stdout)
+
+    def cpu_usage_usec(self, container: str) -> int | None:
+        result = self._run("exec", container, "cat", "/sys/fs/cgroup/cpu.stat")
+        if result is None or result.returncode != 0:
+            return None
+        return parse_cpu_stat(result.stdout)
+
+    def newest_file(self, volume: str) -> datetime | None:
+        """`find` on the host in the rootless user namespace (`podman unshare`): volume files belong to subuids."""
+        result = self._run("volume", "inspect", "--format", "{{.Mountpoint}}", volume)
+        if result is None or result.returncode != 0 or not result.stdout.strip():
+            return None
+        prune = " -o ".join(f"-name {name}" for name in SKIP_DIRS)
+        script = f'find "$1" -mindepth 1 \\( {prune} \\) -prune -o -printf "%T@\\n" | sort -rn | head -n 1'
+        found = self._run("unshare", "sh", "-c", script, "sh", result.stdout.strip(), timeout=600)
+        return parse_newest(found.stdout) if found is not None and found.returncode == 0 else None
+
+    def _throwaway(self, image: str, mounts: Mounts, script: str, *args: str, network: bool = False) -> list[str]:
+        argv = ["run", "--rm", "--userns=keep-id", "--entrypoint=sh", "--label=io.devbox.cleanup=1"]
+        argv += [] if network else ["--network=none"]
+        argv += ["-v", f"{mounts.volume}:{mounts.home}", "--workdir", mounts.home]
+        if mounts.socket_dir:
+            argv += ["-v", f"{mounts.socket_dir}:/run/devbox"]
+        if mounts.tools_dir:
+            argv += ["-v", f"{mounts.tools_dir}:/usr/local/lib/devbox:ro"]
+            argv += ["-v", f"{mounts.tools_dir}/gitconfig:/etc/gitconfig:ro"]
+        text = (templates_dir() / "cleanup" / script).read_text(encoding="utf-8")
+        return [*argv, image, "-c", text, script, *args]
+
+    def check_work(self, image: str, mounts: Mounts) -> WorkCheck:
+        result = self._run(*self._throwaway(image, mounts, "check-work.sh", mounts.home), timeout=300)
+        if result is None:
+            return WorkCheck(error="the work check did not finish")
+        if result.returncode != 0:
+            return WorkCheck(error=f"the work check failed: {_first_line(result.stderr or result.stdout)}")
+        return parse_work(result.stdout)
+
+    def push_rescue(self, image: str, mounts: Mounts, branch: str, repos: Sequence[str]) -> PushResult:
+        argv = self._throwaway(image, mounts, "rescue-work.sh", mounts.home, branch, *repos, network=True)
+        result = self._run(*argv, timeout=600)
+        if result is None:
+            return PushResult(failed=tuple((r, "the push did not finish") for r in repos))
+        parsed = parse_push(result.stdout)
+        if result.returncode != 0 and not parsed.pushed and not parsed.failed:
+            return PushResult(failed=tuple((r, _first_line(result.stderr)) for r in repos))
+        return parsed
+
+    def export_volume(self, volume: str, target: Path) -> str:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = target.with_name(target.name + ".partial")
+        result = self._run("volume", "export", "--output", str(partial), volume, timeout=3600)
+        if result is None or result.returncode != 0:
+            partial.unlink(missing_ok=True)
+            return _first_line(result.stderr) if result else "podman volume export did not finish"
+        partial.chmod(0o600)
+        partial.replace(target)
+        return ""

@@ -1,0 +1,244 @@
+"""The idle clean-up as use-cases: `devbox cleanup [--apply]`, `devbox touch`, the timer's install.
+
+`run` measures every drone (activity.py), decides (cleanup.py), and with
+`apply` acts: stop, destroy, or push dirty work to rescue branches first, or
+keep the drone and export its home volume. It returns a report; the CLI prints it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from devbox import install, lifecycle
+from devbox.activity import DroneView, gather
+from devbox.cleanup import Action, Decision, Policy, Rescue, Signal, WorkCheck, decide, settle
+from devbox.errors import DevboxError
+from devbox.probe import Mounts
+from devbox.render import CLEANUP_SERVICE, CLEANUP_TIMER, render_cleanup
+from devbox.spec import home_volume, parse_duration, unit_service
+
+
+@dataclass
+class DroneReport:
+    name: str
+    state: str  # lifecycle's summary: running, stopped, ...
+    policy: Policy
+    signals: list[Signal]
+    decision: Decision
+    done: str = ""  # what --apply did
+    error: str = ""  # why --apply could not do it
+
+
+@dataclass
+class Report:
+    now: datetime
+    applied: bool
+    drones: list[DroneReport] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[DroneReport]:
+        return [d for d in self.drones if d.error]
+
+
+def policy_for(ctx: lifecycle.Context, labels: dict[str, str]) -> Policy:
+    """The config's [cleanup] windows, overridden by the drone's io.devbox.idle-* labels."""
+    config = ctx.config.cleanup
+
+    def window(label: str, default: int) -> timedelta:
+        try:
+            return timedelta(seconds=parse_duration(labels[label])) if label in labels else timedelta(seconds=default)
+        except DevboxError:  # a hand-edited label: the config's window, not a crash
+            return timedelta(seconds=default)
+
+    return Policy(
+        idle_stop=window("idle-stop", config.idle_stop),
+        idle_destroy=window("idle-destroy", config.idle_destroy),
+        keep=labels.get("keep") == "true",
+    )
+
+
+def _created(labels: dict[str, str]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(labels["created"].replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+
+
+def _write_state(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    install.atomic_write(path, text, mode=0o600)
+
+
+def run(ctx: lifecycle.Context, *, apply: bool = False) -> Report:
+    now = ctx.clock()
+    report = Report(now, apply)
+    records = lifecycle.find_drones(ctx.paths)
+    for status in lifecycle.list_drones(ctx):
+        record = records[status.name]
+        running = status.state in ("running", "starting")
+        view = DroneView(
+            name=status.name,
+            running=running,
+            container=f"drone-{status.name}",
+            volume=home_volume(status.name),
+            created=_created(record.labels),
+            started=(status.started or now) if running else None,
+            stopped=None if running else ctx.systemd.inactive_since(unit_service(status.name)),
+        )
+        policy = policy_for(ctx, record.labels)
+        signals = gather(view, ctx.paths, ctx.probe, now, record=apply, write_state=_write_state)
+        candidate = decide(running, signals, policy, now)
+        decision = candidate
+        if candidate.action is Action.DESTROY:
+            decision = settle(candidate, _check_work(ctx, status.name, record.image))
+        drone = DroneReport(status.name, status.state, policy, signals, decision)
+        if apply:
+            _act(ctx, drone, record.image, candidate)
+        report.drones.append(drone)
+    return report
+
+
+def _mounts(ctx: lifecycle.Context, name: str, with_credentials: bool = False) -> Mounts:
+    return Mounts(
+        volume=home_volume(name),
+        home=os.path.expanduser("~"),
+        socket_dir=str(ctx.paths.socket_dir(name)) if with_credentials else None,
+        tools_dir=str(ctx.paths.tools_dir) if with_credentials else None,
+    )
+
+
+def _check_work(ctx: lifecycle.Context, name: str, image: str) -> WorkCheck:
+    if not ctx.podman.volume_exists(home_volume(name)):
+        return WorkCheck()  # no home, no work to lose
+    return ctx.probe.check_work(image, _mounts(ctx, name))
+
+
+def _act(ctx: lifecycle.Context, drone: DroneReport, image: str, candidate: Decision) -> None:
+    action = drone.decision.action
+    try:
+        if action is Action.STOP:
+            lifecycle.stop(ctx, drone.name)
+            drone.done = "stopped"
+        elif action is Action.DESTROY:
+            _destroy(ctx, drone)
+        elif action in (Action.RESCUE_THEN_DESTROY, Action.EXPORT_AND_KEEP) and drone.decision.work is not None:
+            rescue = _rescue(ctx, drone.name, image, drone.decision.work, drone.decision)
+            drone.decision = settle(candidate, drone.decision.work, rescue)
+            if drone.decision.action is Action.RESCUE_THEN_DESTROY:
+                _destroy(ctx, drone)
+                drone.done = "work pushed to rescue branches, then " + drone.done
+            elif rescue.export_path and not rescue.export_error:
+                drone.done = f"kept; home volume exported to {rescue.export_path}"
+            else:
+                drone.done = "kept"
+                drone.error = f"could neither push nor export its work: {rescue.export_error}"
+    except DevboxError as exc:
+        drone.error = exc.message
+
+
+def _destroy(ctx: lifecycle.Context, drone: DroneReport) -> None:
+    keep_volume = ctx.config.cleanup.keep_volume
+    lifecycle.destroy(ctx, drone.name, keep_volume=keep_volume)
+    drone.done = "destroyed" + (" (home volume kept)" if keep_volume else "")
+
+
+def rescue_branch(name: str, now: datetime) -> str:
+    return f"devbox/rescue/{name}/{now:%Y%m%d}"
+
+
+def _rescue(ctx: lifecycle.Context, name: str, image: str, work: WorkCheck, decision: Decision) -> Rescue:
+    """Push dirty work with the drone's own credentials; when any push fails, export the home volume."""
+    now = ctx.clock()
+    branch = rescue_branch(name, now)
+    dirty = [r.path for r in work.dirty]
+    broker_file = ctx.paths.activity_file(name, "broker")
+    before = broker_file.stat() if broker_file.exists() else None
+    socket = f"drone-{name}-creds.socket"
+    result, error = None, ""
+    try:
+        ctx.systemd.start(socket)
+        result = ctx.probe.push_rescue(image, _mounts(ctx, name, with_credentials=True), branch, dirty)
+    except DevboxError as exc:
+        error = exc.message
+    finally:
+        for unit in (socket, f"drone-{name}-creds.service"):
+            try:
+                ctx.systemd.stop(unit)
+            except DevboxError:
+                pass
+        # The rescue's own credential requests are not the user's activity.
+        if before is not None:
+            os.utime(broker_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+        else:
+            broker_file.unlink(missing_ok=True)
+    if result is not None:
+        error = "; ".join(f"~/{path}: {why}" for path, why in result.failed)
+        if not result.failed and set(result.pushed) >= set(dirty):
+            return Rescue(pushed=tuple(f"~/{p} -> {branch}" for p in result.pushed))
+    target = ctx.paths.rescue_dir / f"{name}-{now:%Y%m%d}.tar"
+    export_error = ctx.probe.export_volume(home_volume(name), target)
+    pushed = tuple(f"~/{p} -> {branch}" for p in (result.pushed if result else ()))
+    return Rescue(pushed=pushed, error=error or "not pushed", export_path=str(target), export_error=export_error)
+
+
+def record_stop(ctx: lifecycle.Context, name: str) -> None:
+    path = ctx.paths.activity_file(name, "stopped")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch()
+        os.utime(path, (ctx.clock().timestamp(), ctx.clock().timestamp()))
+    except OSError:
+        pass
+
+
+def touch(ctx: lifecycle.Context, name: str) -> Path:
+    """`devbox touch NAME`: the user says the drone is in use."""
+    lifecycle.require_drone(ctx.paths, name)
+    path = ctx.paths.activity_file(name, "touch")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.touch()
+    os.utime(path, (ctx.clock().timestamp(), ctx.clock().timestamp()))
+    return path
+
+
+# The timer: installed with the first drone, removed with the last (unless [cleanup] keep_timer).
+
+
+def timer_installed(ctx: lifecycle.Context) -> bool:
+    return (ctx.paths.unit_dir / CLEANUP_TIMER).is_file()
+
+
+def install_timer(ctx: lifecycle.Context) -> list[install.PlannedFile]:
+    """Write (or refresh) devbox-cleanup.{timer,service}, then enable and start the timer."""
+    planned = install.plan(render_cleanup(lifecycle.host_facts(ctx)), ctx.paths)
+    written = install.apply(planned)
+    linked = (ctx.paths.unit_dir / "timers.target.wants" / CLEANUP_TIMER).exists()
+    if written:
+        ctx.systemd.daemon_reload()
+    if written or not linked:
+        ctx.systemd.enable(CLEANUP_TIMER)
+    return planned
+
+
+def uninstall_timer(ctx: lifecycle.Context) -> list[Path]:
+    removed: list[Path] = []
+    if timer_installed(ctx):
+        ctx.systemd.disable(CLEANUP_TIMER)
+    # devbox-cleanup.service is not stopped: it may be the very process destroying the last drone.
+    for unit in (CLEANUP_TIMER, CLEANUP_SERVICE):
+        if install.remove_file(ctx.paths.unit_dir / unit):
+            removed.append(ctx.paths.unit_dir / unit)
+    if removed:
+        ctx.systemd.daemon_reload()
+    return removed
+
+
+def forget_drone(ctx: lifecycle.Context, name: str) -> None:
+    """After destroy: drop the drone's activity records; the timer goes with the last drone."""
+    for kind in ("broker", "touch", "cpu", "stopped"):
+        ctx.paths.activity_file(name, kind).unlink(missing_ok=True)
+    if not lifecycle.find_drones(ctx.paths) and not ctx.config.cleanup.keep_timer and timer_installed(ctx):
+        uninstall_timer(ctx)
