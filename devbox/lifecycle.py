@@ -310,9 +310,10 @@ def _check_generated(ctx: Context, name: str) -> None:
     )
 
 
-def _start_or_explain(ctx: Context, service: str) -> None:
+def _start_or_explain(ctx: Context, service: str, action: Callable[[str], None] | None = None) -> None:
+    """Start (or restart) a drone; when that fails, the error carries the unit's last journal lines."""
     try:
-        ctx.systemd.start(service)
+        (action or ctx.systemd.start)(service)
     except DevboxError as exc:
         raise DevboxError(exc.message, exc.code, details=journal_lines(service, 20)) from None
 
@@ -331,11 +332,15 @@ def _undo_create(ctx: Context, name: str, written: list[install.PlannedFile]) ->
         pass
 
 
-def start(ctx: Context, name: str, progress: Progress = _quiet) -> None:
-    record = require_drone(ctx.paths, name)
+def _ensure_autostart(ctx: Context, record: DroneRecord) -> None:
+    """A started drone comes back with the user manager: write its [Install] drop-in again."""
     if not record.autostart:
-        install.atomic_write(ctx.paths.quadlet_dir / autostart_dropin(name), render_autostart())
+        install.atomic_write(ctx.paths.quadlet_dir / autostart_dropin(record.name), render_autostart())
         ctx.systemd.daemon_reload()
+
+
+def start(ctx: Context, name: str, progress: Progress = _quiet) -> None:
+    _ensure_autostart(ctx, require_drone(ctx.paths, name))
     progress(f"starting {unit_service(name)}")
     _start_or_explain(ctx, unit_service(name))
 
@@ -355,15 +360,9 @@ def stop(ctx: Context, name: str, progress: Progress = _quiet) -> None:
 
 
 def restart(ctx: Context, name: str, progress: Progress = _quiet) -> None:
-    record = require_drone(ctx.paths, name)
-    if not record.autostart:
-        install.atomic_write(ctx.paths.quadlet_dir / autostart_dropin(name), render_autostart())
-        ctx.systemd.daemon_reload()
+    _ensure_autostart(ctx, require_drone(ctx.paths, name))
     progress(f"restarting {unit_service(name)}")
-    try:
-        ctx.systemd.restart(unit_service(name))
-    except DevboxError as exc:
-        raise DevboxError(exc.message, exc.code, details=journal_lines(unit_service(name), 20)) from None
+    _start_or_explain(ctx, unit_service(name), ctx.systemd.restart)
 
 
 @dataclass
