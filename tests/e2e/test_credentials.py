@@ -5,6 +5,7 @@ against a git smart-HTTP server that accepts only tokens minted for that reposit
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from collections.abc import Iterator
@@ -162,3 +163,30 @@ def test_destroy_revokes_the_drones_token(box: Devbox, machine, githost) -> None
     assert "refs/heads/main" in machine.user(f"git ls-remote {url}/acme/demo.git").stdout
     box.run("destroy", "cred3", "--yes")
     assert machine.user(f"GIT_TERMINAL_PROMPT=0 git ls-remote {url}/acme/demo.git", check=False).returncode != 0
+
+
+def test_cleanup_pushes_unpushed_work_to_a_rescue_branch_then_destroys(box: Devbox, machine, githost) -> None:
+    """Dirty work in a stopped drone goes to devbox/rescue/NAME/DATE through the drone's own token."""
+    box.run("create", "rescue", "--repo", "acme/demo", "--idle-destroy", "3s")
+    cloned = lambda: in_drone(box, "rescue", "test -d ~/demo/.git", check=False).returncode == 0  # noqa: E731
+    wait_for(cloned, 60, "the clone of acme/demo in drone rescue")
+    in_drone(
+        box,
+        "rescue",
+        "cd ~/demo && echo saved > saved.txt && git add saved.txt"
+        " && git -c user.name=t -c user.email=t@example.org commit -qm 'work to rescue'",
+    )
+    box.run("stop", "rescue")
+    due = lambda: {d["name"]: d["action"] for d in box.json("cleanup")["drones"]}.get("rescue")  # noqa: E731
+    wait_for(lambda: due() == "rescue-then-destroy", 60, "drone rescue to be due for a rescue")
+    since = box.sh("date +%s").stdout.strip()
+    box.sh("systemctl --user start devbox-cleanup.service", timeout=600)
+    report = box.sh(f"journalctl --user -u devbox-cleanup.service --since @{since} -o cat --no-pager").stdout
+    assert "rescue (stopped): rescue-then-destroy" in report, report
+    bare = "~/githost/state/repos/acme/demo.git"
+    branches = machine.user(f"git -C {bare} for-each-ref --format='%(refname:short)' refs/heads/devbox/rescue/").stdout
+    (branch,) = [b for b in branches.split() if re.fullmatch(r"devbox/rescue/rescue/[0-9]{8}", b)]  # HEAD's branch
+    history = machine.user(f"git -C {bare} log --format=%s {branch}").stdout.splitlines()
+    assert "work to rescue" in history  # the unpushed commit is on the server now (under devbox's snapshot commit)
+    assert machine.user(f"git -C {bare} show {branch}:saved.txt").stdout == "saved\n"
+    assert "rescue" not in {d["name"] for d in box.json("list")}
