@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -17,10 +18,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.helpers import wait_for
 
 HERE = Path(__file__).resolve().parent
 MACHINE_SH = HERE / "machine.sh"
@@ -180,3 +183,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         except Exception as e:  # the report must not fail because diag did
             text = f"machine.sh diag failed: {e!r}"
         rep.sections.append(("machine.sh diag", text))
+
+
+# -- the fake GitHub (API and git server) that the credential, clean-up and bench tests share -------------
+
+PLAIN_CONFIG = '[drone]\nimage = "localhost/devbox-test:latest"\n'
+
+
+@pytest.fixture(scope="module")
+def githost(machine) -> Iterator[dict[str, str]]:
+    machine.user("rm -rf ~/githost && mkdir -p ~/githost")
+    for source in (HERE.parent / "fakegithub.py", HERE / "githost.py"):
+        machine.user(f"cat > ~/githost/{source.name}", input=source.read_text())
+    machine.user("nohup /opt/devbox-venv/bin/python ~/githost/githost.py ~/githost/state > ~/githost/log 2>&1 &")
+    wait_for(
+        lambda: machine.user("test -s ~/githost/state/ports.json", check=False).returncode == 0, 60, "the fake GitHub"
+    )
+    ports = json.loads(machine.user("cat ~/githost/state/ports.json").stdout)
+    git_url = f"http://host.containers.internal:{ports['git_port']}"
+    config = PLAIN_CONFIG + (
+        f'\n[github]\napp_id = "12345"\nprivate_key = "file:/home/dev/githost/state/app.pem"\n'
+        f'api_url = "{ports["api"]}"\ngit_url = "{git_url}"\n\n[broker]\nidle_exit = 3\n'
+    )
+    machine.user("mkdir -p ~/.config/devbox && cat > ~/.config/devbox/config.toml", input=config)
+    try:
+        yield {"git_url": git_url, "api": ports["api"]}
+    finally:
+        machine.user("pkill -f githost.py", check=False)
+        machine.user("cat > ~/.config/devbox/config.toml", input=PLAIN_CONFIG)

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.e2e.test_credentials import githost  # noqa: F401 - the fake GitHub the broker part needs
-
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench.py"
 
 
-def test_bench_measures_everything(machine, githost, capsys) -> None:  # noqa: F811
+def test_bench_measures_everything(machine, githost, capsys) -> None:
     machine.user("mkdir -p ~/bench && cat > ~/bench/bench.py", input=BENCH.read_text())
     result = machine.user(
         "cd ~/bench && /opt/devbox-venv/bin/python bench.py --image localhost/devbox-test:latest "

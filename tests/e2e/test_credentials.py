@@ -9,37 +9,10 @@ import re
 import shlex
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import TEST_IMAGE, Devbox, wait_for
-
-HERE = Path(__file__).resolve().parent
-PLAIN_CONFIG = f'[drone]\nimage = "{TEST_IMAGE}"\n'
-
-
-@pytest.fixture(scope="module")
-def githost(machine) -> Iterator[dict[str, str]]:
-    machine.user("rm -rf ~/githost && mkdir -p ~/githost")
-    for source in (HERE.parent / "fakegithub.py", HERE / "githost.py"):
-        machine.user(f"cat > ~/githost/{source.name}", input=source.read_text())
-    machine.user("nohup /opt/devbox-venv/bin/python ~/githost/githost.py ~/githost/state > ~/githost/log 2>&1 &")
-    wait_for(
-        lambda: machine.user("test -s ~/githost/state/ports.json", check=False).returncode == 0, 60, "the fake GitHub"
-    )
-    ports = json.loads(machine.user("cat ~/githost/state/ports.json").stdout)
-    git_url = f"http://host.containers.internal:{ports['git_port']}"
-    config = PLAIN_CONFIG + (
-        f'\n[github]\napp_id = "12345"\nprivate_key = "file:/home/dev/githost/state/app.pem"\n'
-        f'api_url = "{ports["api"]}"\ngit_url = "{git_url}"\n\n[broker]\nidle_exit = 3\n'
-    )
-    machine.user("mkdir -p ~/.config/devbox && cat > ~/.config/devbox/config.toml", input=config)
-    try:
-        yield {"git_url": git_url, "api": ports["api"]}
-    finally:
-        machine.user("pkill -f githost.py", check=False)
-        machine.user("cat > ~/.config/devbox/config.toml", input=PLAIN_CONFIG)
+from tests.e2e.helpers import Devbox, wait_for
 
 
 @pytest.fixture(scope="module")
