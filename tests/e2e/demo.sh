@@ -12,9 +12,9 @@ trap '"$machine" down >/dev/null 2>&1 || true' EXIT
 show() { printf '\n\033[1m$ %s\033[0m\n' "$1"; "$machine" user "$1"; }
 "$machine" user "mkdir -p ~/.config/devbox && printf '[drone]\nimage = \"localhost/devbox-test:latest\"\n' > ~/.config/devbox/config.toml"
 show "devbox doctor"
-show "devbox create demo --repo acme/demo --ssh-port 2201"
+show "devbox create demo --ssh-port 2201 --env EDITOR=vim"
 show "devbox list"
-show "systemctl --user status drone-demo --no-pager --lines 5"
+show "systemctl --user status drone-demo --no-pager --lines 3 | cut -c1-150"
 show "devbox status demo"
 show "cat ~/.config/containers/systemd/drone-demo.container"
 show "devbox stop demo && devbox list"
