@@ -161,6 +161,7 @@ def create(
     no_start: bool = typer.Option(False, "--no-start", help="Write and load the units, do not start."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written; write nothing."),
     force: bool = typer.Option(False, "--force", help="Replace unit files devbox did not write."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Create a drone and start it."""
     from devbox import lifecycle
@@ -176,6 +177,17 @@ def create(
         force=force,
         progress=_progress,
     )
+    if as_json:
+        _print_json(
+            {
+                "name": result.spec.name,
+                "unit": result.spec.service,
+                "files": [{"path": str(item.path), "change": item.change.value} for item in result.files],
+                "started": result.started,
+                "dry_run": result.dry_run,
+            }
+        )
+        return
     for item in result.files:
         print(f"{item.change.value:<9}  {item.path}")
     if result.dry_run:
@@ -280,6 +292,7 @@ def destroy(
     name: str = DroneArg,
     keep_volume: bool = typer.Option(False, "--keep-volume", help="Keep the drone's home volume."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Stop a drone and remove its units, container and (unless --keep-volume) its home volume."""
     from devbox import lifecycle
@@ -293,6 +306,17 @@ def destroy(
         if not typer.confirm(f"Destroy drone {name} with {what}?", default=False):
             raise DevboxError("nothing destroyed", ExitCode.FAILURE)
     result = lifecycle.destroy(ctx, name, keep_volume=keep_volume, progress=_progress)
+    if as_json:
+        _print_json(
+            {
+                "name": name,
+                "removed_files": [str(path) for path in result.removed_files],
+                "volume_removed": result.volume_removed,
+                "volume_kept": result.volume_kept,
+                "tokens_revoked": result.tokens_revoked,
+            }
+        )
+        return
     volume = "volume kept" if keep_volume else ("volume removed" if result.volume_removed else "no volume")
     print(f"drone {name} is destroyed ({len(result.removed_files)} files removed, {volume})")
 

@@ -108,3 +108,23 @@ def test_exec_runs_podman_exec_in_the_drone(world: World, capsys, monkeypatch: p
     assert calls[0][:3] == ["podman", "exec", "--interactive"]
     assert calls[0][-3:] == ["drone-demo", "git", "--version"]
     assert devbox(capsys, "exec", "ghost", "--", "true") == (ExitCode.NOT_FOUND, "", "devbox: no such drone: ghost\n")
+
+
+def test_create_and_destroy_json(world: World, capsys) -> None:
+    import json
+
+    code, out, _ = devbox(capsys, "create", "demo", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["name"] == "demo" and data["started"] is True and data["dry_run"] is False
+    assert [f["change"] for f in data["files"]] == ["new"] * 4
+    assert data["files"][0]["path"].endswith("/containers/systemd/drone-demo.container")
+    world.podman.volumes.add("drone-demo-home")
+    data = json.loads(devbox(capsys, "destroy", "demo", "--yes", "--json")[1])
+    assert data == {
+        "name": "demo",
+        "removed_files": data["removed_files"],
+        "volume_removed": True,
+        "volume_kept": False,
+        "tokens_revoked": 0,
+    }
+    assert len(data["removed_files"]) == 4
