@@ -26,3 +26,10 @@ def world(tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(cli, "make_context", lambda: w.context())
     monkeypatch.setenv("DEVBOX_CONFIG", str(paths.config_file))
     return w
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """urllib honours proxy variables; the fake GitHub the tests talk to is on loopback."""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)

@@ -23,12 +23,6 @@ INSTALLATIONS = {
 PERMISSIONS = {"contents": "write"}
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def gh() -> Iterator[FakeGitHub]:
     with FakeGitHub("12345", installations=INSTALLATIONS) as fake:

@@ -20,13 +20,6 @@ INSTALLATIONS = {"acme": (INSTALLATION, {"api", "web", "docs"}, {"contents": "wr
 READ = {"contents": "read"}
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """urllib honours proxy variables; the fake is on loopback."""
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def gh() -> Iterator[FakeGitHub]:
     with FakeGitHub(APP_ID, installations=INSTALLATIONS) as fake:

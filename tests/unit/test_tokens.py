@@ -184,12 +184,6 @@ def test_forget_and_tokens() -> None:
 # -- with the GitHub App client and the fake GitHub ------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def test_the_cache_in_front_of_github() -> None:
     installations = {"acme": (7, {"api", "web"}, {"contents": "write"})}
     with FakeGitHub("99", installations=installations) as gh:
