@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import socketserver
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from urllib.parse import parse_qs
 
-from devbox.podman import container_from_api
+import pytest
+
+from devbox.errors import DevboxError, ExitCode
+from devbox.podman import PodmanPy, container_from_api
 
 RECORDED = Path(__file__).resolve().parent.parent / "data" / "podman-5.4-containers-list.json"
 
@@ -37,3 +44,59 @@ def test_an_exited_container_with_ports() -> None:
     info = container_from_api(raw)
     assert (info.state, info.started_at, info.exit_code) == ("exited", None, 137)
     assert info.ports == ("127.0.0.1:2201->2222/tcp",)
+
+
+class _FakePodmanAPI(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def _serve(path: Path, status: int, body: bytes, seen: list[str]) -> _FakePodmanAPI:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the base class's name
+            seen.append(self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = _FakePodmanAPI(str(path), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+def test_the_list_is_one_request_on_the_unix_socket(runtime_dir: Path) -> None:
+    sock = runtime_dir / "podman.sock"
+    seen: list[str] = []
+    server = _serve(sock, 200, RECORDED.read_bytes(), seen)
+    try:
+        drones = PodmanPy(f"unix://{sock}").drone_containers()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert list(drones) == ["t1"] and drones["t1"].state == "running"
+    (path,) = seen
+    route, _, query = path.partition("?")
+    assert route == "/v4.0.0/libpod/containers/json"
+    params = parse_qs(query)
+    assert params["all"] == ["true"] and json.loads(params["filters"][0]) == {"label": ["io.devbox.drone"]}
+
+
+def test_api_errors_and_a_missing_socket_are_podman_errors(runtime_dir: Path) -> None:
+    sock = runtime_dir / "podman.sock"
+    server = _serve(sock, 500, b'{"cause":"boom","message":"database is locked"}', [])
+    try:
+        with pytest.raises(DevboxError) as error:
+            PodmanPy(f"unix://{sock}").drone_containers()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert error.value.code == ExitCode.PODMAN and "HTTP 500" in error.value.message
+    with pytest.raises(DevboxError) as error:
+        PodmanPy(f"unix://{runtime_dir}/absent.sock").drone_containers()
+    assert error.value.message == (
+        f"cannot reach the Podman API at unix://{runtime_dir}/absent.sock: run `systemctl --user enable --now podman.socket`"
+    )
