@@ -19,6 +19,17 @@ from devbox.unitfile import parse_sections, split_words, values
 from tests.unit.cases import HOST, HOSTILE_ENV, cases
 
 
+def dryrun(quadlet: Path, quadlet_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`quadlet -dryrun -user` over one directory, as systemd's generator would see it."""
+    return subprocess.run(
+        [quadlet, "-dryrun", "-user"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QUADLET_UNIT_DIRS": str(quadlet_dir)},
+        check=False,
+    )
+
+
 def generate(quadlet: Path, spec: DroneSpec, tmp_path: Path) -> tuple[dict[str, str], str]:
     quadlet_dir = tmp_path / "containers" / "systemd"
     for rendered in render_drone(spec, HOST):
@@ -26,13 +37,7 @@ def generate(quadlet: Path, spec: DroneSpec, tmp_path: Path) -> tuple[dict[str, 
             path = quadlet_dir / rendered.relative_path
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(rendered.text)
-    result = subprocess.run(
-        [quadlet, "-dryrun", "-user"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "QUADLET_UNIT_DIRS": str(quadlet_dir)},
-        check=False,
-    )
+    result = dryrun(quadlet, quadlet_dir)
     assert result.returncode == 0, result.stderr
     units: dict[str, str] = {}
     current = None
@@ -124,13 +129,7 @@ def test_generator_reports_an_unsupported_key(quadlet_binary: Path, tmp_path: Pa
     quadlet_dir = tmp_path / "q"
     quadlet_dir.mkdir()
     (quadlet_dir / "drone-bad.container").write_text("[Container]\nImage=x\nMemory=4g\n")
-    result = subprocess.run(
-        [quadlet_binary, "-dryrun", "-user"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "QUADLET_UNIT_DIRS": str(quadlet_dir)},
-        check=False,
-    )
+    result = dryrun(quadlet_binary, quadlet_dir)
     assert "unsupported key 'Memory'" in result.stderr
     assert "---drone-bad.service---" not in result.stdout
 
