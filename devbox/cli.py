@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -18,6 +19,7 @@ from devbox import __version__
 from devbox.errors import DevboxError, ExitCode
 
 if TYPE_CHECKING:
+    from devbox.access import SshTarget
     from devbox.lifecycle import Context, CreateRequest
 
 app = typer.Typer(
@@ -92,6 +94,12 @@ MemoryOpt = typer.Option(None, "--memory", help="Memory limit, for example 4g or
 SshPortOpt = typer.Option(None, "--ssh-port", help="Publish the drone's SSH port on 127.0.0.1:PORT.")
 SyncthingOpt = typer.Option(None, "--with-syncthing/--without-syncthing", help="Run Syncthing in the drone.")
 EnvOpt = typer.Option([], "--env", "-e", help="KEY=VALUE for the drone's environment (repeatable).")
+SshKeyOpt = typer.Option(
+    [], "--ssh-key", help="Public key file the drone's sshd accepts (repeatable; default ~/.ssh/*.pub)."
+)
+TailscaleOpt = typer.Option(
+    None, "--tailscale/--no-tailscale", help="Join the tailnet (default: on when the config has [tailscale])."
+)
 PermissionOpt = typer.Option(
     [], "--permission", help="GitHub token permission NAME=LEVEL over the config's (read, write, admin, none)."
 )
@@ -113,35 +121,12 @@ NameArg = typer.Argument(None, help="Drone name; derived from the first --repo w
 
 
 def _request(
-    name: str | None,
-    repo: list[str],
-    image: str | None,
-    cpus: str | None,
-    memory: str | None,
-    ssh_port: str | None,
-    syncthing: bool | None,
-    env: list[str],
-    permission: list[str],
-    idle_stop: str | None = None,
-    idle_destroy: str | None = None,
-    keep: bool = False,
+    name: str | None, *, repo: list[str], with_syncthing: bool | None, permission: list[str], **options: Any
 ) -> CreateRequest:
+    """The options `create` and `render` share, as one request (typer wants each declared per command)."""
     from devbox.lifecycle import CreateRequest
 
-    return CreateRequest(
-        name=name,
-        repos=repo,
-        image=image,
-        cpus=cpus,
-        memory=memory,
-        ssh_port=ssh_port,
-        syncthing=syncthing,
-        env=env,
-        permissions=permission,
-        idle_stop=idle_stop,
-        idle_destroy=idle_destroy,
-        keep=keep,
-    )
+    return CreateRequest(name=name, repos=repo, syncthing=with_syncthing, permissions=permission, **options)
 
 
 @app.command()
@@ -158,6 +143,8 @@ def create(
     idle_stop: str | None = IdleStopOpt,
     idle_destroy: str | None = IdleDestroyOpt,
     keep: bool = KeepOpt,
+    ssh_key: list[Path] = SshKeyOpt,
+    tailscale: bool | None = TailscaleOpt,
     no_start: bool = typer.Option(False, "--no-start", help="Write and load the units, do not start."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written; write nothing."),
     force: bool = typer.Option(False, "--force", help="Replace unit files devbox did not write."),
@@ -170,7 +157,20 @@ def create(
     result = lifecycle.create(
         ctx,
         _request(
-            name, repo, image, cpus, memory, ssh_port, with_syncthing, env, permission, idle_stop, idle_destroy, keep
+            name,
+            repo=repo,
+            image=image,
+            cpus=cpus,
+            memory=memory,
+            ssh_port=ssh_port,
+            with_syncthing=with_syncthing,
+            env=env,
+            permission=permission,
+            idle_stop=idle_stop,
+            idle_destroy=idle_destroy,
+            keep=keep,
+            ssh_keys=ssh_key,
+            tailscale=tailscale,
         ),
         start=not no_start,
         dry_run=dry_run,
@@ -185,11 +185,14 @@ def create(
                 "files": [{"path": str(item.path), "change": item.change.value} for item in result.files],
                 "started": result.started,
                 "dry_run": result.dry_run,
+                "notes": result.notes,
             }
         )
         return
     for item in result.files:
         print(f"{item.change.value:<9}  {item.path}")
+    for note in result.notes:
+        print(note)
     if result.dry_run:
         print("dry run: nothing written")
     elif result.started:
@@ -212,6 +215,8 @@ def render(
     idle_stop: str | None = IdleStopOpt,
     idle_destroy: str | None = IdleDestroyOpt,
     keep: bool = KeepOpt,
+    ssh_key: list[Path] = SshKeyOpt,
+    tailscale: bool | None = TailscaleOpt,
 ) -> None:
     """Print every unit file devbox would write for a drone; write nothing."""
     from devbox import install, lifecycle
@@ -220,7 +225,20 @@ def render(
     spec = lifecycle.build_spec(
         ctx,
         _request(
-            name, repo, image, cpus, memory, ssh_port, with_syncthing, env, permission, idle_stop, idle_destroy, keep
+            name,
+            repo=repo,
+            image=image,
+            cpus=cpus,
+            memory=memory,
+            ssh_port=ssh_port,
+            with_syncthing=with_syncthing,
+            env=env,
+            permission=permission,
+            idle_stop=idle_stop,
+            idle_destroy=idle_destroy,
+            keep=keep,
+            ssh_keys=ssh_key,
+            tailscale=tailscale,
         ),
     )
     for index, rendered in enumerate(lifecycle.render_files(ctx, spec)):
@@ -332,12 +350,7 @@ def logs(
 
     ctx = make_context()
     lifecycle.require_drone(ctx.paths, name)
-    argv = systemd.journal_argv(f"drone-{name}.service", lines, follow)
-    sys.stdout.flush()
-    try:
-        os.execvp(argv[0], argv)
-    except FileNotFoundError:
-        raise DevboxError("journalctl is not installed", ExitCode.ENVIRONMENT) from None
+    _exec(systemd.journal_argv(f"drone-{name}.service", lines, follow), "systemd's journal reader")
 
 
 @app.command()
@@ -378,10 +391,84 @@ def exec_(
     if sys.stdin.isatty() and sys.stdout.isatty():
         argv.append("--tty")
     argv += ["--workdir", os.path.expanduser("~"), f"drone-{name}", *command]
+    _exec(argv, "the container engine")
+
+
+def _ssh_target(ctx: Context, name: str) -> SshTarget:
+    import getpass
+
+    from devbox import access, lifecycle
+
+    record = lifecycle.require_drone(ctx.paths, name)
+    return access.ssh_target(name, record.labels, getpass.getuser(), ctx.config.tailscale.tailnet)
+
+
+def _exec(argv: list[str], what: str) -> None:
+    sys.stdout.flush()
     try:
         os.execvp(argv[0], argv)
     except FileNotFoundError:
-        raise DevboxError("podman is not installed", ExitCode.ENVIRONMENT) from None
+        raise DevboxError(f"{argv[0]} is not installed ({what})", ExitCode.ENVIRONMENT) from None
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def ssh(ctx: typer.Context, name: str = DroneArg) -> None:
+    """SSH into a drone, over the tailnet or its local port: devbox ssh NAME [-- CMD ARGS...]"""
+    from devbox import access
+
+    _exec(access.ssh_argv(_ssh_target(make_context(), name), list(ctx.args)), "the OpenSSH client")
+
+
+@app.command("ssh-config")
+def ssh_config(names: list[str] = typer.Argument(None, help="Drones (default: all).", show_default=False)) -> None:
+    """Print ~/.ssh/config blocks so that `ssh NAME` (and editors) reach each drone."""
+    from devbox import access, lifecycle
+
+    context = make_context()
+    chosen = names or sorted(lifecycle.find_drones(context.paths))
+    if not chosen:
+        raise DevboxError("no drones yet: devbox create NAME", ExitCode.NOT_FOUND)
+    print(access.ssh_config([_ssh_target(context, name) for name in chosen]), end="")
+
+
+def _editor(name: str, build: Any, what: str, path: str | None) -> None:
+    from devbox import access, lifecycle
+
+    context = make_context()
+    target = _ssh_target(context, name)
+    record = lifecycle.require_drone(context.paths, name)
+    _exec(build(target, path or access.workspace(os.path.expanduser("~"), record.repos)), what)
+
+
+PathOpt = typer.Option(None, "--path", help="Directory in the drone (default: the repository's checkout).")
+
+
+@app.command()
+def code(name: str = DroneArg, path: str | None = PathOpt) -> None:
+    """Open the drone in VS Code (Remote-SSH; needs the Host from `devbox ssh-config`)."""
+    from devbox import access
+
+    _editor(name, access.code_argv, "VS Code's `code` command", path)
+
+
+@app.command()
+def zed(name: str = DroneArg, path: str | None = PathOpt) -> None:
+    """Open the drone in Zed over SSH."""
+    from devbox import access
+
+    _editor(name, access.zed_argv, "Zed's `zed` command", path)
+
+
+@app.command("open")
+def open_(
+    name: str = DroneArg,
+    port: int = typer.Argument(..., min=1, max=65535, help="Port a server in the drone listens on."),
+    https: bool = typer.Option(False, "--https", help="An https:// URL."),
+) -> None:
+    """Print the URL of a port on the drone over the tailnet."""
+    from devbox import access
+
+    print(access.port_url(_ssh_target(make_context(), name), port, "https" if https else "http"))
 
 
 @app.command()

@@ -31,6 +31,7 @@ class Paths:
     runtime_dir: Path
     data_dir: Path = Path("/nonexistent/devbox-data")
     state_dir: Path = Path("/nonexistent/devbox-state")
+    home: Path = Path("/nonexistent/home")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Paths:
@@ -46,6 +47,7 @@ class Paths:
             runtime_dir=runtime,
             data_dir=Path(env.get("XDG_DATA_HOME") or home / ".local" / "share") / "devbox",
             state_dir=Path(env.get("XDG_STATE_HOME") or home / ".local" / "state") / "devbox",
+            home=home,
         )
 
     def socket_dir(self, name: str) -> Path:
@@ -58,6 +60,11 @@ class Paths:
     def tools_dir(self) -> Path:
         """Scripts mounted read-only into every drone (git credential helper, gh wrapper, clone)."""
         return self.data_dir / "drone-tools"
+
+    @property
+    def drones_dir(self) -> Path:
+        """Per-drone files mounted read-only into the drone (NAME/authorized_keys)."""
+        return self.data_dir / "drones"
 
     @property
     def github_key_copy(self) -> Path:
@@ -127,12 +134,39 @@ class CleanupConfig:
     keep_volume: bool = False  # a drone the clean-up destroys keeps its home volume
 
 
+DEFAULT_TAILSCALE_KEY = "op://DevBox/{user}-tailscale-authkey/password"
+
+
+@dataclass(frozen=True)
+class TailscaleConfig:
+    """Each drone joins the tailnet as its own node. On when the config has a [tailscale] table."""
+
+    enabled: bool = False
+    auth_key: str = DEFAULT_TAILSCALE_KEY  # a secret reference; {user} is the login name
+    login_server: str | None = None  # a Headscale URL; None: Tailscale's own control plane
+    ssh: bool = False  # also run Tailscale SSH (`tailscale up --ssh`)
+    tailnet: str | None = None  # the MagicDNS suffix (tail1234.ts.net): full names in ssh-config and status
+
+    def auth_key_reference(self, user: str) -> str:
+        return self.auth_key.replace("{user}", user)
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    """Public keys installed in every drone, on top of the user's ~/.ssh/*.pub."""
+
+    authorized_keys: tuple[str, ...] = ()
+    default_keys: bool = True  # read ~/.ssh/*.pub when no --ssh-key is given
+
+
 @dataclass(frozen=True)
 class Config:
     drone: DroneDefaults = field(default_factory=DroneDefaults)
     github: GitHubConfig = field(default_factory=GitHubConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     cleanup: CleanupConfig = field(default_factory=CleanupConfig)
+    tailscale: TailscaleConfig = field(default_factory=TailscaleConfig)
+    ssh: SshConfig = field(default_factory=SshConfig)
     max_drones: int = 0  # 0: no limit
     flavor: str = "plain"  # or "zerg": a few messages in the swarm's words
 
@@ -239,11 +273,40 @@ _CLEANUP_KEYS: dict[str, Callable[[Any], Any]] = {
     "keep_timer": _bool,
     "keep_volume": _bool,
 }
+_DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+")
+
+
+def _tailscale_key(value: Any) -> str:
+    from devbox.secrets import validate_reference
+
+    reference = _str(value)
+    validate_reference(reference.replace("{user}", "user"))
+    return reference
+
+
+def _public_keys(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise DevboxError(
+            'expected a list of public key lines ["ssh-ed25519 AAAA... me@laptop"]', ExitCode.INVALID_INPUT
+        )
+    from devbox.sshkeys import parse_public_key
+
+    return tuple(parse_public_key(_str(line), "ssh.authorized_keys") for line in value)
+
+
+_TAILSCALE_KEYS: dict[str, Callable[[Any], Any]] = {
+    "enabled": _bool,
+    "auth_key": _tailscale_key,
+    "login_server": _matching(_URL, "an http(s) URL such as https://headscale.example.com"),
+    "ssh": _bool,
+    "tailnet": _matching(_DOMAIN, "a MagicDNS suffix such as tail1234.ts.net"),
+}
+_SSH_KEYS: dict[str, Callable[[Any], Any]] = {"authorized_keys": _public_keys, "default_keys": _bool}
 _TOP_KEYS: dict[str, Callable[[Any], Any]] = {
     "max_drones": _count,
     "flavor": _matching(re.compile(r"plain|zerg"), '"plain" or "zerg"'),
 }
-_SECTIONS = ("drone", "github", "broker", "cleanup")
+_SECTIONS = ("drone", "github", "broker", "cleanup", "tailscale", "ssh")
 
 
 def load_config(path: Path) -> Config:
@@ -261,7 +324,14 @@ def load_config(path: Path) -> Config:
 def parse_config(raw: dict[str, Any], path: Path) -> Config:
     top = _check_table(raw, _TOP_KEYS, _SECTIONS, path, prefix="")
     sections = {}
-    tables = (("drone", _DRONE_KEYS), ("github", _GITHUB_KEYS), ("broker", _BROKER_KEYS), ("cleanup", _CLEANUP_KEYS))
+    tables = (
+        ("drone", _DRONE_KEYS),
+        ("github", _GITHUB_KEYS),
+        ("broker", _BROKER_KEYS),
+        ("cleanup", _CLEANUP_KEYS),
+        ("tailscale", _TAILSCALE_KEYS),
+        ("ssh", _SSH_KEYS),
+    )
     for name, keys in tables:
         table = raw.get(name, {})
         if not isinstance(table, dict):
@@ -275,6 +345,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         github=github,
         broker=BrokerConfig(**sections["broker"]),
         cleanup=CleanupConfig(**sections["cleanup"]),
+        tailscale=TailscaleConfig(**{"enabled": "tailscale" in raw, **sections["tailscale"]}),
+        ssh=SshConfig(**sections["ssh"]),
         **top,
     )
 

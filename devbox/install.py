@@ -36,7 +36,12 @@ class PlannedFile:
 
 
 def place_dir(paths: Paths, place: Place) -> Path:
-    return {Place.QUADLET: paths.quadlet_dir, Place.UNITS: paths.unit_dir, Place.TOOLS: paths.tools_dir}[place]
+    return {
+        Place.QUADLET: paths.quadlet_dir,
+        Place.UNITS: paths.unit_dir,
+        Place.TOOLS: paths.tools_dir,
+        Place.DRONES: paths.drones_dir,
+    }[place]
 
 
 def target_path(paths: Paths, place: Place, relative_path: str) -> Path:
@@ -121,7 +126,7 @@ def remove_file(path: Path) -> bool:
         path.unlink()
     except FileNotFoundError:
         return False
-    if path.parent.name.endswith(".d"):
+    if path.parent.name.endswith(".d") or path.parent.parent.name == "drones":
         try:
             path.parent.rmdir()
         except OSError:

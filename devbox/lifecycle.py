@@ -12,10 +12,11 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devbox import __version__, install, quadlet, unitfile
 from devbox.config import Config, Paths, load_config, parse_permission
@@ -31,8 +32,11 @@ from devbox.render import (
     render_drone,
     render_drone_tools,
 )
-from devbox.spec import SOCKET_PATH_MAX, DroneSpec, home_volume, parse_env, unit_service
+from devbox.spec import SOCKET_PATH_MAX, DroneSpec, home_volume, parse_env, tailscale_secret, unit_service
 from devbox.systemd import Systemd, UnitState, details, journal_lines
+
+if TYPE_CHECKING:
+    from devbox.secrets import Secret
 
 Progress = Callable[[str], None]
 
@@ -147,6 +151,33 @@ class CreateRequest:
     idle_stop: str | None = None  # a duration such as 12h; None: the config's [cleanup] idle_stop
     idle_destroy: str | None = None
     keep: bool = False  # exempt from the idle clean-up
+    tailscale: bool | None = None  # None: on when the config has a [tailscale] table
+    ssh_keys: Sequence[Path] = ()  # public key files; none: ~/.ssh/*.pub
+
+
+SSH_PORTS = range(2201, 3000)  # where a drone without a tailnet gets its 127.0.0.1 SSH port
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] = _port_free) -> int:
+    """The lowest port in SSH_PORTS no drone claims and nothing listens on."""
+    claimed = {record.labels.get("ssh-port") for record in find_drones(paths).values()}
+    for port in SSH_PORTS:
+        if str(port) not in claimed and is_free(port):
+            return port
+    raise DevboxError(
+        f"no free port for SSH in {SSH_PORTS.start}-{SSH_PORTS.stop - 1}: give --ssh-port", ExitCode.LIMIT
+    )
 
 
 def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
@@ -163,6 +194,13 @@ def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
             permissions.pop(perm, None)
         else:
             permissions.update([parse_permission(perm, level)])
+    from devbox.sshkeys import gather_keys
+
+    tailscale = ctx.config.tailscale
+    on_tailnet = tailscale.enabled if request.tailscale is None else request.tailscale
+    ssh_port = request.ssh_port
+    if ssh_port is None and not on_tailnet:
+        ssh_port = free_ssh_port(ctx.paths)
     spec = DroneSpec.build(
         name=request.name,
         repos=list(request.repos),
@@ -171,13 +209,19 @@ def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
         version=__version__,
         cpus=request.cpus if request.cpus is not None else defaults.cpus,
         memory=request.memory if request.memory is not None else defaults.memory,
-        ssh_port=request.ssh_port,
+        ssh_port=ssh_port,
         syncthing=defaults.syncthing if request.syncthing is None else request.syncthing,
         env=env,
         permissions=permissions,
         idle_stop=request.idle_stop,
         idle_destroy=request.idle_destroy,
         keep=request.keep,
+        tailscale=on_tailnet,
+        login_server=tailscale.login_server,
+        tailscale_ssh=tailscale.ssh,
+        ssh_keys=gather_keys(
+            request.ssh_keys, ctx.config.ssh.authorized_keys, ctx.paths.home, ctx.config.ssh.default_keys
+        ),
     )
     socket = ctx.paths.creds_socket(spec.name)
     if len(str(socket).encode()) > SOCKET_PATH_MAX:
@@ -216,6 +260,9 @@ def host_facts(ctx: Context) -> HostFacts:
         tools_dir=_plain_path(ctx.paths.tools_dir, "the devbox data directory"),
         git_url=ctx.config.github.repo_base_url,
         github_key_path=github_key_path(ctx),
+        drones_dir=_plain_path(ctx.paths.drones_dir, "the devbox data directory"),
+        uid=os.getuid(),
+        gid=os.getgid(),
     )
 
 
@@ -241,6 +288,25 @@ class CreateResult:
     files: list[install.PlannedFile]
     started: bool = False
     dry_run: bool = False
+    notes: list[str] = field(default_factory=list)  # one line each, for the person who ran create
+
+
+def _resolve_tailscale_key(ctx: Context) -> Secret:
+    import getpass
+
+    from devbox.secrets import Resolver
+
+    reference = ctx.config.tailscale.auth_key_reference(getpass.getuser())
+    return Resolver(op_token_file=ctx.paths.state_dir / "op-token").resolve(reference)
+
+
+def _create_notes(spec: DroneSpec) -> list[str]:
+    notes = []
+    if not spec.tailscale:
+        notes.append(f"no tailnet configured: SSH on 127.0.0.1:{spec.ssh_port} (devbox ssh {spec.name})")
+    if not spec.ssh_keys:
+        notes.append("no SSH public key found in ~/.ssh/*.pub: give --ssh-key FILE to log in over SSH")
+    return notes
 
 
 def create(
@@ -260,14 +326,18 @@ def create(
     if limit and len(existing) >= limit:
         raise DevboxError(f"the drone limit is reached ({limit}, max_drones in the config)", ExitCode.LIMIT)
     planned = install.plan(render_files(ctx, spec), ctx.paths, force=force)
+    notes = _create_notes(spec)
     if dry_run:
-        return CreateResult(spec, planned, dry_run=True)
+        return CreateResult(spec, planned, dry_run=True, notes=notes)
 
+    tailscale_key = _resolve_tailscale_key(ctx) if spec.tailscale else None  # fails before any write
     _ensure_image(ctx, spec.image, progress)
     _install_shared(ctx)
     progress("writing unit files")
     written = install.apply(planned)
     try:
+        if tailscale_key is not None:
+            ctx.podman.create_secret(spec.tailscale_secret, tailscale_key.value)
         progress("reloading the user manager")
         ctx.systemd.daemon_reload()
         _check_generated(ctx, spec.name)
@@ -280,7 +350,7 @@ def create(
     from devbox.sweep import install_timer
 
     install_timer(ctx)  # the daily idle clean-up comes with the first drone
-    return CreateResult(spec, planned, started=start)
+    return CreateResult(spec, planned, started=start, notes=notes)
 
 
 def _ensure_image(ctx: Context, image: str, progress: Progress) -> None:
@@ -326,6 +396,10 @@ def _undo_create(ctx: Context, name: str, written: list[install.PlannedFile]) ->
         except DevboxError:
             pass
     install.rollback(written)
+    try:
+        ctx.podman.remove_secret(tailscale_secret(name))
+    except DevboxError:
+        pass
     try:
         ctx.systemd.daemon_reload()
     except DevboxError:
@@ -404,6 +478,7 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
             result.removed_files.append(path)
     ctx.systemd.daemon_reload()
     ctx.podman.remove_container(f"drone-{name}")
+    ctx.podman.remove_secret(tailscale_secret(name))
     if keep_volume:
         result.volume_kept = ctx.podman.volume_exists(home_volume(name))
     else:
@@ -435,6 +510,8 @@ class DroneStatus:
     autostart: bool
     ssh_port: int | None
     syncthing: bool
+    tailnet_name: str | None = None  # the drone's name on the tailnet, when it joins one
+    syncthing_id: str | None = None  # asked of a running drone by `status` only
 
     def uptime_seconds(self, now: datetime) -> int | None:
         return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
@@ -450,8 +527,17 @@ def _summary(unit: UnitState, container: ContainerInfo | None) -> str:
     )
 
 
+def tailnet_name(name: str, tailnet: str | None) -> str:
+    """MagicDNS answers the bare node name on the tailnet; the full name works everywhere."""
+    return f"{name}.{tailnet}" if tailnet else name
+
+
 def _status(
-    record: DroneRecord, unit: UnitState, container: ContainerInfo | None, volume_exists: bool | None
+    record: DroneRecord,
+    unit: UnitState,
+    container: ContainerInfo | None,
+    volume_exists: bool | None,
+    tailnet: str | None = None,
 ) -> DroneStatus:
     port = record.labels.get("ssh-port")
     return DroneStatus(
@@ -472,6 +558,7 @@ def _status(
         autostart=record.autostart,
         ssh_port=int(port) if port and port.isdigit() else None,
         syncthing=record.labels.get("syncthing") == "true",
+        tailnet_name=tailnet_name(record.name, tailnet) if record.labels.get("tailscale") == "true" else None,
     )
 
 
@@ -483,11 +570,18 @@ def list_drones(ctx: Context) -> list[DroneStatus]:
     services = [unit_service(name) for name in records]
     states = ctx.systemd.states(services)
     containers = ctx.podman.drone_containers()
-    return [_status(record, states[unit_service(name)], containers.get(name), None) for name, record in records.items()]
+    tailnet = ctx.config.tailscale.tailnet
+    return [
+        _status(record, states[unit_service(name)], containers.get(name), None, tailnet)
+        for name, record in records.items()
+    ]
 
 
 def status(ctx: Context, name: str) -> DroneStatus:
     record = require_drone(ctx.paths, name)
     unit = details(ctx.systemd, unit_service(name))
     container = ctx.podman.drone_containers().get(name)
-    return _status(record, unit, container, ctx.podman.volume_exists(home_volume(name)))
+    result = _status(record, unit, container, ctx.podman.volume_exists(home_volume(name)), ctx.config.tailscale.tailnet)
+    if result.syncthing and result.state == "running":
+        result = replace(result, syncthing_id=ctx.probe.syncthing_id(f"drone-{name}"))
+    return result

@@ -35,12 +35,23 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "volume_exists": status.volume_exists,
         "autostart": status.autostart,
         "ssh": address(status),
+        "ssh_command": ssh_command(status),
+        "tailscale": status.tailnet_name is not None,
+        "tailnet_name": status.tailnet_name,
         "syncthing": status.syncthing,
+        "syncthing_device_id": status.syncthing_id,
     }
 
 
 def address(status: DroneStatus) -> str | None:
+    """HOST:PORT of the drone's sshd: its tailnet name, else the published local port."""
+    if status.tailnet_name:
+        return f"{status.tailnet_name}:2222"
     return f"127.0.0.1:{status.ssh_port}" if status.ssh_port else None
+
+
+def ssh_command(status: DroneStatus) -> str | None:
+    return f"devbox ssh {status.name}" if address(status) else None
 
 
 def duration(seconds: int | None) -> str:
@@ -115,7 +126,10 @@ def status_text(status: DroneStatus, now: datetime) -> str:
             + ("" if status.volume_exists is None else (" (exists)" if status.volume_exists else " (not created yet)")),
         ),
         ("autostart", "yes" if status.autostart else "no (stopped with devbox stop)"),
-        ("ssh", address(status) or "-"),
+        ("ssh", f"{address(status)} ({ssh_command(status)})" if address(status) else "-"),
+        ("tailnet", status.tailnet_name or "no (SSH on the local port only)"),
     ]
+    if status.syncthing:
+        lines.append(("syncthing", status.syncthing_id or "device ID not available (is the drone running?)"))
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)

@@ -37,6 +37,8 @@ class Podman(Protocol):
     def volume_exists(self, name: str) -> bool: ...
     def remove_volume(self, name: str) -> bool: ...
     def remove_container(self, name: str) -> bool: ...
+    def create_secret(self, name: str, value: str) -> None: ...  # replaces one of the same name
+    def remove_secret(self, name: str) -> bool: ...
     def version(self) -> str: ...
 
 
@@ -164,6 +166,17 @@ class PodmanPy:
         if not self._call(f"look up container {name}", lambda: self._api().containers.exists(name)):
             return False
         self._call(f"remove container {name}", lambda: self._api().containers.remove(name, force=True))
+        return True
+
+    def create_secret(self, name: str, value: str) -> None:
+        """The value goes in the request body over the user's socket: never argv, never a file."""
+        self.remove_secret(name)
+        self._call(f"create secret {name}", lambda: self._api().secrets.create(name, value.encode()))
+
+    def remove_secret(self, name: str) -> bool:
+        if not self._call(f"look up secret {name}", lambda: self._api().secrets.exists(name)):
+            return False
+        self._call(f"remove secret {name}", lambda: self._api().secrets.remove(name))
         return True
 
     def version(self) -> str:

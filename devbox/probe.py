@@ -11,6 +11,7 @@ The scripts run in the drone's image are in templates/cleanup/ and need only
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class Probe(Protocol):
     def check_work(self, image: str, mounts: Mounts) -> WorkCheck: ...
     def push_rescue(self, image: str, mounts: Mounts, branch: str, repos: Sequence[str]) -> PushResult: ...
     def export_volume(self, volume: str, target: Path) -> str: ...  # "" or why it failed
+    def syncthing_id(self, container: str) -> str | None: ...  # the drone's Syncthing device ID
 
 
 def count_ssh_sessions(proc_net_tcp: str, port: int = SSH_PORT) -> int:
@@ -66,6 +68,15 @@ def count_ssh_sessions(proc_net_tcp: str, port: int = SSH_PORT) -> int:
         except ValueError:
             continue
     return count
+
+
+_DEVICE_ID = re.compile(r"[A-Z2-7]{7}(-[A-Z2-7]{7}){7}")
+
+
+def parse_device_id(text: str) -> str | None:
+    """A Syncthing device ID (eight groups of seven base32 characters) from a command's output."""
+    found = _DEVICE_ID.search(text)
+    return found.group(0) if found else None
 
 
 def parse_cpu_stat(text: str) -> int | None:
@@ -140,6 +151,13 @@ class PodmanProbe:
         if result is None or result.returncode != 0:
             return None
         return count_ssh_sessions(result.stdout)
+
+    def syncthing_id(self, container: str) -> str | None:
+        """The image's init knows where Syncthing keeps its config (templates/image/CONTRACT.md)."""
+        result = self._run("exec", container, "devbox-drone-init", "syncthing-id", timeout=20)
+        if result is None or result.returncode != 0:
+            return None
+        return parse_device_id(result.stdout)
 
     def cpu_usage_usec(self, container: str) -> int | None:
         result = self._run("exec", container, "cat", "/sys/fs/cgroup/cpu.stat")

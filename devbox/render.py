@@ -44,6 +44,7 @@ class Place(Enum):
     QUADLET = "quadlet"
     UNITS = "units"
     TOOLS = "tools"
+    DRONES = "drones"  # per-drone data: NAME/authorized_keys
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class HostFacts:
     tools_dir: str  # Paths.tools_dir
     git_url: str = "https://github.com"
     github_key_path: str | None = None  # the App key file for LoadCredential=, when a GitHub App is set
+    drones_dir: str = "/nonexistent/devbox-data/drones"  # Paths.drones_dir
+    uid: int = 1000  # the invoking user: keep-id makes it the drone user
+    gid: int = 1000
 
 
 @cache
@@ -109,7 +113,12 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
         RenderedFile(
             Place.UNITS, f"drone-{name}-creds.service", _render("units/creds.service.j2", spec=spec, host=host)
         ),
+        RenderedFile(Place.DRONES, authorized_keys_file(name), _render("drone/authorized_keys.j2", spec=spec)),
     ]
+
+
+def authorized_keys_file(name: str) -> str:
+    return f"{name}/authorized_keys"
 
 
 DRONE_TOOLS = ("git-credential-devbox", "gh", "clone-repos")
@@ -150,4 +159,5 @@ def drone_files(name: str) -> list[tuple[Place, str]]:
         (Place.QUADLET, autostart_dropin(name)),
         (Place.UNITS, f"drone-{name}-creds.socket"),
         (Place.UNITS, f"drone-{name}-creds.service"),
+        (Place.DRONES, authorized_keys_file(name)),
     ]

@@ -167,6 +167,10 @@ class DroneSpec:
     idle_stop: int | None = None  # seconds; None: the config's [cleanup] idle_stop
     idle_destroy: int | None = None
     keep: bool = False  # never touched by the idle clean-up
+    tailscale: bool = False  # joins the tailnet; its auth key is the Podman secret `tailscale_secret`
+    login_server: str | None = None  # Headscale; None: Tailscale's control plane
+    tailscale_ssh: bool = False
+    ssh_keys: tuple[str, ...] = ()  # checked public key lines (sshkeys.py) for the drone's authorized_keys
 
     @classmethod
     def build(
@@ -186,6 +190,10 @@ class DroneSpec:
         idle_stop: str | None = None,
         idle_destroy: str | None = None,
         keep: bool = False,
+        tailscale: bool = False,
+        login_server: str | None = None,
+        tailscale_ssh: bool = False,
+        ssh_keys: tuple[str, ...] | list[str] = (),
     ) -> DroneSpec:
         checked_repos = tuple(validate_repo(r) for r in repos)
         if len(set(checked_repos)) != len(checked_repos):
@@ -210,6 +218,10 @@ class DroneSpec:
             idle_stop=None if idle_stop is None else parse_duration(idle_stop),
             idle_destroy=None if idle_destroy is None else parse_duration(idle_destroy),
             keep=keep,
+            tailscale=tailscale,
+            login_server=login_server if tailscale else None,
+            tailscale_ssh=tailscale_ssh and tailscale,
+            ssh_keys=tuple(ssh_keys),
         )
 
     # Derived names: one place, so the unit, the container and the volume agree.
@@ -228,6 +240,10 @@ class DroneSpec:
     @property
     def volume(self) -> str:
         return home_volume(self.name)
+
+    @property
+    def tailscale_secret(self) -> str:
+        return tailscale_secret(self.name)
 
     @property
     def creds_socket_unit(self) -> str:
@@ -256,6 +272,12 @@ class DroneSpec:
             labels["idle-destroy"] = format_duration(self.idle_destroy)
         if self.keep:
             labels["keep"] = "true"
+        if self.tailscale:
+            labels["tailscale"] = "true"
+            if self.login_server:
+                labels["login-server"] = self.login_server
+            if self.tailscale_ssh:
+                labels["tailscale-ssh"] = "true"
         return {LABEL_PREFIX + k: v for k, v in labels.items()}
 
 
@@ -269,3 +291,8 @@ def unit_service(name: str) -> str:
 
 def home_volume(name: str) -> str:
     return f"drone-{name}-home"
+
+
+def tailscale_secret(name: str) -> str:
+    """The Podman secret holding a drone's Tailscale auth key (mounted 0400, never in the environment)."""
+    return f"drone-{name}-tailscale-authkey"

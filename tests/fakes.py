@@ -94,6 +94,8 @@ class FakePodman:
     pullable: set[str] = field(default_factory=set)
     containers: dict[str, ContainerInfo] = field(default_factory=dict)
     volumes: set[str] = field(default_factory=set)
+    secrets: dict[str, str] = field(default_factory=dict)
+    secret_error: str = ""
     calls: list[str] = field(default_factory=list)
 
     def drone_containers(self) -> dict[str, ContainerInfo]:
@@ -124,6 +126,16 @@ class FakePodman:
         self.calls.append(f"remove_container {name}")
         return self.containers.pop(name.removeprefix("drone-"), None) is not None
 
+    def create_secret(self, name: str, value: str) -> None:
+        self.calls.append(f"create_secret {name}")  # never the value
+        if self.secret_error:
+            raise DevboxError(f"podman could not create secret {name}: {self.secret_error}", ExitCode.PODMAN)
+        self.secrets[name] = value
+
+    def remove_secret(self, name: str) -> bool:
+        self.calls.append(f"remove_secret {name}")
+        return self.secrets.pop(name, None) is not None
+
     def version(self) -> str:
         return "5.4.2"
 
@@ -138,7 +150,12 @@ class FakeProbe:
     work: dict[str, WorkCheck] = field(default_factory=dict)  # volume -> work check
     push_fails: dict[str, str] = field(default_factory=dict)  # repo path -> why
     export_error: str = ""
+    syncthing_ids: dict[str, str] = field(default_factory=dict)  # container -> device ID
     calls: list[str] = field(default_factory=list)
+
+    def syncthing_id(self, container: str) -> str | None:
+        self.calls.append(f"syncthing_id {container}")
+        return self.syncthing_ids.get(container)
 
     def ssh_sessions(self, container: str) -> int | None:
         return self.ssh.get(container, 0)

@@ -21,6 +21,14 @@ HOSTILE_ENV = {
 }
 
 
+# Real public keys (made for these tests with ssh-keygen; their private halves were thrown away).
+ED25519_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFr9p1p5PSnARIWJJurwUKxlq03RFq75rH98Lukp5wC/ dev@laptop"
+ECDSA_KEY = (
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBAXO2liGmuRexKC54M"
+    "F7IW9AZPi6ViY+GaH9mXtusuTqI6XqEosDu7ozwgxld/vFbFkDufw03EkUTQyv0yc3iQg= dev@desktop"
+)
+
+
 def cases() -> dict[str, DroneSpec]:
     common = {"created": FIXED_NOW, "version": "0.1.0"}
     return {
@@ -37,6 +45,16 @@ def cases() -> dict[str, DroneSpec]:
             permissions={"contents": "write", "pull_requests": "read"},
             **common,
         ),
+        "tailnet": DroneSpec.build(
+            name="tailnode",
+            repos=["acme/tailnode"],
+            image="localhost/devbox-drone:latest",
+            tailscale=True,
+            login_server="https://headscale.example.com:8443/",
+            tailscale_ssh=True,
+            ssh_keys=[ED25519_KEY, ECDSA_KEY],
+            **common,
+        ),
         "hostile-env": DroneSpec.build(
             name="x", repos=["acme/demo"], image="localhost/devbox-drone:latest", env=HOSTILE_ENV, **common
         ),
@@ -49,4 +67,7 @@ HOST = HostFacts(
     tools_dir="/home/dev/.local/share/devbox/drone-tools",
     git_url="https://github.com",
     github_key_path="/home/dev/.config/devbox/github-app.pem",
+    drones_dir="/home/dev/.local/share/devbox/drones",
+    uid=1000,
+    gid=1000,
 )

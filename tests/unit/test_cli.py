@@ -116,6 +116,9 @@ def test_create_writes_units_reloads_and_starts(world: World, capsys) -> None:
         f"new        {q}/drone-demo.container.d/autostart.conf\n"
         f"new        {u}/drone-demo-creds.socket\n"
         f"new        {u}/drone-demo-creds.service\n"
+        f"new        {world.paths.drones_dir}/demo/authorized_keys\n"
+        "no tailnet configured: SSH on 127.0.0.1:2201 (devbox ssh demo)\n"
+        "no SSH public key found in ~/.ssh/*.pub: give --ssh-key FILE to log in over SSH\n"
         "drone demo is running: systemctl --user status drone-demo\n"
     )
     assert world.files() == [
@@ -262,7 +265,7 @@ def test_destroy_removes_units_container_and_volume(world: World, capsys) -> Non
     socket_dir.mkdir(parents=True)
     assert devbox(capsys, "destroy", "demo", "--yes") == (
         0,
-        "drone demo is destroyed (4 files removed, volume removed)\n",
+        "drone demo is destroyed (5 files removed, volume removed)\n",
         "",
     )
     assert world.files() == []
@@ -278,7 +281,7 @@ def test_destroy_keep_volume(world: World, capsys) -> None:
     world.podman.volumes.add("drone-demo-home")
     assert (
         devbox(capsys, "destroy", "demo", "--yes", "--keep-volume")[1]
-        == "drone demo is destroyed (4 files removed, volume kept)\n"
+        == "drone demo is destroyed (5 files removed, volume kept)\n"
     )
     assert world.podman.volumes == {"drone-demo-home"}
 
@@ -339,6 +342,8 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
     devbox(capsys, "create", "alpha", "--repo", "acme/alpha", "--with-syncthing")
     world.podman.containers = {"alpha": _running("alpha")}
     world.podman.volumes.add("drone-alpha-home")
+    device_id = "MFZWI3D-BONSGYC-YLTMRWG-C43ENR5-QXGZDMM-FZWI3DP-ONSGYCY-LTMRWGC"
+    world.probe.syncthing_ids["drone-alpha"] = device_id
     code, out, _ = devbox(capsys, "status", "alpha", "--json")
     assert code == 0
     assert json.loads(out) == {
@@ -358,9 +363,16 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "volume": "drone-alpha-home",
         "volume_exists": True,
         "autostart": True,
-        "ssh": None,
+        "ssh": "127.0.0.1:2201",
+        "ssh_command": "devbox ssh alpha",
+        "tailscale": False,
+        "tailnet_name": None,
         "syncthing": True,
+        "syncthing_device_id": device_id,
     }
+    text = devbox(capsys, "status", "alpha")[1]
+    assert f"syncthing  {device_id}\n" in text
+    assert "ssh        127.0.0.1:2201 (devbox ssh alpha)\n" in text
 
 
 def test_render_prints_every_unit_and_writes_nothing(world: World, capsys) -> None:
@@ -372,6 +384,7 @@ def test_render_prints_every_unit_and_writes_nothing(world: World, capsys) -> No
         f"# --- {world.paths.quadlet_dir}/drone-demo.container.d/autostart.conf",
         f"# --- {world.paths.unit_dir}/drone-demo-creds.socket",
         f"# --- {world.paths.unit_dir}/drone-demo-creds.service",
+        f"# --- {world.paths.drones_dir}/demo/authorized_keys",
     ]
     assert "Label=io.devbox.repos=acme/demo" in out
     assert world.files() == [] and world.systemd.calls == []

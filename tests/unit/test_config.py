@@ -41,7 +41,10 @@ def test_every_key(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[drone]\nimgae = 'x'\n", "unknown key drone.imgae (allowed: cpus, env, image, memory, syncthing)"),
-        ("colour = 1\n", "unknown key colour (allowed: [broker], [cleanup], [drone], [github], flavor, max_drones)"),
+        (
+            "colour = 1\n",
+            "unknown key colour (allowed: [broker], [cleanup], [drone], [github], [ssh], [tailscale], flavor, max_drones)",
+        ),
         (
             "[drone]\nmemory = 'lots'\n",
             "drone.memory: invalid memory size 'lots': use a number with b, k, m or g, for example 512m or 4g",

@@ -94,6 +94,7 @@ def test_podman_run_arguments(quadlet_binary: Path, tmp_path: Path, case: str) -
         f"{tools}:/usr/local/lib/devbox:ro",
         f"{tools}/gitconfig:/etc/gitconfig:ro",
         f"{tools}/gh:/usr/local/bin/gh:ro",
+        f"{HOST.drones_dir}/{spec.name}/authorized_keys:/etc/devbox/authorized_keys:ro",
     ]
     labels = dict(label.split("=", 1) for label in option_values(argv, "--label"))
     assert labels == spec.labels()
@@ -101,7 +102,19 @@ def test_podman_run_arguments(quadlet_binary: Path, tmp_path: Path, case: str) -
     devbox_env = {"DEVBOX_DRONE": spec.name, "DEVBOX_SYNCTHING": "1" if spec.syncthing else "0"}
     if spec.repos:
         devbox_env |= {"DEVBOX_REPOS": ",".join(spec.repos), "DEVBOX_GIT_URL": HOST.git_url}
+    if spec.tailscale:
+        devbox_env |= {"DEVBOX_TAILSCALE_SSH": "1" if spec.tailscale_ssh else "0"}
+        if spec.login_server:
+            devbox_env |= {"DEVBOX_TAILSCALE_LOGIN_SERVER": spec.login_server}
     assert env == {**devbox_env, **dict(spec.env)}
+    expected_secret = (
+        [
+            f"drone-{spec.name}-tailscale-authkey,type=mount,target=/run/secrets/tailscale-authkey,mode=0400,uid=1000,gid=1000"
+        ]
+        if spec.tailscale
+        else []
+    )
+    assert option_values(argv, "--secret") == expected_secret
     assert option_values(argv, "--cpus") == ([] if spec.cpus is None else [f"{spec.cpus:g}"])
     assert option_values(argv, "--memory") == ([] if spec.memory is None else [spec.memory])
     expected_publish = [] if spec.ssh_port is None else [f"127.0.0.1:{spec.ssh_port}:2222"]

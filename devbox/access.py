@@ -1,0 +1,100 @@
+"""Reaching a drone from the user's machines: ssh argv, ~/.ssh/config blocks, editor commands, port URLs.
+
+Pure functions of a drone's labels and the config: nothing here asks systemd or Podman.
+A drone on a tailnet is reached by its node name on port 2222; one without a tailnet on
+its published 127.0.0.1 port.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from devbox.errors import DevboxError, ExitCode
+
+DRONE_SSH_PORT = 2222
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    name: str  # the drone; also the Host alias in ~/.ssh/config
+    host: str
+    port: int
+    user: str  # keep-id: the drone user is the host user
+    on_tailnet: bool
+    identity_file: str | None = None
+
+    @property
+    def host_key_alias(self) -> str | None:
+        # Local drones share 127.0.0.1: key their host keys by drone, not by port.
+        return None if self.on_tailnet else f"devbox-{self.name}"
+
+
+def ssh_target(
+    name: str, labels: dict[str, str], user: str, tailnet: str | None, identity_file: str | None = None
+) -> SshTarget:
+    from devbox.lifecycle import tailnet_name
+
+    if labels.get("tailscale") == "true":
+        return SshTarget(name, tailnet_name(name, tailnet), DRONE_SSH_PORT, user, True, identity_file)
+    port = labels.get("ssh-port", "")
+    if not port.isdigit():
+        raise DevboxError(
+            f"drone {name} has no tailnet and no published SSH port: recreate it with --ssh-port", ExitCode.CONFLICT
+        )
+    return SshTarget(name, "127.0.0.1", int(port), user, False, identity_file)
+
+
+def ssh_argv(target: SshTarget, command: list[str]) -> list[str]:
+    argv = ["ssh", "-p", str(target.port)]
+    if target.host_key_alias:
+        argv += ["-o", f"HostKeyAlias={target.host_key_alias}"]
+    if target.identity_file:
+        argv += ["-i", target.identity_file, "-o", "IdentitiesOnly=yes"]
+    argv.append(f"{target.user}@{target.host}")
+    return argv + (["--", *command] if command else [])
+
+
+def ssh_config_block(target: SshTarget) -> str:
+    lines = [f"Host {target.name}", f"    HostName {target.host}", f"    Port {target.port}", f"    User {target.user}"]
+    if target.host_key_alias:
+        lines.append(f"    HostKeyAlias {target.host_key_alias}")
+    if target.identity_file:
+        lines += [f"    IdentityFile {target.identity_file}", "    IdentitiesOnly yes"]
+    return "\n".join(lines) + "\n"
+
+
+def ssh_config(targets: list[SshTarget]) -> str:
+    header = [
+        "# devbox drones: `devbox ssh-config >> ~/.ssh/config`, then `ssh NAME` (VS Code, Zed and JetBrains",
+        "# Gateway use these hosts too).",
+    ]
+    if any(not t.on_tailnet for t in targets):
+        header.append("# Drones without a tailnet listen on 127.0.0.1 of this server only: use them from here.")
+    return "\n".join(header) + "\n\n" + "\n".join(ssh_config_block(t) for t in targets)
+
+
+def workspace(home: str, repos: list[str]) -> str:
+    """Where an editor opens: the one repository's checkout, else the home directory."""
+    if len(repos) == 1:
+        return str(PurePosixPath(home) / repos[0].split("/", 1)[1])
+    return home
+
+
+def code_argv(target: SshTarget, path: str) -> list[str]:
+    """VS Code Remote-SSH; the Host alias must be in ~/.ssh/config (devbox ssh-config)."""
+    return ["code", "--remote", f"ssh-remote+{target.name}", path]
+
+
+def zed_argv(target: SshTarget, path: str) -> list[str]:
+    return ["zed", f"ssh://{target.user}@{target.host}:{target.port}{path}"]
+
+
+def port_url(target: SshTarget, port: int, scheme: str = "http") -> str:
+    if not target.on_tailnet:
+        raise DevboxError(
+            f"drone {target.name} is not on a tailnet: forward the port over SSH instead: "
+            f"ssh -p {target.port} -L {port}:127.0.0.1:{port} {target.user}@{target.host}",
+            ExitCode.CONFLICT,
+        )
+    return f"{scheme}://{target.host}:{port}/"
