@@ -66,8 +66,15 @@ rec {
       keepVolume = opt types.bool "[cleanup] keep_volume: the clean-up keeps destroyed drones' home volumes.";
     };
     tailscale = {
-      authKey = opt types.str "[tailscale] auth_key: the Tailscale or Headscale auth key as ${reference}.";
+      enable = opt types.bool "[tailscale] enabled: every drone joins the tailnet (on when any tailscale option is set).";
+      authKey = opt types.str "[tailscale] auth_key: the Tailscale or Headscale auth key as ${reference} (default op://DevBox/{user}-tailscale-authkey/password).";
       loginServer = opt types.str "[tailscale] login_server: a Headscale URL (default: Tailscale's).";
+      ssh = opt types.bool "[tailscale] ssh: Tailscale SSH in drones as well (tailscale up --ssh).";
+      tailnet = opt types.str "[tailscale] tailnet: the MagicDNS suffix (tail1234.ts.net) for full names.";
+    };
+    ssh = {
+      authorizedKeys = opt (types.listOf types.str) "[ssh] authorized_keys: public key lines every drone accepts.";
+      defaultKeys = opt types.bool "[ssh] default_keys: read ~/.ssh/*.pub when no --ssh-key is given.";
     };
     extraSettings = mkOption {
       type = types.attrs;
@@ -98,7 +105,13 @@ rec {
           keep_timer = s.cleanup.keepTimer;
           keep_volume = s.cleanup.keepVolume;
         };
-        tailscale = clean { auth_key = s.tailscale.authKey; login_server = s.tailscale.loginServer; };
+        tailscale = clean {
+          enabled = s.tailscale.enable;
+          auth_key = s.tailscale.authKey;
+          login_server = s.tailscale.loginServer;
+          inherit (s.tailscale) ssh tailnet;
+        };
+        ssh = clean { authorized_keys = s.ssh.authorizedKeys; default_keys = s.ssh.defaultKeys; };
       })
       s.extraSettings;
 
@@ -131,9 +144,6 @@ rec {
       }
     ];
 
-  # devbox does not read a [tailscale] table yet (the Tailscale issue is open) and refuses unknown keys.
-  warnings = prefix: s:
-    if s.tailscale.authKey != null || s.tailscale.loginServer != null then
-      [ "${prefix}.tailscale is written to config.toml as [tailscale]; a devbox without Tailscale support refuses that table." ]
-    else [ ];
+  # Nothing to warn about today; kept so the modules have one place for future warnings.
+  warnings = _prefix: _s: [ ];
 }

@@ -138,7 +138,9 @@ def test_flake_output_names():
 
 
 SETTINGS_OPTIONS = {
-    "maxDrones", "flavor", "extraSettings", "tailscale.authKey", "tailscale.loginServer",
+    "maxDrones", "flavor", "extraSettings",
+    "tailscale.enable", "tailscale.authKey", "tailscale.loginServer", "tailscale.ssh", "tailscale.tailnet",
+    "ssh.authorizedKeys", "ssh.defaultKeys",
     "drone.image", "drone.cpus", "drone.memory", "drone.syncthing", "drone.env",
     "github.appId", "github.privateKey", "github.apiUrl", "github.host", "github.gitUrl", "github.installationId", "github.permissions",
     "broker.idleExit", "cleanup.idleStop", "cleanup.idleDestroy", "cleanup.keepTimer", "cleanup.keepVolume",
@@ -249,13 +251,23 @@ def test_references_are_accepted(reference):
 
 
 @needs_nix
-def test_tailscale_is_rendered_with_a_warning():
-    result = evaluate({"tailscale": {"authKey": "file:/run/secrets/ts", "loginServer": "https://hs.example.com"}})
+def test_tailscale_and_ssh_settings_are_read_by_devbox():
+    from devbox.config import parse_config
+
+    result = evaluate(
+        {
+            "tailscale": {"authKey": "file:/run/secrets/ts", "loginServer": "https://hs.example.com", "ssh": True},
+            "ssh": {"defaultKeys": False},
+        }
+    )
     assert result["rendered"] == {
-        "tailscale": {"auth_key": "file:/run/secrets/ts", "login_server": "https://hs.example.com"}
+        "tailscale": {"auth_key": "file:/run/secrets/ts", "login_server": "https://hs.example.com", "ssh": True},
+        "ssh": {"default_keys": False},
     }
-    assert failed_checks(result) == []
-    assert len(result["warnings"]) == 1 and "[tailscale]" in result["warnings"][0]
+    assert failed_checks(result) == [] and result["warnings"] == []
+    config = parse_config(result["rendered"], Path("config.toml"))
+    assert config.tailscale.enabled and config.tailscale.ssh and not config.ssh.default_keys
+    assert config.tailscale.login_server == "https://hs.example.com"
 
 
 # What the modules declare
