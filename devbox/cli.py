@@ -97,6 +97,11 @@ EnvOpt = typer.Option([], "--env", "-e", help="KEY=VALUE for the drone's environ
 SshKeyOpt = typer.Option(
     [], "--ssh-key", help="Public key file the drone's sshd accepts (repeatable; default ~/.ssh/*.pub)."
 )
+WorkspaceOpt = typer.Option(
+    None, "--path", help="Host directory to mount as the workspace, at the same path (NAME defaults to its name)."
+)
+DotfilesOpt = typer.Option(None, "--dotfiles", help="Git URL of your dotfiles (over [dotfiles] repo).")
+DotfilesBranchOpt = typer.Option(None, "--dotfiles-branch", help="Branch of the dotfiles repository.")
 TailscaleOpt = typer.Option(
     None, "--tailscale/--no-tailscale", help="Join the tailnet (default: on when the config has [tailscale])."
 )
@@ -117,7 +122,9 @@ DroneArg = typer.Argument(..., help="Drone name.", autocompletion=complete_drone
 IdleStopOpt = typer.Option(None, "--idle-stop", help="Stop after this long idle, e.g. 12h (over [cleanup]).")
 IdleDestroyOpt = typer.Option(None, "--idle-destroy", help="Destroy after this long idle and stopped, e.g. 14d.")
 KeepOpt = typer.Option(False, "--keep", help="Never touch this drone in the idle clean-up.")
-NameArg = typer.Argument(None, help="Drone name; derived from the first --repo when omitted.", show_default=False)
+NameArg = typer.Argument(
+    None, help="Drone name; derived from --path or the first --repo when omitted.", show_default=False
+)
 
 
 def _request(
@@ -145,6 +152,12 @@ def create(
     keep: bool = KeepOpt,
     ssh_key: list[Path] = SshKeyOpt,
     tailscale: bool | None = TailscaleOpt,
+    path: str | None = WorkspaceOpt,
+    dotfiles: str | None = DotfilesOpt,
+    dotfiles_branch: str | None = DotfilesBranchOpt,
+    new_ssh_key: bool = typer.Option(
+        False, "--new-ssh-key", help="Make a key pair for this drone (devbox ssh uses it)."
+    ),
     no_start: bool = typer.Option(False, "--no-start", help="Write and load the units, do not start."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written; write nothing."),
     force: bool = typer.Option(False, "--force", help="Replace unit files devbox did not write."),
@@ -171,6 +184,10 @@ def create(
             keep=keep,
             ssh_keys=ssh_key,
             tailscale=tailscale,
+            new_ssh_key=new_ssh_key,
+            path=path,
+            dotfiles=dotfiles,
+            dotfiles_branch=dotfiles_branch,
         ),
         start=not no_start,
         dry_run=dry_run,
@@ -217,6 +234,9 @@ def render(
     keep: bool = KeepOpt,
     ssh_key: list[Path] = SshKeyOpt,
     tailscale: bool | None = TailscaleOpt,
+    path: str | None = WorkspaceOpt,
+    dotfiles: str | None = DotfilesOpt,
+    dotfiles_branch: str | None = DotfilesBranchOpt,
 ) -> None:
     """Print every unit file devbox would write for a drone; write nothing."""
     from devbox import install, lifecycle
@@ -239,6 +259,9 @@ def render(
             keep=keep,
             ssh_keys=ssh_key,
             tailscale=tailscale,
+            path=path,
+            dotfiles=dotfiles,
+            dotfiles_branch=dotfiles_branch,
         ),
     )
     for index, rendered in enumerate(lifecycle.render_files(ctx, spec)):
@@ -400,7 +423,9 @@ def _ssh_target(ctx: Context, name: str) -> SshTarget:
     from devbox import access, lifecycle
 
     record = lifecycle.require_drone(ctx.paths, name)
-    return access.ssh_target(name, record.labels, getpass.getuser(), ctx.config.tailscale.tailnet)
+    key = ctx.paths.drone_key(name)
+    identity = str(key) if key.exists() else None
+    return access.ssh_target(name, record.labels, getpass.getuser(), ctx.config.tailscale.tailnet, identity)
 
 
 def _exec(argv: list[str], what: str) -> None:
@@ -437,7 +462,8 @@ def _editor(name: str, build: Any, what: str, path: str | None) -> None:
     context = make_context()
     target = _ssh_target(context, name)
     record = lifecycle.require_drone(context.paths, name)
-    _exec(build(target, path or access.workspace(os.path.expanduser("~"), record.repos)), what)
+    where = path or record.labels.get("path") or access.workspace(os.path.expanduser("~"), record.repos)
+    _exec(build(target, where), what)
 
 
 PathOpt = typer.Option(None, "--path", help="Directory in the drone (default: the repository's checkout).")

@@ -71,6 +71,10 @@ class Paths:
         """Where a GitHub App key from op:// or env: is kept (0600) for the broker's LoadCredential=."""
         return self.state_dir / "credentials" / "github-app.pem"
 
+    def drone_key(self, name: str) -> Path:
+        """The private half of a drone's own SSH key pair (`create --new-ssh-key`), 0600."""
+        return self.state_dir / "ssh" / f"{name}_ed25519"
+
     def token_store(self, name: str) -> Path:
         """The broker's cached token (0600, on the runtime tmpfs, never mounted into a drone)."""
         return self.runtime_dir / "devbox" / "tokens" / f"{name}.json"
@@ -160,6 +164,20 @@ class SshConfig:
 
 
 @dataclass(frozen=True)
+class IdentityConfig:
+    """git's user.name and user.email in drones; unset ones come from the host's git config --global."""
+
+    name: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class DotfilesConfig:
+    repo: str | None = None  # cloned into ~/.dotfiles on a drone's first start; its installer runs
+    branch: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     drone: DroneDefaults = field(default_factory=DroneDefaults)
     github: GitHubConfig = field(default_factory=GitHubConfig)
@@ -167,6 +185,8 @@ class Config:
     cleanup: CleanupConfig = field(default_factory=CleanupConfig)
     tailscale: TailscaleConfig = field(default_factory=TailscaleConfig)
     ssh: SshConfig = field(default_factory=SshConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    dotfiles: DotfilesConfig = field(default_factory=DotfilesConfig)
     max_drones: int = 0  # 0: no limit
     flavor: str = "plain"  # or "zerg": a few messages in the swarm's words
 
@@ -302,11 +322,30 @@ _TAILSCALE_KEYS: dict[str, Callable[[Any], Any]] = {
     "tailnet": _matching(_DOMAIN, "a MagicDNS suffix such as tail1234.ts.net"),
 }
 _SSH_KEYS: dict[str, Callable[[Any], Any]] = {"authorized_keys": _public_keys, "default_keys": _bool}
+
+
+def _checked(check_name: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        from devbox import identity
+
+        return getattr(identity, check_name)(_str(value))
+
+    return check
+
+
+_IDENTITY_KEYS: dict[str, Callable[[Any], Any]] = {
+    "name": _checked("validate_git_name"),
+    "email": _checked("validate_email"),
+}
+_DOTFILES_KEYS: dict[str, Callable[[Any], Any]] = {
+    "repo": _checked("validate_dotfiles_url"),
+    "branch": _checked("validate_branch"),
+}
 _TOP_KEYS: dict[str, Callable[[Any], Any]] = {
     "max_drones": _count,
     "flavor": _matching(re.compile(r"plain|zerg"), '"plain" or "zerg"'),
 }
-_SECTIONS = ("drone", "github", "broker", "cleanup", "tailscale", "ssh")
+_SECTIONS = ("drone", "github", "broker", "cleanup", "tailscale", "ssh", "identity", "dotfiles")
 
 
 def load_config(path: Path) -> Config:
@@ -331,6 +370,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         ("cleanup", _CLEANUP_KEYS),
         ("tailscale", _TAILSCALE_KEYS),
         ("ssh", _SSH_KEYS),
+        ("identity", _IDENTITY_KEYS),
+        ("dotfiles", _DOTFILES_KEYS),
     )
     for name, keys in tables:
         table = raw.get(name, {})
@@ -347,6 +388,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         cleanup=CleanupConfig(**sections["cleanup"]),
         tailscale=TailscaleConfig(**{"enabled": "tailscale" in raw, **sections["tailscale"]}),
         ssh=SshConfig(**sections["ssh"]),
+        identity=IdentityConfig(**sections["identity"]),
+        dotfiles=DotfilesConfig(**sections["dotfiles"]),
         **top,
     )
 

@@ -153,6 +153,10 @@ class CreateRequest:
     keep: bool = False  # exempt from the idle clean-up
     tailscale: bool | None = None  # None: on when the config has a [tailscale] table
     ssh_keys: Sequence[Path] = ()  # public key files; none: ~/.ssh/*.pub
+    path: str | None = None  # a host directory as the workspace
+    new_ssh_key: bool = False  # make a key pair for this drone; `devbox ssh` uses it
+    dotfiles: str | None = None  # a git URL; None: the config's [dotfiles] repo
+    dotfiles_branch: str | None = None
 
 
 SSH_PORTS = range(2201, 3000)  # where a drone without a tailnet gets its 127.0.0.1 SSH port
@@ -180,8 +184,10 @@ def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] = _port_free) -> 
     )
 
 
-def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
+def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] = ()) -> DroneSpec:
     """Command-line options over config defaults, validated."""
+    from devbox.identity import validate_branch, validate_dotfiles_url
+
     defaults = ctx.config.drone
     env = dict(defaults.env)
     env.update(parse_env(item) for item in request.env)
@@ -195,6 +201,7 @@ def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
         else:
             permissions.update([parse_permission(perm, level)])
     from devbox.sshkeys import gather_keys
+    from devbox.workspace import validate_workspace
 
     tailscale = ctx.config.tailscale
     on_tailnet = tailscale.enabled if request.tailscale is None else request.tailscale
@@ -219,9 +226,15 @@ def build_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
         tailscale=on_tailnet,
         login_server=tailscale.login_server,
         tailscale_ssh=tailscale.ssh,
-        ssh_keys=gather_keys(
-            request.ssh_keys, ctx.config.ssh.authorized_keys, ctx.paths.home, ctx.config.ssh.default_keys
-        ),
+        path=None if request.path is None else validate_workspace(request.path, ctx.paths.home),
+        ssh_keys=[
+            *extra_keys,
+            *gather_keys(request.ssh_keys, ctx.config.ssh.authorized_keys, ctx.paths.home, ctx.config.ssh.default_keys),
+        ],
+        dotfiles_url=validate_dotfiles_url(request.dotfiles) if request.dotfiles else ctx.config.dotfiles.repo,
+        dotfiles_branch=validate_branch(request.dotfiles_branch)
+        if request.dotfiles_branch
+        else ctx.config.dotfiles.branch,
     )
     socket = ctx.paths.creds_socket(spec.name)
     if len(str(socket).encode()) > SOCKET_PATH_MAX:
@@ -254,6 +267,8 @@ def github_key_path(ctx: Context) -> str | None:
 
 
 def host_facts(ctx: Context) -> HostFacts:
+    from devbox.workspace import selinux_enabled
+
     return HostFacts(
         devbox_command=ctx.devbox_command,
         podman_command=ctx.podman_command,
@@ -263,6 +278,7 @@ def host_facts(ctx: Context) -> HostFacts:
         drones_dir=_plain_path(ctx.paths.drones_dir, "the devbox data directory"),
         uid=os.getuid(),
         gid=os.getgid(),
+        selinux=selinux_enabled(),
     )
 
 
@@ -279,7 +295,10 @@ def _install_shared(ctx: Context) -> None:
         key = Resolver(op_token_file=ctx.paths.state_dir / "op-token").resolve(reference)  # fails before any write
         ctx.paths.github_key_copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         install.atomic_write(ctx.paths.github_key_copy, key.value + "\n", mode=0o600)
-    install.apply(install.plan(render_drone_tools(ctx.config.github.repo_base_url), ctx.paths, force=True))
+    from devbox.identity import git_identity
+
+    identity = git_identity(ctx.config.identity.name, ctx.config.identity.email, ctx.paths.home)
+    install.apply(install.plan(render_drone_tools(ctx.config.github.repo_base_url, identity), ctx.paths, force=True))
 
 
 @dataclass
@@ -318,7 +337,12 @@ def create(
     force: bool = False,
     progress: Progress = _quiet,
 ) -> CreateResult:
-    spec = build_spec(ctx, request)
+    keypair = None
+    if request.new_ssh_key:
+        from devbox.sshkeys import generate_keypair
+
+        keypair = generate_keypair(f"devbox-{request.name or 'drone'}")
+    spec = build_spec(ctx, request, extra_keys=[keypair[1]] if keypair else [])
     existing = find_drones(ctx.paths)
     if spec.name in existing:
         raise DevboxError(f"drone {spec.name} exists already", ExitCode.EXISTS)
@@ -336,6 +360,8 @@ def create(
     progress("writing unit files")
     written = install.apply(planned)
     try:
+        if keypair is not None:
+            _write_private_key(ctx.paths.drone_key(spec.name), keypair[0])
         if tailscale_key is not None:
             ctx.podman.create_secret(spec.tailscale_secret, tailscale_key.value)
         progress("reloading the user manager")
@@ -351,6 +377,14 @@ def create(
 
     install_timer(ctx)  # the daily idle clean-up comes with the first drone
     return CreateResult(spec, planned, started=start, notes=notes)
+
+
+def _write_private_key(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        install.atomic_write(path, text, mode=0o600)
+    except OSError as exc:
+        raise DevboxError(f"cannot write the drone's SSH key {path}: {exc.strerror}", ExitCode.FAILURE) from None
 
 
 def _ensure_image(ctx: Context, image: str, progress: Progress) -> None:
@@ -396,6 +430,7 @@ def _undo_create(ctx: Context, name: str, written: list[install.PlannedFile]) ->
         except DevboxError:
             pass
     install.rollback(written)
+    ctx.paths.drone_key(name).unlink(missing_ok=True)
     try:
         ctx.podman.remove_secret(tailscale_secret(name))
     except DevboxError:
@@ -479,6 +514,9 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     ctx.systemd.daemon_reload()
     ctx.podman.remove_container(f"drone-{name}")
     ctx.podman.remove_secret(tailscale_secret(name))
+    if ctx.paths.drone_key(name).exists():
+        ctx.paths.drone_key(name).unlink()
+        result.removed_files.append(ctx.paths.drone_key(name))
     if keep_volume:
         result.volume_kept = ctx.podman.volume_exists(home_volume(name))
     else:
@@ -512,6 +550,9 @@ class DroneStatus:
     syncthing: bool
     tailnet_name: str | None = None  # the drone's name on the tailnet, when it joins one
     syncthing_id: str | None = None  # asked of a running drone by `status` only
+    workspace: str | None = None  # the host directory of --path
+    dotfiles: str | None = None  # the dotfiles URL
+    dotfiles_outcome: str | None = None  # asked of a running drone by `status` only
 
     def uptime_seconds(self, now: datetime) -> int | None:
         return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
@@ -559,6 +600,8 @@ def _status(
         ssh_port=int(port) if port and port.isdigit() else None,
         syncthing=record.labels.get("syncthing") == "true",
         tailnet_name=tailnet_name(record.name, tailnet) if record.labels.get("tailscale") == "true" else None,
+        workspace=record.labels.get("path"),
+        dotfiles=record.labels.get("dotfiles"),
     )
 
 
@@ -582,6 +625,9 @@ def status(ctx: Context, name: str) -> DroneStatus:
     unit = details(ctx.systemd, unit_service(name))
     container = ctx.podman.drone_containers().get(name)
     result = _status(record, unit, container, ctx.podman.volume_exists(home_volume(name)), ctx.config.tailscale.tailnet)
-    if result.syncthing and result.state == "running":
-        result = replace(result, syncthing_id=ctx.probe.syncthing_id(f"drone-{name}"))
+    if result.state == "running":
+        if result.syncthing:
+            result = replace(result, syncthing_id=ctx.probe.syncthing_id(f"drone-{name}"))
+        if result.dotfiles:
+            result = replace(result, dotfiles_outcome=ctx.probe.dotfiles_outcome(f"drone-{name}"))
     return result

@@ -40,6 +40,9 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "tailnet_name": status.tailnet_name,
         "syncthing": status.syncthing,
         "syncthing_device_id": status.syncthing_id,
+        "workspace": status.workspace,
+        "dotfiles": status.dotfiles,
+        "dotfiles_outcome": status.dotfiles_outcome,
     }
 
 
@@ -129,6 +132,10 @@ def status_text(status: DroneStatus, now: datetime) -> str:
         ("ssh", f"{address(status)} ({ssh_command(status)})" if address(status) else "-"),
         ("tailnet", status.tailnet_name or "no (SSH on the local port only)"),
     ]
+    if status.workspace:
+        lines.append(("workspace", status.workspace))
+    if status.dotfiles:
+        lines.append(("dotfiles", f"{status.dotfiles}: {status.dotfiles_outcome or 'not run yet'}"))
     if status.syncthing:
         lines.append(("syncthing", status.syncthing_id or "device ID not available (is the drone running?)"))
     width = max(len(k) for k, _ in lines)

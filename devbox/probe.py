@@ -52,6 +52,7 @@ class Probe(Protocol):
     def push_rescue(self, image: str, mounts: Mounts, branch: str, repos: Sequence[str]) -> PushResult: ...
     def export_volume(self, volume: str, target: Path) -> str: ...  # "" or why it failed
     def syncthing_id(self, container: str) -> str | None: ...  # the drone's Syncthing device ID
+    def dotfiles_outcome(self, container: str) -> str | None: ...  # templates/drone/dotfiles' one line
 
 
 def count_ssh_sessions(proc_net_tcp: str, port: int = SSH_PORT) -> int:
@@ -158,6 +159,12 @@ class PodmanProbe:
         if result is None or result.returncode != 0:
             return None
         return parse_device_id(result.stdout)
+
+    def dotfiles_outcome(self, container: str) -> str | None:
+        result = self._run("exec", container, "sh", "-c", 'cat "$HOME/.local/state/devbox/dotfiles"', timeout=20)
+        if result is None or result.returncode != 0:
+            return None
+        return result.stdout.strip()[:300] or None
 
     def cpu_usage_usec(self, container: str) -> int | None:
         result = self._run("exec", container, "cat", "/sys/fs/cgroup/cpu.stat")

@@ -34,6 +34,11 @@ def systemd_word(value: object) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def gitconfig_value(value: object) -> str:
+    """A gitconfig value in double quotes; the caller refuses newlines (identity.py)."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _cpus(value: float) -> str:
     return f"{value:g}"
 
@@ -67,6 +72,7 @@ class HostFacts:
     drones_dir: str = "/nonexistent/devbox-data/drones"  # Paths.drones_dir
     uid: int = 1000  # the invoking user: keep-id makes it the drone user
     gid: int = 1000
+    selinux: bool = False  # bind mounts get :z
 
 
 @cache
@@ -83,6 +89,7 @@ def _environment():  # -> jinja2.Environment, imported lazily for a fast CLI sta
     )
     env.filters["systemd_word"] = systemd_word
     env.filters["cpus"] = _cpus
+    env.filters["gitconfig_value"] = gitconfig_value
     return env
 
 
@@ -121,15 +128,22 @@ def authorized_keys_file(name: str) -> str:
     return f"{name}/authorized_keys"
 
 
-DRONE_TOOLS = ("git-credential-devbox", "gh", "clone-repos")
+DRONE_TOOLS = ("git-credential-devbox", "gh", "clone-repos", "dotfiles")
 
 
-def render_drone_tools(git_url: str) -> list[RenderedFile]:
+@dataclass(frozen=True)
+class GitIdentity:
+    name: str | None = None
+    email: str | None = None
+
+
+def render_drone_tools(git_url: str, identity: GitIdentity | None = None) -> list[RenderedFile]:
     """The scripts every drone mounts from Paths.tools_dir (relative paths in that directory)."""
     tools = [
         RenderedFile(Place.TOOLS, tool, (templates_dir() / "drone" / tool).read_text(), 0o755) for tool in DRONE_TOOLS
     ]
-    return tools + [RenderedFile(Place.TOOLS, "gitconfig", _render("drone/gitconfig.j2", git_url=git_url))]
+    gitconfig = _render("drone/gitconfig.j2", git_url=git_url, identity=identity or GitIdentity())
+    return tools + [RenderedFile(Place.TOOLS, "gitconfig", gitconfig)]
 
 
 CLEANUP_TIMER = "devbox-cleanup.timer"

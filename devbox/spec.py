@@ -171,6 +171,9 @@ class DroneSpec:
     login_server: str | None = None  # Headscale; None: Tailscale's control plane
     tailscale_ssh: bool = False
     ssh_keys: tuple[str, ...] = ()  # checked public key lines (sshkeys.py) for the drone's authorized_keys
+    path: str | None = None  # a host directory mounted at the same path as the workspace (workspace.py checks it)
+    dotfiles_url: str | None = None  # cloned into ~/.dotfiles on first start (identity.py checks it)
+    dotfiles_branch: str | None = None
 
     @classmethod
     def build(
@@ -194,14 +197,22 @@ class DroneSpec:
         login_server: str | None = None,
         tailscale_ssh: bool = False,
         ssh_keys: tuple[str, ...] | list[str] = (),
+        path: str | None = None,
+        dotfiles_url: str | None = None,
+        dotfiles_branch: str | None = None,
     ) -> DroneSpec:
         checked_repos = tuple(validate_repo(r) for r in repos)
         if len(set(checked_repos)) != len(checked_repos):
             raise _bad("the same repository is given twice")
         if name is None:
-            if not checked_repos:
-                raise _bad("give a drone NAME, or --repo to derive one from")
-            name = name_from_repo(checked_repos[0])
+            if path is not None:
+                from devbox.workspace import name_from_path
+
+                name = name_from_path(path)
+            elif checked_repos:
+                name = name_from_repo(checked_repos[0])
+            else:
+                raise _bad("give a drone NAME, or --repo or --path to derive one from")
         env_items = tuple(sorted((validate_env_key(k), validate_env_value(k, v)) for k, v in (env or {}).items()))
         return cls(
             name=validate_name(name),
@@ -222,6 +233,9 @@ class DroneSpec:
             login_server=login_server if tailscale else None,
             tailscale_ssh=tailscale_ssh and tailscale,
             ssh_keys=tuple(ssh_keys),
+            path=path,
+            dotfiles_url=dotfiles_url,
+            dotfiles_branch=dotfiles_branch if dotfiles_url else None,
         )
 
     # Derived names: one place, so the unit, the container and the volume agree.
@@ -272,6 +286,12 @@ class DroneSpec:
             labels["idle-destroy"] = format_duration(self.idle_destroy)
         if self.keep:
             labels["keep"] = "true"
+        if self.path:
+            labels["path"] = self.path
+        if self.dotfiles_url:
+            labels["dotfiles"] = self.dotfiles_url
+            if self.dotfiles_branch:
+                labels["dotfiles-branch"] = self.dotfiles_branch
         if self.tailscale:
             labels["tailscale"] = "true"
             if self.login_server:

@@ -87,3 +87,16 @@ def gather_keys(files: Sequence[Path], configured: Iterable[str], home: Path, us
     for key in keys:
         unique.setdefault(" ".join(key.split()[:2]), key)
     return list(unique.values())
+
+
+def generate_keypair(comment: str) -> tuple[str, str]:
+    """A new ed25519 key pair: (private key in OpenSSH format, public key line)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, f"{public.decode()} {comment}"

@@ -153,6 +153,11 @@ class FakeProbe:
     syncthing_ids: dict[str, str] = field(default_factory=dict)  # container -> device ID
     calls: list[str] = field(default_factory=list)
 
+    dotfiles: dict[str, str] = field(default_factory=dict)  # container -> outcome line
+
+    def dotfiles_outcome(self, container: str) -> str | None:
+        return self.dotfiles.get(container)
+
     def syncthing_id(self, container: str) -> str | None:
         self.calls.append(f"syncthing_id {container}")
         return self.syncthing_ids.get(container)

@@ -55,6 +55,15 @@ def cases() -> dict[str, DroneSpec]:
             ssh_keys=[ED25519_KEY, ECDSA_KEY],
             **common,
         ),
+        "workspace": DroneSpec.build(
+            name=None,
+            repos=["acme/app"],
+            image="localhost/devbox-drone:latest",
+            path="/home/dev/code/app",
+            dotfiles_url="https://git.example.com/dev/dotfiles.git",
+            dotfiles_branch="main",
+            **common,
+        ),
         "hostile-env": DroneSpec.build(
             name="x", repos=["acme/demo"], image="localhost/devbox-drone:latest", env=HOSTILE_ENV, **common
         ),

@@ -88,7 +88,7 @@ def test_create_without_name_or_repo(world: World, capsys) -> None:
     assert devbox(capsys, "create") == (
         ExitCode.INVALID_INPUT,
         "",
-        "devbox: give a drone NAME, or --repo to derive one from\n",
+        "devbox: give a drone NAME, or --repo or --path to derive one from\n",
     )
 
 
@@ -369,6 +369,9 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "tailnet_name": None,
         "syncthing": True,
         "syncthing_device_id": device_id,
+        "workspace": None,
+        "dotfiles": None,
+        "dotfiles_outcome": None,
     }
     text = devbox(capsys, "status", "alpha")[1]
     assert f"syncthing  {device_id}\n" in text
@@ -420,7 +423,7 @@ def test_create_with_a_github_app(world: World, capsys, monkeypatch) -> None:
     assert "Label=io.devbox.permissions=contents:write,issues:read\n" in container
     assert "not-a-real-key" not in service + container
     tools = sorted(p.name for p in world.paths.tools_dir.iterdir())
-    assert tools == ["clone-repos", "gh", "git-credential-devbox", "gitconfig"]
+    assert tools == ["clone-repos", "dotfiles", "gh", "git-credential-devbox", "gitconfig"]
     assert (world.paths.tools_dir / "gh").stat().st_mode & 0o777 == 0o755
 
 

@@ -43,7 +43,7 @@ def test_every_key(tmp_path: Path) -> None:
         ("[drone]\nimgae = 'x'\n", "unknown key drone.imgae (allowed: cpus, env, image, memory, syncthing)"),
         (
             "colour = 1\n",
-            "unknown key colour (allowed: [broker], [cleanup], [drone], [github], [ssh], [tailscale], flavor, max_drones)",
+            "unknown key colour (allowed: [broker], [cleanup], [dotfiles], [drone], [github], [identity], [ssh], [tailscale], flavor, max_drones)",
         ),
         (
             "[drone]\nmemory = 'lots'\n",

@@ -73,7 +73,9 @@ def test_generator_accepts_every_key(quadlet_binary: Path, tmp_path: Path, case:
     assert "drone-" + spec.name + "-creds.socket" in values(parse_sections(service), "Unit", "Wants")
     post = values(parse_sections(service), "Service", "ExecStartPost")
     clone = f"-/usr/bin/podman exec --detach drone-{spec.name} /usr/local/lib/devbox/clone-repos"
-    assert post == ([clone] if spec.repos else [])
+    dotfiles = f"-/usr/bin/podman exec --detach drone-{spec.name} /usr/local/lib/devbox/dotfiles"
+    assert post == ([clone] if spec.repos and not spec.path else []) + ([dotfiles] if spec.dotfiles_url else [])
+    assert option_values(podman_run_argv(service), "--workdir") == [spec.path or "%h"]
 
 
 @pytest.mark.parametrize("case", sorted(cases()))
@@ -88,8 +90,10 @@ def test_podman_run_arguments(quadlet_binary: Path, tmp_path: Path, case: str) -
     assert option_values(argv, "--userns") == ["keep-id"]
     assert "--init" in argv
     tools = HOST.tools_dir
+    workspace = [f"{spec.path}:{spec.path}"] if spec.path else []
     assert option_values(argv, "-v") == [
         f"drone-{spec.name}-home:%h",
+        *workspace,
         f"%t/devbox/drones/{spec.name}:/run/devbox",
         f"{tools}:/usr/local/lib/devbox:ro",
         f"{tools}/gitconfig:/etc/gitconfig:ro",
@@ -102,6 +106,8 @@ def test_podman_run_arguments(quadlet_binary: Path, tmp_path: Path, case: str) -
     devbox_env = {"DEVBOX_DRONE": spec.name, "DEVBOX_SYNCTHING": "1" if spec.syncthing else "0"}
     if spec.repos:
         devbox_env |= {"DEVBOX_REPOS": ",".join(spec.repos), "DEVBOX_GIT_URL": HOST.git_url}
+    if spec.dotfiles_url:
+        devbox_env |= {"DEVBOX_DOTFILES_URL": spec.dotfiles_url, "DEVBOX_DOTFILES_BRANCH": spec.dotfiles_branch}
     if spec.tailscale:
         devbox_env |= {"DEVBOX_TAILSCALE_SSH": "1" if spec.tailscale_ssh else "0"}
         if spec.login_server:
