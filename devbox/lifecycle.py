@@ -251,7 +251,10 @@ def create(
     dry_run: bool = False,
     force: bool = False,
     progress: Progress = _quiet,
+    prepare: Callable[[DroneSpec], None] | None = None,
 ) -> CreateResult:
+    """`prepare` (restore's hook) runs once every check has passed and the image is there, before
+    anything is written: restore fills the home volume there, so the first start finds it populated."""
     spec = build_spec(ctx, request)
     existing = find_drones(ctx.paths)
     if spec.name in existing:
@@ -264,6 +267,8 @@ def create(
         return CreateResult(spec, planned, dry_run=True)
 
     _ensure_image(ctx, spec.image, progress)
+    if prepare is not None:
+        prepare(spec)
     _install_shared(ctx)
     progress("writing unit files")
     written = install.apply(planned)
