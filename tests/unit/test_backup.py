@@ -432,3 +432,67 @@ def test_request_from_unit_drops_config_permissions_the_drone_did_not_have(world
     assert (request.cpus, request.memory, request.ssh_port) == ("1.5", "512m", "2201")
     assert request.env == ["EDITOR=vim", 'ODD=a "b" 100% $x'] and request.keep and request.syncthing
     assert (request.idle_stop, request.idle_destroy) == ("4h", None)
+
+
+# --- the podman command behind export and import --------------------------------------------------
+
+FAKE_PODMAN = """#!/bin/sh
+case "$1 $2 $3" in
+  "volume export bad") echo "Error: no such volume bad" >&2; exit 125 ;;
+  "volume export "*) head -c 3000000 /dev/zero ;;
+  "volume import early") echo "Error: volume early is in use" >&2; exit 125 ;;
+  "volume import "*) cat > "$FAKE_PODMAN_OUT" ;;
+esac
+"""
+
+
+@pytest.fixture
+def podman_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from devbox.podman import PodmanPy
+
+    script = tmp_path / "podman"
+    script.write_text(FAKE_PODMAN)
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_PODMAN_OUT", str(tmp_path / "imported"))
+    return PodmanPy("unix:///nonexistent.sock", podman_command=str(script)), tmp_path / "imported"
+
+
+def test_podman_export_streams_in_chunks_and_reports_failure(podman_cli) -> None:
+    podman, _ = podman_cli
+    chunks: list[int] = []
+    assert podman.export_volume("v", lambda c: chunks.append(len(c))) == 3000000
+    assert sum(chunks) == 3000000 and len(chunks) >= 3 and max(chunks) <= 1024 * 1024
+    with pytest.raises(DevboxError) as failed:
+        podman.export_volume("bad", lambda c: None)
+    assert (failed.value.code, failed.value.message) == (
+        ExitCode.PODMAN,
+        "podman could not export volume bad: Error: no such volume bad",
+    )
+
+
+def test_podman_import_feeds_stdin_and_survives_a_podman_that_stops_reading(podman_cli) -> None:
+    podman, imported = podman_cli
+    data = [os.urandom(100000) for _ in range(5)]
+    assert podman.import_volume("v", iter(data)) == 500000
+    assert imported.read_bytes() == b"".join(data)
+    with pytest.raises(DevboxError) as failed:
+        podman.import_volume("early", (b"x" * 1024 * 1024 for _ in range(50)))
+    assert failed.value.message == "podman could not import volume early: Error: volume early is in use"
+
+
+def test_an_interrupted_backup_leaves_no_file_and_starts_the_drone_again(world: World, capsys, here: Path) -> None:
+    make_drone(world, capsys)
+    real_export = world.podman.export_volume
+
+    def interrupted(name, write):
+        def then_stop(chunk):
+            write(chunk)
+            raise SystemExit(143)  # what the CLI's SIGTERM handler raises
+
+        return real_export(name, then_stop)
+
+    world.podman.export_volume = interrupted  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        backup.backup(world.context(), "demo")
+    assert list(here.iterdir()) == []
+    assert world.systemd.calls[-1] == ("start", "drone-demo.service")
