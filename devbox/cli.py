@@ -491,12 +491,13 @@ class _ByteCounter:
 
     def __init__(self, what: str) -> None:
         self.what, self.shown, self.last = what, False, 0.0
+        self.enabled = sys.stderr.isatty()
 
     def __call__(self, total: int) -> None:
         import time
 
         now = time.monotonic()
-        if now - self.last >= 0.2:
+        if self.enabled and now - self.last >= 0.2:
             self.last, self.shown = now, True
             sys.stderr.write(f"\r… {self.what}: {total / 1048576:.1f} MiB")
             sys.stderr.flush()
@@ -506,9 +507,10 @@ class _ByteCounter:
             sys.stderr.write("\n")
             self.shown = False
 
-
-def _byte_progress(what: str) -> _ByteCounter | None:
-    return _ByteCounter(what) if sys.stderr.isatty() else None
+    def step(self, text: str) -> None:
+        """A step's progress line, after the byte count's line."""
+        self.end()
+        _progress(text)
 
 
 def _terminate_cleanly() -> None:
@@ -538,13 +540,7 @@ def backup(
     if output == "-" and sys.stdout.isatty():
         raise DevboxError("refusing to write an archive to a terminal: redirect stdout or use -o FILE", ExitCode.USAGE)
     _terminate_cleanly()
-    counter = _byte_progress(f"exporting drone-{name}-home")
-
-    def progress(text: str) -> None:
-        if counter:
-            counter.end()
-        _progress(text)
-
+    counter = _ByteCounter(f"exporting drone-{name}-home")
     try:
         result = backups.backup(
             make_context(),
@@ -552,13 +548,12 @@ def backup(
             output=output,
             stream=sys.stdout.buffer if output == "-" else None,
             live=live,
-            progress=progress,
-            progress_bytes=counter or backups._quiet,
+            progress=counter.step,
+            progress_bytes=counter,
             notice=_err,
         )
     finally:
-        if counter:
-            counter.end()
+        counter.end()
     where = str(result.path) if result.path else None
     if as_json:
         _print_json(
@@ -591,25 +586,18 @@ def restore(
     from devbox import backup as backups
 
     _terminate_cleanly()
-    counter = _byte_progress("importing the home volume")
-
-    def progress(text: str) -> None:
-        if counter:
-            counter.end()
-        _progress(text)
-
+    counter = _ByteCounter("importing the home volume")
     try:
         result = backups.restore(
             make_context(),
             Path(file),
             name=name,
             start=not no_start,
-            progress=progress,
-            progress_bytes=counter or backups._quiet,
+            progress=counter.step,
+            progress_bytes=counter,
         )
     finally:
-        if counter:
-            counter.end()
+        counter.end()
     for label in result.ignored_labels:
         _err(f"devbox: warning: label io.devbox.{label} is not known to this devbox and was not restored")
     if as_json:
