@@ -594,3 +594,138 @@ def run(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _err("devbox: interrupted")
         sys.exit(130)
+
+
+# --- backup and restore (issue 9) ---
+
+
+class _ByteCounter:
+    """`… exporting drone-x-home: 12.5 MiB` on a terminal's stderr, redrawn at most five times a second."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.shown, self.last = what, False, 0.0
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, total: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if self.enabled and now - self.last >= 0.2:
+            self.last, self.shown = now, True
+            sys.stderr.write(f"\r… {self.what}: {total / 1048576:.1f} MiB")
+            sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            self.shown = False
+
+    def step(self, text: str) -> None:
+        """A step's progress line, after the byte count's line."""
+        self.end()
+        _progress(text)
+
+
+def _terminate_cleanly() -> None:
+    """SIGTERM unwinds like Ctrl-C, so a stopped drone is started again and no partial file stays."""
+    import signal
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@app.command()
+def backup(
+    name: str = DroneArg,
+    output: str | None = typer.Option(
+        None, "--output", "-o", help="Archive file (default NAME-YYYYmmdd-HHMMSS.devbox.tar here, UTC); - for stdout."
+    ),
+    live: bool = typer.Option(False, "--live", help="Do not stop a running drone; the copy may be inconsistent."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Save a drone's home volume and unit files to one tar file (a running drone is stopped meanwhile)."""
+    from devbox import backup as backups
+
+    if output == "-" and as_json:
+        raise DevboxError("--json and -o - both write to stdout: choose one", ExitCode.USAGE)
+    if output == "-" and sys.stdout.isatty():
+        raise DevboxError("refusing to write an archive to a terminal: redirect stdout or use -o FILE", ExitCode.USAGE)
+    _terminate_cleanly()
+    counter = _ByteCounter(f"exporting drone-{name}-home")
+    try:
+        result = backups.backup(
+            make_context(),
+            name,
+            output=output,
+            stream=sys.stdout.buffer if output == "-" else None,
+            live=live,
+            progress=counter.step,
+            progress_bytes=counter,
+            notice=_err,
+        )
+    finally:
+        counter.end()
+    where = str(result.path) if result.path else None
+    if as_json:
+        _print_json(
+            {
+                "name": result.name,
+                "file": where,
+                "size": result.size,
+                "volume": {"name": result.volume, "size": result.volume_size, "sha256": result.volume_sha256},
+                "running": result.running,
+                "stopped": result.stopped,
+                "live": result.live,
+            }
+        )
+    elif where:
+        print(f"drone {name} is saved to {where} ({result.size / 1048576:.1f} MiB)")
+    else:
+        _err(f"drone {name} is saved to stdout ({result.size / 1048576:.1f} MiB)")
+
+
+@app.command()
+def restore(
+    file: str = typer.Argument(..., help="An archive written by devbox backup.", show_default=False),
+    name: str | None = typer.Option(None, "--name", help="Restore as this drone (default: the name in the archive)."),
+    no_start: bool = typer.Option(False, "--no-start", help="Create the drone, do not start it."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Recreate a drone from a backup: its home volume, and its units rendered anew from its labels."""
+    from pathlib import Path
+
+    from devbox import backup as backups
+
+    _terminate_cleanly()
+    counter = _ByteCounter("importing the home volume")
+    try:
+        result = backups.restore(
+            make_context(),
+            Path(file),
+            name=name,
+            start=not no_start,
+            progress=counter.step,
+            progress_bytes=counter,
+        )
+    finally:
+        counter.end()
+    for label in result.ignored_labels:
+        _err(f"devbox: warning: label io.devbox.{label} is not known to this devbox and was not restored")
+    if as_json:
+        _print_json(
+            {
+                "name": result.name,
+                "from": str(result.source),
+                "original_name": result.original_name,
+                "unit": result.create.spec.service,
+                "files": [{"path": str(i.path), "change": i.change.value} for i in result.create.files],
+                "volume": {"name": result.volume, "size": result.volume_size},
+                "started": result.create.started,
+                "ignored_labels": result.ignored_labels,
+            }
+        )
+        return
+    state = "running" if result.create.started else f"created, not started: devbox start {result.name}"
+    print(f"drone {result.name} is restored from {result.source} and {state}")

@@ -336,7 +336,10 @@ def create(
     dry_run: bool = False,
     force: bool = False,
     progress: Progress = _quiet,
+    prepare: Callable[[DroneSpec], None] | None = None,
 ) -> CreateResult:
+    """`prepare` (restore's hook) runs once every check has passed and the image is there, before
+    anything is written: restore fills the home volume there, so the first start finds it populated."""
     keypair = None
     if request.new_ssh_key:
         from devbox.sshkeys import generate_keypair
@@ -356,6 +359,8 @@ def create(
 
     tailscale_key = _resolve_tailscale_key(ctx) if spec.tailscale else None  # fails before any write
     _ensure_image(ctx, spec.image, progress)
+    if prepare is not None:
+        prepare(spec)
     _install_shared(ctx)
     progress("writing unit files")
     written = install.apply(planned)

@@ -7,6 +7,10 @@ Raw API JSON never leaves this module: `container_from_api` turns it into
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +44,9 @@ class Podman(Protocol):
     def create_secret(self, name: str, value: str) -> None: ...  # replaces one of the same name
     def remove_secret(self, name: str) -> bool: ...
     def version(self) -> str: ...
+    def create_volume(self, name: str) -> None: ...
+    def export_volume(self, name: str, write: Callable[[bytes], object]) -> int: ...
+    def import_volume(self, name: str, chunks: Iterable[bytes]) -> int: ...
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -109,9 +116,10 @@ def default_socket(runtime_dir: Path) -> str:
 class PodmanPy:
     """The Podman REST API through podman-py; the client is made on first use."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, podman_command: str | None = None) -> None:
         self._base_url = base_url
         self._client: Any = None
+        self._command = podman_command or shutil.which("podman") or "/usr/bin/podman"
 
     def _api(self) -> Any:
         if self._client is None:
@@ -182,3 +190,73 @@ class PodmanPy:
     def version(self) -> str:
         info = self._call("report its version", lambda: self._api().version())
         return str(info.get("Version", "unknown"))
+
+    def create_volume(self, name: str) -> None:
+        self._call(f"create volume {name}", lambda: self._api().volumes.create(name))
+
+    # Volume export and import go through the podman command, streaming: the libpod API has
+    # these endpoints only from Podman 5.6 (Debian 13 has 5.4), and podman-py's
+    # export_archive/import_archive hold the whole archive in memory.
+
+    def export_volume(self, name: str, write: Callable[[bytes], object]) -> int:
+        """`podman volume export NAME` to `write`, a chunk at a time; returns the byte count."""
+        with tempfile.TemporaryFile() as errors:
+            proc = self._popen(["volume", "export", name], stdout=subprocess.PIPE, stderr=errors)
+            total = 0
+            try:
+                assert proc.stdout is not None
+                while chunk := proc.stdout.read(CHUNK):
+                    write(chunk)
+                    total += len(chunk)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                if proc.stdout is not None:
+                    proc.stdout.close()
+            if proc.wait() != 0:
+                raise DevboxError(f"podman could not export volume {name}: {_last_line(errors)}", ExitCode.PODMAN)
+        return total
+
+    def import_volume(self, name: str, chunks: Iterable[bytes]) -> int:
+        """`podman volume import NAME -` fed from `chunks`; returns the byte count."""
+        with tempfile.TemporaryFile() as errors:
+            proc = self._popen(["volume", "import", name, "-"], stdin=subprocess.PIPE, stderr=errors)
+            total = 0
+            assert proc.stdin is not None
+            try:
+                for chunk in chunks:
+                    proc.stdin.write(chunk)
+                    total += len(chunk)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # podman stopped reading: its exit code and stderr say why
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                if not proc.stdin.closed:
+                    try:
+                        proc.stdin.close()
+                    except BrokenPipeError:
+                        pass
+            if proc.wait() != 0:
+                raise DevboxError(f"podman could not import volume {name}: {_last_line(errors)}", ExitCode.PODMAN)
+        return total
+
+    def _popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        try:
+            return subprocess.Popen([self._command, *args], stdout=kwargs.pop("stdout", subprocess.DEVNULL), **kwargs)
+        except OSError as exc:
+            raise DevboxError(f"cannot run {self._command}: {exc.strerror}", ExitCode.ENVIRONMENT) from None
+
+
+CHUNK = 1024 * 1024
+
+
+def _last_line(stream: Any) -> str:
+    stream.seek(0)
+    lines = [line for line in stream.read().decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no error message"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,6 +138,38 @@ class FakePodman:
 
     def version(self) -> str:
         return "5.4.2"
+
+    # Volume contents as bytes (a tar in real life); failures injected half-way through a stream.
+    volume_data: dict[str, bytes] = field(default_factory=dict)
+    export_fails_after: int | None = None  # bytes written before `podman volume export` fails
+    import_fails: bool = False
+
+    def create_volume(self, name: str) -> None:
+        self.calls.append(f"create_volume {name}")
+        if name in self.volumes:
+            raise DevboxError(f"podman could not create volume {name}: volume already exists", ExitCode.PODMAN)
+        self.volumes.add(name)
+        self.volume_data[name] = b""
+
+    def export_volume(self, name: str, write: Callable[[bytes], object]) -> int:
+        self.calls.append(f"export_volume {name}")
+        data = self.volume_data.get(name, b"")
+        if self.export_fails_after is not None:
+            write(data[: self.export_fails_after])
+            raise DevboxError(f"podman could not export volume {name}: disk on fire", ExitCode.PODMAN)
+        for start in range(0, len(data), 4096):
+            write(data[start : start + 4096])
+        return len(data)
+
+    def import_volume(self, name: str, chunks: Iterable[bytes]) -> int:
+        self.calls.append(f"import_volume {name}")
+        received = b""
+        for chunk in chunks:
+            received += chunk
+            if self.import_fails:
+                raise DevboxError(f"podman could not import volume {name}: no space left on device", ExitCode.PODMAN)
+        self.volume_data[name] = self.volume_data.get(name, b"") + received
+        return len(received)
 
 
 @dataclass

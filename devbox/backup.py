@@ -1,0 +1,576 @@
+"""`devbox backup` and `devbox restore`: a drone's home volume and unit files in one tar file.
+
+The archive is an uncompressed GNU tar, members in this order:
+
+    units/quadlet/drone-NAME.container          the Quadlet unit (its labels are the drone's options)
+    units/quadlet/drone-NAME.container.d/FILE   its drop-ins
+    units/systemd/drone-NAME-creds.{socket,service}
+    volume.tar                                  `podman volume export drone-NAME-home`, streamed
+    manifest.json                               format, versions, name, labels, sha256 of every member
+
+The volume is streamed from `podman volume export` into the archive a chunk at a
+time and never held in memory: its tar header is written with size 0 first and
+rewritten once the size is known (the archive is built in a temporary file next
+to the target, then renamed). Restore reads the archive twice: once to check
+every checksum before anything is created, once to feed `podman volume import`.
+It re-renders the units from the archived labels through `lifecycle.create`, so
+`--name` works and the units match this devbox version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from devbox import __version__, lifecycle, unitfile
+from devbox.config import Paths
+from devbox.errors import DevboxError, ExitCode
+from devbox.spec import (
+    RESERVED_ENV_PREFIX,
+    DroneSpec,
+    home_volume,
+    parse_permissions_label,
+    unit_service,
+    validate_name,
+)
+from devbox.systemd import journal_lines
+
+FORMAT = "devbox-backup"
+FORMAT_VERSION = 1
+VOLUME_MEMBER = "volume.tar"
+MANIFEST_MEMBER = "manifest.json"
+QUADLET_PREFIX = "units/quadlet/"
+SYSTEMD_PREFIX = "units/systemd/"
+MANIFEST_MAX = 1024 * 1024
+CHUNK = 1024 * 1024
+_BLOCK = 512
+_RECORD = 20 * _BLOCK
+
+# The labels restore turns back into create options; any other label is reported as not restored.
+RESTORED_LABELS = frozenset(
+    ("drone", "version", "created", "repos", "syncthing", "ssh-port", "permissions")
+    + ("idle-stop", "idle-destroy", "keep", "path", "dotfiles", "dotfiles-branch")
+    + ("tailscale", "login-server", "tailscale-ssh")  # the tailnet settings come from this host's config
+)
+
+Progress = Callable[[str], None]
+ByteProgress = Callable[[int], None]
+
+
+def _quiet(_: object) -> None:
+    pass
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+class _TarWriter:
+    """Just enough of a tar writer to stream one member of unknown size into a seekable file."""
+
+    def __init__(self, handle: IO[bytes], mtime: int) -> None:
+        self._f = handle
+        self._mtime = mtime
+
+    def _header(self, name: str, size: int) -> bytes:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode, info.type = size, self._mtime, 0o600, tarfile.REGTYPE
+        return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")  # GNU: sizes over 8 GiB in one header
+
+    def _pad(self, size: int) -> None:
+        if size % _BLOCK:
+            self._f.write(b"\0" * (_BLOCK - size % _BLOCK))
+
+    def add(self, name: str, data: bytes) -> str:
+        self._f.write(self._header(name, len(data)))
+        self._f.write(data)
+        self._pad(len(data))
+        return _sha256(data)
+
+    def add_stream(self, name: str, fill: Callable[[Callable[[bytes], None]], object]) -> tuple[int, str]:
+        """`fill(write)` writes the member's data; returns its size and sha256."""
+        start = self._f.tell()
+        placeholder = self._header(name, 0)
+        self._f.write(placeholder)
+        digest = hashlib.sha256()
+        size = 0
+
+        def write(chunk: bytes) -> None:
+            nonlocal size
+            self._f.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+
+        fill(write)
+        self._pad(size)
+        end = self._f.tell()
+        header = self._header(name, size)
+        if len(header) != len(placeholder):  # cannot happen with GNU format and a fixed name; never corrupt
+            raise DevboxError("internal error: the tar header changed length", ExitCode.FAILURE)
+        self._f.seek(start)
+        self._f.write(header)
+        self._f.seek(end)
+        return size, digest.hexdigest()
+
+    def close(self) -> None:
+        self._f.write(b"\0" * (2 * _BLOCK))
+        position = self._f.tell()
+        if position % _RECORD:
+            self._f.write(b"\0" * (_RECORD - position % _RECORD))
+
+
+def unit_members(paths: Paths, name: str) -> list[tuple[str, Path]]:
+    """The drone's unit files as (member name, path): the .container, its drop-ins, the creds units."""
+    members: list[tuple[str, Path]] = []
+    container = paths.quadlet_dir / f"drone-{name}.container"
+    members.append((QUADLET_PREFIX + container.name, container))
+    dropins = paths.quadlet_dir / f"drone-{name}.container.d"
+    if dropins.is_dir():
+        for path in sorted(dropins.iterdir()):
+            if path.is_file():
+                members.append((f"{QUADLET_PREFIX}{dropins.name}/{path.name}", path))
+    for suffix in ("socket", "service"):
+        path = paths.unit_dir / f"drone-{name}-creds.{suffix}"
+        if path.is_file():
+            members.append((SYSTEMD_PREFIX + path.name, path))
+    return members
+
+
+def default_file_name(name: str, now: datetime) -> str:
+    return f"{name}-{now:%Y%m%d-%H%M%S}.devbox.tar"
+
+
+@dataclass
+class BackupResult:
+    name: str
+    path: Path | None  # None: written to the stream (stdout)
+    size: int  # bytes of the whole archive
+    volume: str
+    volume_size: int
+    volume_sha256: str
+    running: bool  # was running when the backup began
+    stopped: bool  # stopped for the copy and started again
+    live: bool  # copied while running (--live)
+
+
+def _is_running(ctx: lifecycle.Context, service: str) -> bool:
+    return ctx.systemd.states([service])[service].active_state in ("active", "activating", "reloading")
+
+
+def _start_again(ctx: lifecycle.Context, service: str) -> DevboxError | None:
+    try:
+        ctx.systemd.start(service)
+    except DevboxError as exc:
+        return DevboxError(exc.message, exc.code, details=journal_lines(service, 20))
+    return None
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Give the finished archive its name without replacing a file that appeared meanwhile."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise DevboxError(f"{target} exists already: choose another name with -o", ExitCode.EXISTS) from None
+    except OSError:  # a file system without hard links
+        if target.exists():
+            raise DevboxError(f"{target} exists already: choose another name with -o", ExitCode.EXISTS) from None
+        os.replace(tmp, target)
+    else:
+        tmp.unlink()
+    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def backup(
+    ctx: lifecycle.Context,
+    name: str,
+    *,
+    output: str | None = None,
+    stream: IO[bytes] | None = None,
+    live: bool = False,
+    progress: Progress = _quiet,
+    progress_bytes: ByteProgress = _quiet,
+    notice: Progress = _quiet,
+) -> BackupResult:
+    """Write drone NAME's units and home volume to OUTPUT (default NAME-DATE.devbox.tar here; "-": `stream`).
+
+    A running drone is stopped for the copy and started again (`live` copies it as it runs).
+    Nothing half-written remains on failure, and a drone stopped for the copy is started again.
+    """
+    record = lifecycle.require_drone(ctx.paths, name)
+    volume = home_volume(name)
+    if not ctx.podman.volume_exists(volume):
+        raise DevboxError(
+            f"drone {name} has no home volume yet ({volume}: it has never started): nothing to back up",
+            ExitCode.NOT_FOUND,
+        )
+    now = ctx.clock()
+    target: Path | None = None
+    if output == "-":
+        if stream is None:
+            raise DevboxError("-o - needs an output stream", ExitCode.USAGE)
+        spool = ctx.paths.state_dir / "tmp"
+        spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+    else:
+        target = Path(os.path.abspath(output or default_file_name(name, now)))
+        if target.exists():
+            raise DevboxError(f"{target} exists already: choose another name with -o", ExitCode.EXISTS)
+        if not target.parent.is_dir():
+            raise DevboxError(f"cannot write {target}: {target.parent} is not a directory", ExitCode.INVALID_INPUT)
+        spool = target.parent
+    members = [(member, path.read_bytes()) for member, path in unit_members(ctx.paths, name)]
+    service = unit_service(name)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".devbox.tar.partial", dir=spool)  # mode 0600
+    tmp = Path(tmp_name)
+    running = stopped = False
+    restart_error: DevboxError | None = None
+    try:
+        with os.fdopen(fd, "w+b") as handle:
+            writer = _TarWriter(handle, int(now.timestamp()))
+            files = {member: writer.add(member, data) for member, data in members}
+            running = _is_running(ctx, service)
+            if running and not live:
+                notice(f"drone {name} is running: stopping it for a consistent copy, starting it again afterwards")
+                progress(f"stopping {service}")
+                ctx.systemd.stop(service)
+                stopped = True
+            elif running:
+                notice(f"drone {name} is running and --live copies it as it is: the copy may be inconsistent")
+            progress(f"exporting {volume}")
+
+            def export(write: Callable[[bytes], None]) -> None:
+                total = 0
+
+                def counted(chunk: bytes) -> None:
+                    nonlocal total
+                    write(chunk)
+                    total += len(chunk)
+                    progress_bytes(total)
+
+                ctx.podman.export_volume(volume, counted)
+
+            try:
+                volume_size, volume_sha = writer.add_stream(VOLUME_MEMBER, export)
+            except BaseException as exc:
+                if stopped:
+                    progress(f"starting {service} again")
+                    failed = _start_again(ctx, service)
+                    if failed and isinstance(exc, DevboxError):
+                        exc.details.append(f"and {service} did not start again: {failed.message}")
+                raise
+            if stopped:
+                progress(f"starting {service} again")
+                restart_error = _start_again(ctx, service)
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "devbox_version": __version__,
+                "name": name,
+                "labels": record.labels,
+                "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "running": running,
+                "live": running and live,
+                "volume": {"name": volume, "member": VOLUME_MEMBER, "size": volume_size, "sha256": volume_sha},
+                "files": files,
+            }
+            writer.add(MANIFEST_MEMBER, (json.dumps(manifest, indent=2) + "\n").encode())
+            writer.close()
+            size = handle.tell()
+            handle.flush()
+            os.fsync(handle.fileno())
+            if target is None:
+                assert stream is not None
+                handle.seek(0)
+                shutil.copyfileobj(handle, stream, CHUNK)
+                stream.flush()
+        if target is not None:
+            _publish(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if restart_error is not None:
+        where = str(target) if target else "stdout"
+        raise DevboxError(
+            f"the backup is written to {where}, but {service} did not start again: {restart_error.message}",
+            restart_error.code,
+            details=restart_error.details,
+        )
+    return BackupResult(name, target, size, volume, volume_size, volume_sha, running, stopped, running and live)
+
+
+# --- reading and restoring -----------------------------------------------------------------------
+
+
+def _bad(path: Path, why: str) -> DevboxError:
+    return DevboxError(f"{path} is not a usable devbox backup: {why}", ExitCode.INVALID_INPUT)
+
+
+def _safe_member(name: str) -> bool:
+    parts = name.split("/")
+    return not name.startswith("/") and ".." not in parts and "" not in parts and "." not in parts
+
+
+@dataclass
+class Archive:
+    """An opened backup whose structure, manifest and unit files are checked (the volume: `verify_volume`)."""
+
+    path: Path
+    tar: tarfile.TarFile
+    manifest: dict[str, Any]
+    members: dict[str, tarfile.TarInfo]
+    container_text: str
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    def close(self) -> None:
+        self.tar.close()
+
+    def volume_chunks(self, progress_bytes: ByteProgress = _quiet) -> Iterator[bytes]:
+        """The volume tar, a chunk at a time; raises at the end when it does not match the manifest."""
+        handle = self.tar.extractfile(self.members[VOLUME_MEMBER])
+        assert handle is not None
+        digest, total = hashlib.sha256(), 0
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            total += len(chunk)
+            progress_bytes(total)
+            yield chunk
+        if digest.hexdigest() != self.manifest["volume"]["sha256"]:
+            raise _bad(self.path, f"the sha256 of {VOLUME_MEMBER} does not match the manifest")
+
+    def verify_volume(self, progress_bytes: ByteProgress = _quiet) -> None:
+        for _ in self.volume_chunks(progress_bytes):
+            pass
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    handle = tar.extractfile(info)
+    assert handle is not None
+    return handle.read()
+
+
+def open_archive(path: Path) -> Archive:
+    """Open and check a backup: structure, manifest, names, unit file checksums. Creates nothing."""
+    try:
+        tar = tarfile.open(path, "r:")  # uncompressed only: restore reads the volume member twice
+    except FileNotFoundError:
+        raise DevboxError(f"no such file: {path}", ExitCode.INVALID_INPUT) from None
+    except IsADirectoryError:
+        raise _bad(path, "it is a directory") from None
+    except PermissionError:
+        raise DevboxError(f"cannot read {path}: permission denied", ExitCode.INVALID_INPUT) from None
+    except (tarfile.TarError, OSError) as exc:
+        raise _bad(path, f"not an uncompressed tar file ({exc})") from None
+    try:
+        return _check(path, tar)
+    except BaseException:
+        tar.close()
+        raise
+
+
+def _check(path: Path, tar: tarfile.TarFile) -> Archive:
+    try:
+        infos = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise _bad(path, f"the tar file is damaged ({exc})") from None
+    members: dict[str, tarfile.TarInfo] = {}
+    for info in infos:
+        if not info.isreg() or not _safe_member(info.name) or info.name in members:
+            raise _bad(path, f"unexpected member {info.name!r}")
+        members[info.name] = info
+    if MANIFEST_MEMBER not in members:
+        raise _bad(path, "no manifest.json")
+    if members[MANIFEST_MEMBER].size > MANIFEST_MAX:
+        raise _bad(path, "manifest.json is too large")
+    try:
+        manifest = json.loads(_read_member(tar, members[MANIFEST_MEMBER]))
+    except (ValueError, tarfile.TarError, OSError) as exc:
+        raise _bad(path, f"manifest.json is not JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise _bad(path, f'manifest.json has no "format": "{FORMAT}"')
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _bad(path, "manifest.json has no format_version")
+    if version > FORMAT_VERSION:
+        raise _bad(path, f"format version {version} is newer than this devbox reads ({FORMAT_VERSION}): upgrade devbox")
+    if version != FORMAT_VERSION:
+        raise _bad(path, f"format version {version} is not supported (this devbox reads {FORMAT_VERSION})")
+    name = manifest.get("name")
+    if not isinstance(name, str):
+        raise _bad(path, "manifest.json has no drone name")
+    try:
+        validate_name(name)
+    except DevboxError as exc:
+        raise _bad(path, exc.message) from None
+    volume = manifest.get("volume")
+    sha = volume.get("sha256") if isinstance(volume, dict) else None
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise _bad(path, "manifest.json has no sha256 for the volume")
+    if VOLUME_MEMBER not in members:
+        raise _bad(path, f"no {VOLUME_MEMBER}")
+    if volume.get("size") != members[VOLUME_MEMBER].size:
+        raise _bad(path, f"{VOLUME_MEMBER} is not the size the manifest says (truncated?)")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise _bad(path, "manifest.json has no file list")
+    for member, digest in files.items():
+        if member not in members:
+            raise _bad(path, f"{member} is missing")
+        if _sha256(_read_member(tar, members[member])) != digest:
+            raise _bad(path, f"the sha256 of {member} does not match the manifest")
+    unlisted = set(members) - set(files) - {VOLUME_MEMBER, MANIFEST_MEMBER}
+    if unlisted:
+        raise _bad(path, f"{sorted(unlisted)[0]} is not in the manifest")
+    container = f"{QUADLET_PREFIX}drone-{name}.container"
+    if container not in members:
+        raise _bad(path, f"no {container}")
+    try:
+        text = _read_member(tar, members[container]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad(path, f"{container} is not text") from None
+    if not unitfile.is_ours(text) or unitfile.labels(text).get("drone") != name:
+        raise _bad(path, f"{container} is not the unit devbox wrote for drone {name}")
+    return Archive(path, tar, manifest, members, text)
+
+
+def request_from_unit(
+    text: str, name: str, config_permissions: dict[str, str]
+) -> tuple[lifecycle.CreateRequest, list[str]]:
+    """The create options a drone's .container unit declares (labels, Image=, PodmanArgs=, Environment=).
+
+    Returns the request for drone NAME and the labels it does not carry over.
+    """
+    labels = unitfile.labels(text)
+    sections = unitfile.parse_sections(text)
+    image = unitfile.image(text)
+    if not image:
+        raise DevboxError("the archived unit has no Image=", ExitCode.INVALID_INPUT)
+    cpus = memory = None
+    for value in unitfile.values(sections, "Container", "PodmanArgs"):
+        for word in unitfile.split_words(value):
+            key, _, arg = word.partition("=")
+            if key == "--cpus":
+                cpus = arg
+            elif key == "--memory":
+                memory = arg
+    env = []
+    for value in unitfile.values(sections, "Container", "Environment"):
+        for word in unitfile.split_words(value):
+            key, sep, _ = word.partition("=")
+            if sep and not key.startswith(RESERVED_ENV_PREFIX):
+                env.append(word)
+    repos = [r for r in labels.get("repos", "").split(",") if r]
+    permissions: list[str] = []
+    if repos:  # exactly the archived permissions: the config's others dropped
+        archived = parse_permissions_label(labels.get("permissions", ""))
+        permissions = [f"{k}={v}" for k, v in archived.items()]
+        permissions += [f"{k}=none" for k in config_permissions if k not in archived]
+    request = lifecycle.CreateRequest(
+        name=name,
+        repos=repos,
+        image=image,
+        cpus=cpus,
+        memory=memory,
+        ssh_port=labels.get("ssh-port"),
+        syncthing=labels.get("syncthing") == "true",
+        env=env,
+        permissions=permissions,
+        idle_stop=labels.get("idle-stop"),
+        idle_destroy=labels.get("idle-destroy"),
+        keep=labels.get("keep") == "true",
+        tailscale=labels.get("tailscale") == "true",
+        path=labels.get("path"),
+        dotfiles=labels.get("dotfiles"),
+        dotfiles_branch=labels.get("dotfiles-branch"),
+    )
+    return request, sorted(set(labels) - RESTORED_LABELS)
+
+
+@dataclass
+class RestoreResult:
+    name: str
+    source: Path
+    original_name: str
+    create: lifecycle.CreateResult
+    volume: str
+    volume_size: int
+    ignored_labels: list[str] = field(default_factory=list)
+
+
+def restore(
+    ctx: lifecycle.Context,
+    path: Path,
+    *,
+    name: str | None = None,
+    start: bool = True,
+    progress: Progress = _quiet,
+    progress_bytes: ByteProgress = _quiet,
+) -> RestoreResult:
+    """Recreate a drone from a backup: check it all, import the volume, create the drone through
+    lifecycle.create (units rendered anew from the archived labels), start it. On any failure
+    after the volume was created, the volume and the drone's units are removed again."""
+    archive = open_archive(path)
+    try:
+        target = validate_name(name) if name is not None else archive.name
+        if target in lifecycle.find_drones(ctx.paths):
+            raise DevboxError(f"drone {target} exists already: restore with --name NEW", ExitCode.EXISTS)
+        volume = home_volume(target)
+        if ctx.podman.volume_exists(volume):
+            raise DevboxError(
+                f"volume {volume} exists already: remove it (podman volume rm {volume}) or restore with --name NEW",
+                ExitCode.EXISTS,
+            )
+        request, ignored = request_from_unit(archive.container_text, target, dict(ctx.config.github.permissions))
+        claimed = {record.labels.get("ssh-port") for record in lifecycle.find_drones(ctx.paths).values()}
+        if request.ssh_port in claimed:  # a copy beside its original: a port of its own
+            request = replace(request, ssh_port=None)
+        progress(f"checking {VOLUME_MEMBER}")
+        archive.verify_volume()
+        created = False
+        imported = 0
+
+        def prepare(spec: DroneSpec) -> None:
+            nonlocal created, imported
+            progress(f"creating volume {spec.volume}")
+            ctx.podman.create_volume(spec.volume)
+            created = True
+            progress(f"importing {spec.volume}")
+            imported = ctx.podman.import_volume(spec.volume, archive.volume_chunks(progress_bytes))
+
+        try:
+            result = lifecycle.create(ctx, request, start=start, progress=progress, prepare=prepare)
+        except BaseException:
+            if created:
+                _roll_back(ctx, target, progress)
+            raise
+        return RestoreResult(target, path, archive.name, result, volume, imported, ignored)
+    finally:
+        archive.close()
+
+
+def _roll_back(ctx: lifecycle.Context, name: str, progress: Progress) -> None:
+    """Remove what a failed restore made: the drone's units (through destroy) and its volume."""
+    progress(f"rolling back: removing drone {name} and its volume")
+    try:
+        if name in lifecycle.find_drones(ctx.paths):
+            lifecycle.destroy(ctx, name)
+        else:
+            ctx.podman.remove_volume(home_volume(name))
+    except DevboxError:
+        pass  # the original error is the one to report
