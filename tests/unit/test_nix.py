@@ -445,4 +445,6 @@ def test_containerfile_provides_the_contract():
     assert re.search(rf'^(CMD|ENTRYPOINT) \[?"?{re.escape(entry)}', text, re.M), (
         f"{CONTAINERFILE.name}: CMD/ENTRYPOINT is not {entry}"
     )
-    assert re.search(rf"^EXPOSE {items['port'][0]}\b", text, re.M), f"{CONTAINERFILE.name}: no EXPOSE {items['port'][0]}"
+    assert re.search(rf"^EXPOSE {items['port'][0]}\b", text, re.M), (
+        f"{CONTAINERFILE.name}: no EXPOSE {items['port'][0]}"
+    )
