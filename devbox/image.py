@@ -110,7 +110,7 @@ def info_argv(request: BuildRequest, image: str) -> list[str]:
 def build(
     request: BuildRequest,
     on_line: Callable[[str], None],
-    runner: Runner = run_process,
+    runner: Runner | None = None,
     clock: Callable[[], float] = time.monotonic,
     tail_on_error: bool = True,
 ) -> BuildResult:
@@ -150,7 +150,7 @@ def build(
     return BuildResult(request.tag, image_id, seconds, read_info(request, image_id or request.tag, runner))
 
 
-def read_info(request: BuildRequest, image: str, runner: Runner = run_process) -> dict[str, str]:
+def read_info(request: BuildRequest, image: str, runner: Runner | None = None) -> dict[str, str]:
     """The image's /usr/share/devbox/image-info (written at build time: what the build could install)."""
     lines: list[str] = []
     status = _run(runner, info_argv(request, image), lines.append)
@@ -167,7 +167,7 @@ def read_info(request: BuildRequest, image: str, runner: Runner = run_process) -
     return info
 
 
-def load(path: str, on_line: Callable[[str], None], runner: Runner = run_process, podman: str = "podman") -> list[str]:
+def load(path: str, on_line: Callable[[str], None], runner: Runner | None = None, podman: str = "podman") -> list[str]:
     """podman load of an image archive (the Nix image: `nix build .#drone-image` gives ./result)."""
     if not os.path.isfile(path):
         raise DevboxError(f"no image archive at {path}", ExitCode.INVALID_INPUT)
@@ -183,9 +183,9 @@ def load(path: str, on_line: Callable[[str], None], runner: Runner = run_process
     return [line.split(":", 1)[1].strip() for line in lines if line.startswith("Loaded image")]
 
 
-def _run(runner: Runner, argv: list[str], on_line: Callable[[str], None]) -> int:
+def _run(runner: Runner | None, argv: list[str], on_line: Callable[[str], None]) -> int:
     try:
-        return runner(argv, on_line)
+        return (runner or run_process)(argv, on_line)  # looked up at call time: tests replace it
     except FileNotFoundError:
         raise DevboxError(f"{argv[0]} is not installed", ExitCode.ENVIRONMENT) from None
     except OSError as exc:
