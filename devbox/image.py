@@ -234,6 +234,6 @@ class StepDisplay:
 
 def _columns() -> int:
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 80  # a pty may say 0
     except OSError:
         return 80
