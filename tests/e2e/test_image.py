@@ -89,3 +89,23 @@ def test_a_dead_sshd_stops_the_drone_with_1(machine, drone):
     )
     assert machine.user(f"podman inspect {DRONE} --format '{{{{.State.ExitCode}}}}'").stdout.strip() == "1"
     assert "devbox-drone-init: sshd exited with status" in machine.user(f"podman logs {DRONE} 2>&1").stdout
+
+
+def test_a_key_secret_mounted_as_root_s_is_said_and_ssh_goes_on(machine, built):
+    """Podman mounts a secret as uid 0 unless told uid=: under keep-id the drone user cannot read it."""
+    r = machine.user(
+        f"""printf 'tskey-auth-e2e\\n' | podman secret create --replace {DRONE}-ts - >/dev/null
+        podman run -d --name {DRONE}-ts --userns=keep-id --init -v {DRONE}-ts-home:$HOME -w $HOME \
+          --secret {DRONE}-ts,type=mount,target=/run/secrets/tailscale-authkey,mode=0400 {IMAGE} >/dev/null"""
+    )
+    try:
+        wait_for(lambda: "ready" in machine.user(f"podman logs {DRONE}-ts 2>&1", check=False).stdout, 30, "ready")
+        logs = machine.user(f"podman logs {DRONE}-ts 2>&1").stdout
+        assert "/run/secrets/tailscale-authkey is not readable by dev (uid 1000): no tailnet" in logs
+        assert "tskey-auth-e2e" not in logs
+    finally:
+        machine.user(
+            f"podman rm -f -t 0 {DRONE}-ts; podman volume rm -f {DRONE}-ts-home; podman secret rm {DRONE}-ts",
+            check=False,
+        )
+    assert r.returncode == 0

@@ -470,3 +470,15 @@ def test_sigterm_stops_the_children_and_exits_143(drone):
     assert not [pid for pid in pids if alive(pid)]
     assert list((drone.state / "pids").iterdir()) == []
     assert drone.run("status").stdout.splitlines()[0] == "sshd=stopped"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a 0000 file: run as a user to see the message")
+def test_a_key_file_the_user_cannot_read_is_said_once(drone):
+    key = with_key(drone)
+    key.chmod(0)
+    proc = drone.start()
+    drone.ready(proc, "sshd")
+    assert f"devbox-drone-init: {key} is not readable by " in drone.output()
+    assert drone.calls("tailscaled") == []
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 143
