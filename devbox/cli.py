@@ -729,3 +729,45 @@ def restore(
         return
     state = "running" if result.create.started else f"created, not started: devbox start {result.name}"
     print(f"drone {result.name} is restored from {result.source} and {state}")
+
+# --- the drone image (issue 5): `image build`, `image load` ---
+
+image_app = typer.Typer(help="Build or load the default drone image.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def image_build(
+    base: str = typer.Option(None, "--base", help="Base image (default docker.io/library/debian:trixie-slim)."),
+    tag: str = typer.Option(None, "--tag", help="Tag to build (default localhost/devbox-drone:latest)."),
+    tailscale: str = typer.Option(
+        "auto", "--tailscale", help="auto: install when pkgs.tailscale.com answers; required: fail without; skip."
+    ),
+    pull: bool = typer.Option(
+        None, "--pull/--no-pull", help="Pull the base image always / never (default: when missing)."
+    ),
+) -> None:
+    """Build the default drone image with podman build (templates/image/Containerfile)."""
+    from devbox import image
+
+    display = image.StepDisplay()
+    request = image.BuildRequest(tag=tag or image.DEFAULT_TAG, base=base, tailscale=tailscale, pull=pull)
+    try:
+        result = image.build(request, display, tail_on_error=display.tty)
+    finally:
+        display.clear()
+    print(result.summary(), flush=True)
+    warning = result.warning()
+    if warning:
+        _err(f"devbox: {warning}")
+
+
+@image_app.command("load")
+def image_load(
+    path: str = typer.Argument(..., help="Image archive, e.g. ./result of nix build .#drone-image."),
+) -> None:
+    """Load an image archive with podman load (the Nix-built drone image)."""
+    from devbox import image
+
+    for name in image.load(path, lambda line: _err(line)):
+        print(f"loaded {name}")

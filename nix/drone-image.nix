@@ -1,5 +1,6 @@
 # packages.<system>.drone-image: the drone image built with dockerTools, to the same contract as
-# the Containerfile image (image/CONTRACT.md; tests/unit/test_nix.py compares the two).
+# the Containerfile image (templates/image/CONTRACT.md; tests/unit/test_nix.py compares the two).
+# Both run the same init, templates/image/devbox-drone-init.
 #
 #   nix build .#drone-image && podman load < result
 #
@@ -33,6 +34,11 @@ let
     mv = "${coreutils}/bin/mv";
     rm = "${coreutils}/bin/rm";
     sleep = "${coreutils}/bin/sleep";
+    sed = "${gnused}/bin/sed";
+    id = "${coreutils}/bin/id";
+    mkdir = "${coreutils}/bin/mkdir";
+    chmod = "${coreutils}/bin/chmod";
+    cat = "${coreutils}/bin/cat";
     devbox-drone-init = "/usr/local/bin/devbox-drone-init";
   };
   # Every path of the contract, and /var/empty for sshd; the build fails when one is missing.
@@ -79,7 +85,11 @@ in
     printf '%s\n' 'Defaults !lecture' 'ALL ALL=(ALL:ALL) NOPASSWD: ALL' > etc/sudoers
     chmod 0440 etc/sudoers
     install -o 0 -g 0 -m 4755 ${sudo}/bin/sudo usr/bin/sudo
-    install -m 0755 ${./drone-init.sh} usr/local/bin/devbox-drone-init
+    install -m 0755 ${../templates/image/devbox-drone-init} usr/local/bin/devbox-drone-init
+    # Login shells source /etc/profile.d (the proxy to the tailnet, as in the Containerfile image).
+    mkdir -p etc/profile.d
+    install -m 0644 ${../templates/image/devbox-drone.sh} etc/profile.d/devbox-drone.sh
+    printf '%s\n' 'for f in /etc/profile.d/*.sh; do [ -r "$f" ] && . "$f"; done' 'unset f' > etc/profile
     for p in ${builtins.concatStringsSep " " paths}; do
       [ -e ".$p" ] || { echo "drone image: $p is missing" >&2; exit 1; }
     done
@@ -95,9 +105,9 @@ in
       "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
     ];
     ExposedPorts = { "${toString port}/tcp" = { }; };
-    Labels = { "io.devbox.image-contract" = "image/CONTRACT.md"; };
+    Labels = { "io.devbox.image" = "1"; "io.devbox.image-contract" = "templates/image/CONTRACT.md"; };
   };
 }) // {
-  # For tests and tools: what this image provides, as image/CONTRACT.md lists it.
+  # For tests and tools: what this image provides, as templates/image/CONTRACT.md lists it.
   contract = { inherit commands paths entrypoint port; };
 }

@@ -1,0 +1,5 @@
+# /etc/profile.d/devbox-drone.sh (devbox drone image): login shells reach the tailnet through
+# tailscaled's proxy (userspace networking), when devbox-drone-init started Tailscale.
+if [ -n "${HOME:-}" ] && [ -r "$HOME/.local/state/devbox-drone/proxy.env" ]; then
+  . "$HOME/.local/state/devbox-drone/proxy.env"
+fi
