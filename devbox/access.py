@@ -23,6 +23,7 @@ class SshTarget:
     user: str  # keep-id: the drone user is the host user
     on_tailnet: bool
     identity_file: str | None = None
+    known_hosts: str | None = None  # devbox's own file, holding the key the drone itself reported
 
     @property
     def host_key_alias(self) -> str | None:
@@ -51,6 +52,8 @@ def ssh_argv(target: SshTarget, command: list[str]) -> list[str]:
         argv += ["-o", f"HostKeyAlias={target.host_key_alias}"]
     if target.identity_file:
         argv += ["-i", target.identity_file, "-o", "IdentitiesOnly=yes"]
+    if target.known_hosts:
+        argv += ["-o", f"UserKnownHostsFile={target.known_hosts}", "-o", "StrictHostKeyChecking=yes"]
     argv.append(f"{target.user}@{target.host}")
     return argv + (["--", *command] if command else [])
 
@@ -61,6 +64,8 @@ def ssh_config_block(target: SshTarget) -> str:
         lines.append(f"    HostKeyAlias {target.host_key_alias}")
     if target.identity_file:
         lines += [f"    IdentityFile {target.identity_file}", "    IdentitiesOnly yes"]
+    if target.known_hosts:
+        lines.append(f"    UserKnownHostsFile {target.known_hosts} ~/.ssh/known_hosts")
     return "\n".join(lines) + "\n"
 
 
@@ -98,3 +103,9 @@ def port_url(target: SshTarget, port: int, scheme: str = "http") -> str:
             ExitCode.CONFLICT,
         )
     return f"{scheme}://{target.host}:{port}/"
+
+
+def known_hosts_text(previous: str, alias: str, key: str) -> str:
+    """PREVIOUS with ALIAS's line replaced by KEY (a drone made anew has a new host key)."""
+    kept = [line for line in previous.splitlines() if line.split(" ", 1)[0] != alias]
+    return "\n".join([*kept, f"{alias} {key}"]) + "\n"

@@ -419,13 +419,16 @@ def exec_(
 
 def _ssh_target(ctx: Context, name: str) -> SshTarget:
     import getpass
+    from dataclasses import replace
 
     from devbox import access, lifecycle
 
     record = lifecycle.require_drone(ctx.paths, name)
     key = ctx.paths.drone_key(name)
     identity = str(key) if key.exists() else None
-    return access.ssh_target(name, record.labels, getpass.getuser(), ctx.config.tailscale.tailnet, identity)
+    target = access.ssh_target(name, record.labels, getpass.getuser(), ctx.config.tailscale.tailnet, identity)
+    known_hosts = lifecycle.record_host_key(ctx, target)
+    return replace(target, known_hosts=str(known_hosts)) if known_hosts else target
 
 
 def _exec(argv: list[str], what: str) -> None:
@@ -729,6 +732,7 @@ def restore(
         return
     state = "running" if result.create.started else f"created, not started: devbox start {result.name}"
     print(f"drone {result.name} is restored from {result.source} and {state}")
+
 
 # --- the drone image (issue 5): `image build`, `image load` ---
 

@@ -71,6 +71,11 @@ class Paths:
         """Where a GitHub App key from op:// or env: is kept (0600) for the broker's LoadCredential=."""
         return self.state_dir / "credentials" / "github-app.pem"
 
+    @property
+    def known_hosts(self) -> Path:
+        """Host keys of local drones, read from the drones themselves: `devbox ssh` checks them strictly."""
+        return self.state_dir / "known_hosts"
+
     def drone_key(self, name: str) -> Path:
         """The private half of a drone's own SSH key pair (`create --new-ssh-key`), 0600."""
         return self.state_dir / "ssh" / f"{name}_ed25519"

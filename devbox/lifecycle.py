@@ -36,6 +36,7 @@ from devbox.spec import SOCKET_PATH_MAX, DroneSpec, home_volume, parse_env, tail
 from devbox.systemd import Systemd, UnitState, details, journal_lines
 
 if TYPE_CHECKING:
+    from devbox.access import SshTarget
     from devbox.secrets import Secret
 
 Progress = Callable[[str], None]
@@ -571,6 +572,28 @@ def _summary(unit: UnitState, container: ContainerInfo | None) -> str:
     return {"activating": "starting", "deactivating": "stopping", "failed": "failed", "reloading": "running"}.get(
         unit.active_state, "stopped"
     )
+
+
+def record_host_key(ctx: Context, target: SshTarget) -> Path | None:
+    """For a drone on 127.0.0.1, its sshd's host key as the drone reports it, in devbox's known_hosts.
+
+    Then ssh checks the key strictly, with no trust-on-first-use question. None when the
+    drone cannot tell (stopped, or an image that keeps its key elsewhere): ssh asks as usual.
+    """
+    if target.on_tailnet or target.host_key_alias is None:
+        return None
+    key = ctx.probe.ssh_host_key(f"drone-{target.name}")
+    if key is None:
+        return None
+    from devbox.access import known_hosts_text
+
+    path = ctx.paths.known_hosts
+    previous = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = known_hosts_text(previous, target.host_key_alias, key)
+    if text != previous:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        install.atomic_write(path, text, mode=0o600)
+    return path
 
 
 def tailnet_name(name: str, tailnet: str | None) -> str:

@@ -53,6 +53,7 @@ class Probe(Protocol):
     def export_volume(self, volume: str, target: Path) -> str: ...  # "" or why it failed
     def syncthing_id(self, container: str) -> str | None: ...  # the drone's Syncthing device ID
     def dotfiles_outcome(self, container: str) -> str | None: ...  # templates/drone/dotfiles' one line
+    def ssh_host_key(self, container: str) -> str | None: ...  # the drone sshd's public host key line
 
 
 def count_ssh_sessions(proc_net_tcp: str, port: int = SSH_PORT) -> int:
@@ -159,6 +160,15 @@ class PodmanProbe:
         if result is None or result.returncode != 0:
             return None
         return parse_device_id(result.stdout)
+
+    def ssh_host_key(self, container: str) -> str | None:
+        """The init keeps the host key in the home volume (templates/image/CONTRACT.md)."""
+        path = "$HOME/.local/state/devbox-drone/ssh/ssh_host_ed25519_key.pub"
+        result = self._run("exec", container, "sh", "-c", f'cat "{path}"', timeout=20)
+        if result is None or result.returncode != 0:
+            return None
+        fields = result.stdout.split()
+        return " ".join(fields[:2]) if len(fields) >= 2 and fields[0] == "ssh-ed25519" else None
 
     def dotfiles_outcome(self, container: str) -> str | None:
         result = self._run("exec", container, "sh", "-c", 'cat "$HOME/.local/state/devbox/dotfiles"', timeout=20)

@@ -186,6 +186,10 @@ class FakeProbe:
     calls: list[str] = field(default_factory=list)
 
     dotfiles: dict[str, str] = field(default_factory=dict)  # container -> outcome line
+    host_keys: dict[str, str] = field(default_factory=dict)  # container -> "ssh-ed25519 AAAA..."
+
+    def ssh_host_key(self, container: str) -> str | None:
+        return self.host_keys.get(container)
 
     def dotfiles_outcome(self, container: str) -> str | None:
         return self.dotfiles.get(container)

@@ -290,3 +290,23 @@ def test_a_missing_client_is_one_clear_line(world: World, capsys, monkeypatch) -
         "",
         "devbox: zed is not installed (Zed's `zed` command)\n",
     )
+
+
+def test_ssh_checks_a_local_drones_host_key_as_the_drone_reports_it(world: World, capsys, execs) -> None:
+    devbox(capsys, "create", "demo", "--ssh-port", "2299")
+    first = " ".join(ED25519_KEY.split()[:2])
+    world.probe.host_keys["drone-demo"] = first
+    assert devbox(capsys, "ssh", "demo")[0] == 0
+    known = world.paths.known_hosts
+    assert execs[0][:9] == [
+        "ssh", "-p", "2299", "-o", "HostKeyAlias=devbox-demo",
+        "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+    ]  # fmt: skip
+    assert known.read_text() == f"devbox-demo {first}\n"
+    second = " ".join(ECDSA_KEY.split()[:2])  # the drone was made anew: a new host key replaces the old line
+    world.probe.host_keys["drone-demo"] = second
+    devbox(capsys, "create", "other", "--ssh-port", "2298")
+    world.probe.host_keys["drone-other"] = first
+    assert devbox(capsys, "ssh", "demo")[0] == 0 and devbox(capsys, "ssh", "other")[0] == 0
+    assert known.read_text() == f"devbox-demo {second}\ndevbox-other {first}\n"
+    assert f"    UserKnownHostsFile {known} ~/.ssh/known_hosts\n" in devbox(capsys, "ssh-config", "demo")[1]
