@@ -89,6 +89,8 @@ def test_podman_run_arguments(quadlet_binary: Path, tmp_path: Path, case: str) -
     assert option_values(argv, "--hostname") == [spec.name]
     assert option_values(argv, "--userns") == ["keep-id"]
     assert "--init" in argv
+    # Podman fills these in (not systemd: the unit has $$); the e2e tests check the shell in the drone.
+    assert option_values(argv, "--passwd-entry") == ["$USERNAME:*:$UID:$GID:$NAME:$HOME:/bin/bash"]
     tools = HOST.tools_dir
     workspace = [f"{spec.path}:{spec.path}"] if spec.path else []
     assert option_values(argv, "-v") == [
