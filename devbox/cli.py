@@ -21,6 +21,7 @@ from devbox.errors import DevboxError, ExitCode
 if TYPE_CHECKING:
     from devbox.access import SshTarget
     from devbox.lifecycle import Context, CreateRequest
+    from devbox.progress import Spinner
 
 app = typer.Typer(
     name="devbox",
@@ -62,6 +63,13 @@ def _progress(text: str) -> None:
         _err(f"… {text}")
 
 
+def _spinner() -> Spinner:
+    """The current step with a spinner on a terminal; nothing when stderr is piped."""
+    from devbox.progress import Spinner
+
+    return Spinner(enabled=sys.stderr.isatty() and os.environ.get("TERM") != "dumb")
+
+
 def _colour() -> bool:
     """Colour on a terminal, never when piped or when NO_COLOR is set (https://no-color.org)."""
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
@@ -85,6 +93,8 @@ def main(
     global _debug
     _debug = debug
 
+
+JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 
 # Options shared by `create` and `render`.
 RepoOpt = typer.Option([], "--repo", "-r", help="GitHub repository ORG/REPO the drone may use (repeatable).")
@@ -161,39 +171,40 @@ def create(
     no_start: bool = typer.Option(False, "--no-start", help="Write and load the units, do not start."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written; write nothing."),
     force: bool = typer.Option(False, "--force", help="Replace unit files devbox did not write."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Create a drone and start it."""
     from devbox import lifecycle
 
     ctx = make_context()
-    result = lifecycle.create(
-        ctx,
-        _request(
-            name,
-            repo=repo,
-            image=image,
-            cpus=cpus,
-            memory=memory,
-            ssh_port=ssh_port,
-            with_syncthing=with_syncthing,
-            env=env,
-            permission=permission,
-            idle_stop=idle_stop,
-            idle_destroy=idle_destroy,
-            keep=keep,
-            ssh_keys=ssh_key,
-            tailscale=tailscale,
-            new_ssh_key=new_ssh_key,
-            path=path,
-            dotfiles=dotfiles,
-            dotfiles_branch=dotfiles_branch,
-        ),
-        start=not no_start,
-        dry_run=dry_run,
-        force=force,
-        progress=_progress,
-    )
+    with _spinner() as progress:
+        result = lifecycle.create(
+            ctx,
+            _request(
+                name,
+                repo=repo,
+                image=image,
+                cpus=cpus,
+                memory=memory,
+                ssh_port=ssh_port,
+                with_syncthing=with_syncthing,
+                env=env,
+                permission=permission,
+                idle_stop=idle_stop,
+                idle_destroy=idle_destroy,
+                keep=keep,
+                ssh_keys=ssh_key,
+                tailscale=tailscale,
+                new_ssh_key=new_ssh_key,
+                path=path,
+                dotfiles=dotfiles,
+                dotfiles_branch=dotfiles_branch,
+            ),
+            start=not no_start,
+            dry_run=dry_run,
+            force=force,
+            progress=progress,
+        )
     if as_json:
         _print_json(
             {
@@ -272,7 +283,7 @@ def render(
 
 
 @app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_(as_json: bool = JsonOpt) -> None:
     """Every drone, its state and address."""
     from devbox import lifecycle, output
 
@@ -289,7 +300,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 @app.command()
 def status(
     name: str = DroneArg,
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """One drone in detail: unit, container, image, repos, uptime, restarts, ports, volume."""
     from devbox import lifecycle, output
@@ -302,30 +313,42 @@ def status(
 
 
 @app.command()
-def start(name: str = DroneArg) -> None:
+def start(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     """Start a drone (and bring it back with the user manager)."""
     from devbox import lifecycle
 
-    lifecycle.start(make_context(), name, progress=_progress)
-    print(f"drone {name} is running")
+    with _spinner() as progress:
+        lifecycle.start(make_context(), name, progress=progress)
+    if as_json:
+        _print_json({"name": name, "state": "running"})
+    else:
+        print(f"drone {name} is running")
 
 
 @app.command()
-def stop(name: str = DroneArg) -> None:
+def stop(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     """Stop a drone; it stays stopped until `devbox start`, across reboots too."""
     from devbox import lifecycle
 
-    lifecycle.stop(make_context(), name, progress=_progress)
-    print(f"drone {name} is stopped")
+    with _spinner() as progress:
+        lifecycle.stop(make_context(), name, progress=progress)
+    if as_json:
+        _print_json({"name": name, "state": "stopped"})
+    else:
+        print(f"drone {name} is stopped")
 
 
 @app.command()
-def restart(name: str = DroneArg) -> None:
+def restart(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     """Restart a drone."""
     from devbox import lifecycle
 
-    lifecycle.restart(make_context(), name, progress=_progress)
-    print(f"drone {name} is running")
+    with _spinner() as progress:
+        lifecycle.restart(make_context(), name, progress=progress)
+    if as_json:
+        _print_json({"name": name, "state": "running"})
+    else:
+        print(f"drone {name} is running")
 
 
 @app.command()
@@ -333,7 +356,7 @@ def destroy(
     name: str = DroneArg,
     keep_volume: bool = typer.Option(False, "--keep-volume", help="Keep the drone's home volume."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Stop a drone and remove its units, container and (unless --keep-volume) its home volume."""
     from devbox import lifecycle
@@ -346,7 +369,8 @@ def destroy(
         what = "its units and container" if keep_volume else "its units, container and home volume"
         if not typer.confirm(f"Destroy drone {name} with {what}?", default=False):
             raise DevboxError("nothing destroyed", ExitCode.FAILURE)
-    result = lifecycle.destroy(ctx, name, keep_volume=keep_volume, progress=_progress)
+    with _spinner() as progress:
+        result = lifecycle.destroy(ctx, name, keep_volume=keep_volume, progress=progress)
     if as_json:
         _print_json(
             {
@@ -377,7 +401,7 @@ def logs(
 
 
 @app.command()
-def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def doctor(as_json: bool = JsonOpt) -> None:
     """Check that this host can run drones; each failed check says what to do."""
     from devbox.doctor import run_checks
 
@@ -646,7 +670,7 @@ def backup(
         None, "--output", "-o", help="Archive file (default NAME-YYYYmmdd-HHMMSS.devbox.tar here, UTC); - for stdout."
     ),
     live: bool = typer.Option(False, "--live", help="Do not stop a running drone; the copy may be inconsistent."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Save a drone's home volume and unit files to one tar file (a running drone is stopped meanwhile)."""
     from devbox import backup as backups
@@ -694,7 +718,7 @@ def restore(
     file: str = typer.Argument(..., help="An archive written by devbox backup.", show_default=False),
     name: str | None = typer.Option(None, "--name", help="Restore as this drone (default: the name in the archive)."),
     no_start: bool = typer.Option(False, "--no-start", help="Create the drone, do not start it."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Recreate a drone from a backup: its home volume, and its units rendered anew from its labels."""
     from pathlib import Path

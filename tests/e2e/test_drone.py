@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.helpers import Devbox, wait_for
+from tests.e2e.helpers import TEST_IMAGE, Devbox, wait_for
 
 DRONE_IMAGE = "localhost/devbox-drone:latest"
 STANDIN_IMAGE = "localhost/devbox-drone-standin:latest"
@@ -89,7 +89,8 @@ def box(machine, images) -> Iterator[Devbox]:
     finally:
         for name in ("local", "tailnode"):
             devbox.run("destroy", name, "--yes", check=False)
-        devbox.sh("rm -f ~/.config/devbox/config.toml ~/ts-authkey")
+        devbox.sh("rm -f ~/ts-authkey")
+        machine.user(f"printf '[drone]\\nimage = \"{TEST_IMAGE}\"\\n' > ~/.config/devbox/config.toml")
 
 
 def test_the_image_builds_from_the_local_base_and_says_it_has_no_tailscale(images, machine) -> None:

@@ -129,3 +129,36 @@ def test_create_and_destroy_json(world: World, capsys) -> None:
     }
     assert len(data["removed_files"]) == 5
     assert not (world.paths.drones_dir / "demo").exists()
+
+
+def test_spinner_shows_the_current_step_on_a_terminal_and_nothing_when_piped() -> None:
+    import io
+    import time
+
+    from devbox.progress import Spinner
+
+    shown = io.StringIO()
+    with Spinner(shown, interval=0.01, enabled=True) as progress:
+        progress("pulling localhost/devbox-drone:latest")
+        deadline = time.monotonic() + 5
+        while "pulling" not in shown.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        progress("starting drone-demo.service")
+        while "starting drone-demo" not in shown.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    text = shown.getvalue()
+    assert "pulling localhost/devbox-drone:latest (0s)" in text and "starting drone-demo.service (" in text
+    assert text.endswith("\r\x1b[2K")  # the line is cleared before the result is printed
+    piped = io.StringIO()
+    with Spinner(piped, enabled=False) as progress:
+        progress("pulling")
+    assert piped.getvalue() == ""
+
+
+def test_start_stop_restart_json(world: World, capsys) -> None:
+    import json
+
+    devbox(capsys, "create", "demo")
+    for verb, state in (("stop", "stopped"), ("start", "running"), ("restart", "running")):
+        code, out, err = devbox(capsys, verb, "demo", "--json")
+        assert (code, err) == (0, "") and json.loads(out) == {"name": "demo", "state": state}
