@@ -31,6 +31,7 @@ DEVBOX = [sys.executable, "-m", "devbox"]
 QUADLET_DIR = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "containers" / "systemd"
 PODMAN_PS = ["podman", "ps", "--filter", "label=io.devbox.drone", "--format", "json"]
 RUNTIME = Path(os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}"))
+DRONES_DATA = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "devbox" / "drones"
 
 
 def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -75,11 +76,14 @@ def bench_create(reps: int, image: str) -> dict[str, float]:
     """devbox create (to active) vs the same Quadlet file written by hand, daemon-reload, start."""
     devbox("create", "bench-probe", "--image", image, "--no-start")
     text = (QUADLET_DIR / "drone-bench-probe.container").read_text()
+    keys = (DRONES_DATA / "bench-probe" / "authorized_keys").read_text()
     devbox("destroy", "bench-probe", "--yes")
     manual = QUADLET_DIR / "drone-bench-manual.container"
 
     def manual_create() -> None:
         (RUNTIME / "devbox" / "drones" / "bench-manual").mkdir(parents=True, exist_ok=True)
+        (DRONES_DATA / "bench-manual").mkdir(parents=True, exist_ok=True)
+        (DRONES_DATA / "bench-manual" / "authorized_keys").write_text(keys)
         manual.write_text(text.replace("bench-probe", "bench-manual"))
         systemctl("daemon-reload")
         systemctl("start", "drone-bench-manual.service")
@@ -87,6 +91,7 @@ def bench_create(reps: int, image: str) -> dict[str, float]:
     def manual_cleanup() -> None:
         run(["systemctl", "--user", "stop", "drone-bench-manual.service"], check=False)
         manual.unlink(missing_ok=True)
+        (DRONES_DATA / "bench-manual" / "authorized_keys").unlink(missing_ok=True)
         systemctl("daemon-reload")
         run(["podman", "volume", "rm", "-f", "drone-bench-manual-home"], check=False)
 
