@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def main() -> None:
+    from devbox import fastpath
+
+    if fastpath.run(sys.argv[1:]):
+        return
     from devbox.cli import run
 
     run()

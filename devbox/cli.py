@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from devbox import __version__
-from devbox.errors import DevboxError, ExitCode
+from devbox.errors import DevboxError, ExitCode, exit_with, flavour_message  # noqa: F401 (flavour_message: tests)
 
 if TYPE_CHECKING:
     from devbox.access import SshTarget
@@ -38,16 +38,9 @@ _debug = False
 
 def make_context() -> Context:
     """The real world. Tests replace this function with one that returns fakes."""
-    from devbox import podman, systemd
-    from devbox.config import Paths
-    from devbox.lifecycle import Context
+    from devbox.lifecycle import real_context
 
-    paths = Paths.from_env()
-    return Context(
-        paths,
-        systemd_factory=systemd.connect,
-        podman_factory=lambda: podman.PodmanPy(podman.default_socket(paths.runtime_dir)),
-    )
+    return real_context()
 
 
 def _now() -> datetime:
@@ -71,8 +64,9 @@ def _spinner() -> Spinner:
 
 
 def _colour() -> bool:
-    """Colour on a terminal, never when piped or when NO_COLOR is set (https://no-color.org)."""
-    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    from devbox.output import colour_wanted
+
+    return colour_wanted()
 
 
 def _print_json(data: Any) -> None:
@@ -287,14 +281,8 @@ def list_(as_json: bool = JsonOpt) -> None:
     """Every drone, its state and address."""
     from devbox import lifecycle, output
 
-    statuses = lifecycle.list_drones(make_context())
-    now = _now()
-    if as_json:
-        _print_json([output.status_dict(s, now) for s in statuses])
-    elif statuses:
-        print(output.list_table(statuses, now, colour=_colour()))
-    else:
-        print("no drones yet: devbox create NAME --repo ORG/REPO")
+    ctx = make_context()
+    print(output.list_output(lifecycle.list_drones(ctx), ctx.clock(), as_json, _colour()))
 
 
 @app.command()
@@ -539,28 +527,6 @@ for alias, command in (("spawn", create), ("burrow", stop), ("unburrow", start),
     app.command(alias, hidden=True, help=f"Alias of {command.__name__}.")(command)
 
 
-def _flavoured(exc: DevboxError) -> str:
-    """With `flavor = "zerg"` in the config, a few errors speak the swarm's language first."""
-    try:
-        from devbox.config import Paths, load_config
-
-        flavor = load_config(Paths.from_env().config_file).flavor
-    except DevboxError:
-        return exc.message
-    return flavour_message(flavor, exc)
-
-
-def flavour_message(flavor: str, exc: DevboxError) -> str:
-    if flavor != "zerg":
-        return exc.message
-    line = {
-        ExitCode.EXISTS: "Evolution chamber occupied.",
-        ExitCode.LIMIT: "Spawn more overlords.",
-        ExitCode.CREDENTIALS: "We require more minerals.",  # the App cannot reach the repository
-    }.get(exc.code)
-    return f"{line} ({exc.message})" if line else exc.message
-
-
 # --- idle clean-up (issue 6): `cleanup`, `touch` ---
 
 
@@ -610,14 +576,7 @@ def run(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="devbox")
     except DevboxError as exc:
-        if _debug:
-            import traceback
-
-            traceback.print_exc()
-        _err(f"devbox: {_flavoured(exc)}")
-        for line in exc.details:
-            _err(f"  {line}")
-        sys.exit(int(exc.code))
+        exit_with(exc, _debug)
     except KeyboardInterrupt:
         _err("devbox: interrupted")
         sys.exit(130)

@@ -22,7 +22,6 @@ from devbox import __version__, install, quadlet, unitfile
 from devbox.config import Config, Paths, load_config, parse_permission
 from devbox.errors import DevboxError, ExitCode
 from devbox.podman import ContainerInfo, Podman
-from devbox.probe import Probe
 from devbox.render import (
     HostFacts,
     RenderedFile,
@@ -37,6 +36,7 @@ from devbox.systemd import Systemd, UnitState, details, journal_lines
 
 if TYPE_CHECKING:
     from devbox.access import SshTarget
+    from devbox.probe import Probe
     from devbox.secrets import Secret
 
 Progress = Callable[[str], None]
@@ -44,6 +44,18 @@ Progress = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
+
+
+def real_context() -> Context:
+    """The real world: this user's paths, systemd (pystemd or systemctl) and the Podman API socket."""
+    from devbox import podman, systemd
+
+    paths = Paths.from_env()
+    return Context(
+        paths,
+        systemd_factory=systemd.connect,
+        podman_factory=lambda: podman.PodmanPy(podman.default_socket(paths.runtime_dir)),
+    )
 
 
 class Context:
@@ -174,8 +186,9 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] = _port_free) -> int:
+def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] | None = None) -> int:
     """The lowest port in SSH_PORTS no drone claims and nothing listens on."""
+    is_free = is_free or _port_free
     claimed = {record.labels.get("ssh-port") for record in find_drones(paths).values()}
     for port in SSH_PORTS:
         if str(port) not in claimed and is_free(port):

@@ -5,6 +5,9 @@ Field names in `status_dict` are a stable interface (documented in the README).
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -140,3 +143,17 @@ def status_text(status: DroneStatus, now: datetime) -> str:
         lines.append(("syncthing", status.syncthing_id or "device ID not available (is the drone running?)"))
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
+
+
+def colour_wanted() -> bool:
+    """Colour on a terminal, never when piped or when NO_COLOR is set (https://no-color.org)."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def list_output(statuses: Sequence[DroneStatus], now: datetime, as_json: bool, colour: bool) -> str:
+    """What `devbox list` prints, whichever way it was started (cli.py or fastpath.py)."""
+    if as_json:
+        return json.dumps([status_dict(s, now) for s in statuses], indent=2, sort_keys=False)
+    if statuses:
+        return list_table(statuses, now, colour=colour)
+    return "no drones yet: devbox create NAME --repo ORG/REPO"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from devbox import cli
+from devbox import cli, lifecycle
 from tests.fakes import FakePodman, FakeSystemd, World, fake_paths
 
 
@@ -24,6 +24,8 @@ def world(tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     paths = fake_paths(tmp_path, runtime_dir)
     w = World(paths, FakeSystemd(paths.quadlet_dir), FakePodman())
     monkeypatch.setattr(cli, "make_context", lambda: w.context())
+    # Ports this host happens to use (an e2e machine shares its network) must not change what tests see.
+    monkeypatch.setattr(lifecycle, "_port_free", lambda port: True)
     monkeypatch.setenv("DEVBOX_CONFIG", str(paths.config_file))
     return w
 
