@@ -100,3 +100,28 @@ def test_api_errors_and_a_missing_socket_are_podman_errors(runtime_dir: Path) ->
     assert error.value.message == (
         f"cannot reach the Podman API at unix://{runtime_dir}/absent.sock: run `systemctl --user enable --now podman.socket`"
     )
+
+
+@pytest.mark.parametrize(("status", "expected"), [(204, True), (404, False)])
+def test_image_exists_is_one_request_with_the_reference_quoted(runtime_dir: Path, status: int, expected: bool) -> None:
+    sock = runtime_dir / "podman.sock"
+    seen: list[str] = []
+    server = _serve(sock, status, b"", seen)
+    try:
+        assert PodmanPy(f"unix://{sock}").image_exists("localhost/devbox-drone:latest") is expected
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["/v4.0.0/libpod/images/localhost%2Fdevbox-drone%3Alatest/exists"]
+
+
+def test_image_exists_reports_other_answers(runtime_dir: Path) -> None:
+    sock = runtime_dir / "podman.sock"
+    server = _serve(sock, 500, b'{"message":"storage corrupted"}', [])
+    try:
+        with pytest.raises(DevboxError) as error:
+            PodmanPy(f"unix://{sock}").image_exists("x")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert error.value.code == ExitCode.PODMAN and "HTTP 500" in error.value.message
