@@ -66,7 +66,7 @@ Progress = Callable[[str], None]
 ByteProgress = Callable[[int], None]
 
 
-def _quiet(_: object) -> None:
+def no_progress(_: object) -> None:
     pass
 
 
@@ -203,9 +203,9 @@ def backup(
     output: str | None = None,
     stream: IO[bytes] | None = None,
     live: bool = False,
-    progress: Progress = _quiet,
-    progress_bytes: ByteProgress = _quiet,
-    notice: Progress = _quiet,
+    progress: Progress = no_progress,
+    progress_bytes: ByteProgress = no_progress,
+    notice: Progress = no_progress,
 ) -> BackupResult:
     """Write drone NAME's units and home volume to OUTPUT (default NAME-DATE.devbox.tar here; "-": `stream`).
 
@@ -341,7 +341,7 @@ class Archive:
     def close(self) -> None:
         self.tar.close()
 
-    def volume_chunks(self, progress_bytes: ByteProgress = _quiet) -> Iterator[bytes]:
+    def volume_chunks(self, progress_bytes: ByteProgress = no_progress) -> Iterator[bytes]:
         """The volume tar, a chunk at a time; raises at the end when it does not match the manifest."""
         handle = self.tar.extractfile(self.members[VOLUME_MEMBER])
         assert handle is not None
@@ -354,7 +354,7 @@ class Archive:
         if digest.hexdigest() != self.manifest["volume"]["sha256"]:
             raise _bad(self.path, f"the sha256 of {VOLUME_MEMBER} does not match the manifest")
 
-    def verify_volume(self, progress_bytes: ByteProgress = _quiet) -> None:
+    def verify_volume(self, progress_bytes: ByteProgress = no_progress) -> None:
         for _ in self.volume_chunks(progress_bytes):
             pass
 
@@ -519,8 +519,8 @@ def restore(
     *,
     name: str | None = None,
     start: bool = True,
-    progress: Progress = _quiet,
-    progress_bytes: ByteProgress = _quiet,
+    progress: Progress = no_progress,
+    progress_bytes: ByteProgress = no_progress,
 ) -> RestoreResult:
     """Recreate a drone from a backup: check it all, import the volume, create the drone through
     lifecycle.create (units rendered anew from the archived labels), start it. On any failure

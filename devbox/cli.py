@@ -552,7 +552,8 @@ def cleanup(
         removed = sweep.uninstall_timer(ctx)
         print(f"devbox-cleanup.timer is removed ({len(removed)} files)")
         return
-    report = sweep.run(ctx, apply=apply)
+    with _spinner() as progress:
+        report = sweep.run(ctx, apply=apply, progress=progress)
     if as_json:
         _print_json(cleanup_report.report_dict(report))
     else:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 
 
-def _quiet(_: str) -> None:
+def no_progress(_: str) -> None:
     pass
 
 
@@ -349,7 +349,7 @@ def create(
     start: bool = True,
     dry_run: bool = False,
     force: bool = False,
-    progress: Progress = _quiet,
+    progress: Progress = no_progress,
     prepare: Callable[[DroneSpec], None] | None = None,
 ) -> CreateResult:
     """`prepare` (restore's hook) runs once every check has passed and the image is there, before
@@ -467,13 +467,13 @@ def _ensure_autostart(ctx: Context, record: DroneRecord) -> None:
         ctx.systemd.daemon_reload()
 
 
-def start(ctx: Context, name: str, progress: Progress = _quiet) -> None:
+def start(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     _ensure_autostart(ctx, require_drone(ctx.paths, name))
     progress(f"starting {unit_service(name)}")
     _start_or_explain(ctx, unit_service(name))
 
 
-def stop(ctx: Context, name: str, progress: Progress = _quiet) -> None:
+def stop(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     """Stop, and stay stopped across a restart of the user manager (the autostart drop-in goes)."""
     require_drone(ctx.paths, name)
     if install.remove_file(ctx.paths.quadlet_dir / autostart_dropin(name)):
@@ -487,7 +487,7 @@ def stop(ctx: Context, name: str, progress: Progress = _quiet) -> None:
     record_stop(ctx, name)  # systemd forgets a stopped Quadlet unit's stop time; the idle clean-up needs it
 
 
-def restart(ctx: Context, name: str, progress: Progress = _quiet) -> None:
+def restart(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     _ensure_autostart(ctx, require_drone(ctx.paths, name))
     progress(f"restarting {unit_service(name)}")
     _start_or_explain(ctx, unit_service(name), ctx.systemd.restart)
@@ -515,7 +515,7 @@ def _revoke_tokens(ctx: Context, name: str) -> int:
     return revoke_stored(store_path, app)
 
 
-def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Progress = _quiet) -> DestroyResult:
+def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Progress = no_progress) -> DestroyResult:
     require_drone(ctx.paths, name)
     result = DestroyResult(name)
     progress(f"stopping {unit_service(name)}")

@@ -72,12 +72,13 @@ def _write_state(path: Path, text: str) -> None:
     install.atomic_write(path, text, mode=0o600)
 
 
-def run(ctx: lifecycle.Context, *, apply: bool = False) -> Report:
+def run(ctx: lifecycle.Context, *, apply: bool = False, progress: lifecycle.Progress = lifecycle.no_progress) -> Report:
     now = ctx.clock()
     report = Report(now, apply)
     records = lifecycle.find_drones(ctx.paths)
     for status in lifecycle.list_drones(ctx):
         record = records[status.name]
+        progress(f"checking drone {status.name}")
         running = status.state in ("running", "starting")
         view = DroneView(
             name=status.name,

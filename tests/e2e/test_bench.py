@@ -4,17 +4,21 @@ No timing is asserted: the figures are for people, the test checks that they are
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench.py"
+# CI runs it small; DEVBOX_BENCH_REPS=7 DEVBOX_BENCH_SIZES=1,20,100 gives the README's table.
+REPS = os.environ.get("DEVBOX_BENCH_REPS", "3")
+SIZES = os.environ.get("DEVBOX_BENCH_SIZES", "1,3")
 
 
 def test_bench_measures_everything(machine, githost, capsys) -> None:
     machine.user("mkdir -p ~/bench && cat > ~/bench/bench.py", input=BENCH.read_text())
     result = machine.user(
         "cd ~/bench && /opt/devbox-venv/bin/python bench.py --image localhost/devbox-test:latest "
-        "--reps 3 --sizes 1,3 --idle-wait 30 --out ~/bench/results.json",
-        timeout=900,
+        f"--reps {REPS} --sizes {SIZES} --idle-wait 30 --out ~/bench/results.json",
+        timeout=3600,
     )
     with capsys.disabled():
         print("\n" + result.stdout)
@@ -22,7 +26,7 @@ def test_bench_measures_everything(machine, githost, capsys) -> None:
     assert set(data) == {"machine", "reps", "startup", "create", "list", "broker"}
     assert set(data["startup"]) == {"python3 -c pass", "devbox --help", "devbox list (no drones)"}
     assert all(v > 0 for v in data["startup"].values()) and all(v > 0 for v in data["create"].values())
-    assert set(data["list"]) == {"1", "3"}
+    assert set(data["list"]) == set(SIZES.split(","))
     broker = data["broker"]
     assert broker["cold request (activation + first mint) s"] > 0
     assert broker["cached token, 50 clients: p99 ms"] >= broker["cached token, 50 clients: p50 ms"] > 0
