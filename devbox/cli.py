@@ -131,13 +131,19 @@ NameArg = typer.Argument(
 )
 
 
-def _request(
-    name: str | None, *, repo: list[str], with_syncthing: bool | None, permission: list[str], **options: Any
-) -> CreateRequest:
-    """The options `create` and `render` share, as one request (typer wants each declared per command)."""
+# CLI option names that differ from CreateRequest's fields.
+_REQUEST_NAMES = {"repo": "repos", "with_syncthing": "syncthing", "permission": "permissions", "ssh_key": "ssh_keys"}
+
+
+def _request(options: dict[str, Any]) -> CreateRequest:
+    """The options of `create` and `render` (their locals()) as one request; typer wants each declared per command."""
+    from dataclasses import fields
+
     from devbox.lifecycle import CreateRequest
 
-    return CreateRequest(name=name, repos=repo, syncthing=with_syncthing, permissions=permission, **options)
+    known = {f.name for f in fields(CreateRequest)}
+    renamed = {_REQUEST_NAMES.get(key, key): value for key, value in options.items()}
+    return CreateRequest(**{key: value for key, value in renamed.items() if key in known})
 
 
 @app.command()
@@ -168,32 +174,14 @@ def create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a drone and start it."""
+    options = dict(locals())
     from devbox import lifecycle
 
     ctx = make_context()
     with _spinner() as progress:
         result = lifecycle.create(
             ctx,
-            _request(
-                name,
-                repo=repo,
-                image=image,
-                cpus=cpus,
-                memory=memory,
-                ssh_port=ssh_port,
-                with_syncthing=with_syncthing,
-                env=env,
-                permission=permission,
-                idle_stop=idle_stop,
-                idle_destroy=idle_destroy,
-                keep=keep,
-                ssh_keys=ssh_key,
-                tailscale=tailscale,
-                new_ssh_key=new_ssh_key,
-                path=path,
-                dotfiles=dotfiles,
-                dotfiles_branch=dotfiles_branch,
-            ),
+            _request(options),
             start=not no_start,
             dry_run=dry_run,
             force=force,
@@ -244,31 +232,11 @@ def render(
     dotfiles_branch: str | None = DotfilesBranchOpt,
 ) -> None:
     """Print every unit file devbox would write for a drone; write nothing."""
+    options = dict(locals())
     from devbox import install, lifecycle
 
     ctx = make_context()
-    spec = lifecycle.build_spec(
-        ctx,
-        _request(
-            name,
-            repo=repo,
-            image=image,
-            cpus=cpus,
-            memory=memory,
-            ssh_port=ssh_port,
-            with_syncthing=with_syncthing,
-            env=env,
-            permission=permission,
-            idle_stop=idle_stop,
-            idle_destroy=idle_destroy,
-            keep=keep,
-            ssh_keys=ssh_key,
-            tailscale=tailscale,
-            path=path,
-            dotfiles=dotfiles,
-            dotfiles_branch=dotfiles_branch,
-        ),
-    )
+    spec = lifecycle.build_spec(ctx, _request(options))
     for index, rendered in enumerate(lifecycle.render_files(ctx, spec)):
         if index:
             print()
