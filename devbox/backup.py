@@ -552,6 +552,10 @@ def restore(
             created = True
             progress(f"importing {spec.volume}")
             imported = ctx.podman.import_volume(spec.volume, archive.volume_chunks(progress_bytes))
+            if spec.name != archive.name:  # a copy gets its own SSH host key, tailnet node and Syncthing device
+                why = ctx.probe.forget_identity(spec.volume)
+                if why:
+                    raise DevboxError(f"cannot give the copy {spec.name} its own identity: {why}", ExitCode.PODMAN)
 
         try:
             result = lifecycle.create(ctx, request, start=start, progress=progress, prepare=prepare)

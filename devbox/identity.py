@@ -17,10 +17,11 @@ from devbox.render import GitIdentity
 
 _TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 _EMAIL = re.compile(r"[^\s<>\x00-\x1f\x7f]{1,200}")
-# Where dotfiles may come from: https, http (local servers), ssh and scp-like git URLs, file://.
-_DOTFILES_URL = re.compile(
-    r"(https?|ssh|git|file)://[^\s\x00-\x1f\x7f]{1,500}|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]{1,400}"
-)
+# Where dotfiles may come from: https, ssh (also scp-like user@host:path) and file://; plain http only
+# from this machine, since their installer runs in the drone.
+_SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/+-]{1,400}")
+_URL_TEXT = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]{1,500}")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "host.containers.internal")
 _BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
 
 
@@ -41,11 +42,28 @@ def validate_email(value: str) -> str:
 
 
 def validate_dotfiles_url(value: str) -> str:
-    if re.match(r"[a-z]+://[^/@]*:[^/@]*@", value):
-        # The URL goes into a unit file: a password or token there would be readable by anyone who can read it.
-        raise _bad("the dotfiles URL holds a password or token: use a public URL or an SSH URL")
-    if not _DOTFILES_URL.fullmatch(value):
-        raise _bad(f"invalid dotfiles URL {value!r}: use https://, ssh://, file:// or git@host:path")
+    """A URL git clones and whose installer then runs: no secrets in it (it goes into the unit), no plain
+    http from elsewhere, nothing a unit file or git's command line could read as more than a URL."""
+    if not _URL_TEXT.fullmatch(value) or value.startswith("-"):
+        raise _bad("invalid dotfiles URL: use https://, ssh://, file:// or git@host:path")
+    if _SCP_LIKE.fullmatch(value):
+        return value
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(value)
+        host = url.hostname
+    except ValueError:
+        raise _bad("invalid dotfiles URL: use https://, ssh://, file:// or git@host:path") from None
+    if url.scheme in ("http", "https") and ("@" in url.netloc or url.query or url.fragment):
+        # The URL goes into a unit file: a user, password or token there is readable by anyone who reads it.
+        raise _bad("the dotfiles URL holds a user name, password, token or query: use a public URL or an SSH URL")
+    if url.scheme == "ssh" and (url.password is not None or url.query or url.fragment):
+        raise _bad("the dotfiles URL holds a password or query: use an SSH key")
+    if url.scheme == "http" and host not in LOCAL_HOSTS:
+        raise _bad("dotfiles over plain http only from this machine: their installer runs in the drone; use https")
+    if url.scheme not in ("http", "https", "ssh", "file") or (url.scheme != "file" and not host):
+        raise _bad("invalid dotfiles URL: use https://, ssh://, file:// or git@host:path")
     return value
 
 

@@ -198,6 +198,18 @@ def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] | None = None) ->
     )
 
 
+def _private_dirs(paths: Paths) -> tuple[Path, ...]:
+    """What no drone may have mounted: sockets, settings, devbox's own files (see workspace.py)."""
+    return (
+        paths.runtime_dir,
+        paths.config_file.parent,
+        paths.quadlet_dir,
+        paths.unit_dir,
+        paths.data_dir,
+        paths.state_dir,
+    )
+
+
 def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] = ()) -> DroneSpec:
     """Command-line options over config defaults, validated."""
     from devbox.identity import validate_branch, validate_dotfiles_url
@@ -240,7 +252,9 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
         tailscale=on_tailnet,
         login_server=tailscale.login_server,
         tailscale_ssh=tailscale.ssh,
-        path=None if request.path is None else validate_workspace(request.path, ctx.paths.home),
+        path=None
+        if request.path is None
+        else validate_workspace(request.path, ctx.paths.home, _private_dirs(ctx.paths)),
         ssh_keys=[
             *extra_keys,
             *gather_keys(request.ssh_keys, ctx.config.ssh.authorized_keys, ctx.paths.home, ctx.config.ssh.default_keys),
@@ -377,6 +391,7 @@ def create(
         prepare(spec)
     _install_shared(ctx)
     progress("writing unit files")
+    volume_was_there = ctx.podman.volume_exists(spec.volume)  # a failed first start must not leave one behind
     written = install.apply(planned)
     try:
         if keypair is not None:
@@ -389,8 +404,8 @@ def create(
         if start:
             progress(f"starting {spec.service}")
             _start_or_explain(ctx, spec.service)
-    except DevboxError:
-        _undo_create(ctx, spec.name, written)
+    except BaseException:  # Ctrl-C during a long first start too
+        _undo_create(ctx, spec.name, written, volume_was_there)
         raise
     from devbox.sweep import install_timer
 
@@ -441,23 +456,19 @@ def _start_or_explain(ctx: Context, service: str, action: Callable[[str], None] 
         raise DevboxError(exc.message, exc.code, details=journal_lines(service, 20)) from None
 
 
-def _undo_create(ctx: Context, name: str, written: list[install.PlannedFile]) -> None:
-    """Leave nothing half-made: stop what may have started, put the files back, reload."""
+def _undo_create(ctx: Context, name: str, written: list[install.PlannedFile], volume_was_there: bool) -> None:
+    """Leave nothing half-made: stop what may have started, put the files back, remove the key, the
+    secret and the volume the first start made. Each step is tried whatever the others do."""
+    failures: list[str] = []
     for unit in (unit_service(name), f"drone-{name}-creds.socket", f"drone-{name}-creds.service"):
-        try:
-            ctx.systemd.stop(unit)
-        except DevboxError:
-            pass
-    install.rollback(written)
-    ctx.paths.drone_key(name).unlink(missing_ok=True)
-    try:
-        ctx.podman.remove_secret(tailscale_secret(name))
-    except DevboxError:
-        pass
-    try:
-        ctx.systemd.daemon_reload()
-    except DevboxError:
-        pass
+        _attempt(failures, unit, lambda unit=unit: ctx.systemd.stop(unit))
+    _attempt(failures, "the unit files", lambda: install.rollback(written))
+    _attempt(failures, "the SSH key", lambda: ctx.paths.drone_key(name).unlink(missing_ok=True))
+    _attempt(failures, "the Tailscale key secret", lambda: ctx.podman.remove_secret(tailscale_secret(name)))
+    _attempt(failures, "the container", lambda: ctx.podman.remove_container(f"drone-{name}"))
+    if not volume_was_there:
+        _attempt(failures, "the volume", lambda: ctx.podman.remove_volume(home_volume(name)))
+    _attempt(failures, "daemon-reload", ctx.systemd.daemon_reload)
 
 
 def _ensure_autostart(ctx: Context, record: DroneRecord) -> None:
@@ -515,7 +526,21 @@ def _revoke_tokens(ctx: Context, name: str) -> int:
     return revoke_stored(store_path, app)
 
 
+def _attempt(failures: list[str], what: str, step: Callable[[], object]) -> object:
+    """One clean-up step that must not stop the others; what failed is collected for one message."""
+    try:
+        return step()
+    except (DevboxError, OSError) as exc:
+        failures.append(f"{what} ({exc})")
+        return None
+
+
 def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Progress = no_progress) -> DestroyResult:
+    """Stop the drone, then remove what it holds: secrets and keys first, the unit files last.
+
+    A step that fails does not stop the others; the unit files stay until everything else is
+    gone, so running destroy again finds the drone and finishes the job.
+    """
     require_drone(ctx.paths, name)
     result = DestroyResult(name)
     progress(f"stopping {unit_service(name)}")
@@ -525,22 +550,33 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
         if state.exists and state.active_state not in ("inactive",):
             ctx.systemd.stop(unit)
         ctx.systemd.reset_failed(unit)
-    result.tokens_revoked = _revoke_tokens(ctx, name)
+    failures: list[str] = []
+    result.tokens_revoked = int(
+        _attempt(failures, "revoking its GitHub tokens", lambda: _revoke_tokens(ctx, name)) or 0
+    )
+    _attempt(failures, "its Tailscale key secret", lambda: ctx.podman.remove_secret(tailscale_secret(name)))
+    key = ctx.paths.drone_key(name)
+    if key.exists() and _attempt(failures, f"its SSH key {key}", key.unlink) is None and not key.exists():
+        result.removed_files.append(key)
+    _attempt(failures, "its host key line", lambda: forget_host_key(ctx.paths, name))
+    _attempt(failures, f"container drone-{name}", lambda: ctx.podman.remove_container(f"drone-{name}"))
+    if keep_volume:
+        result.volume_kept = bool(_attempt(failures, "its volume", lambda: ctx.podman.volume_exists(home_volume(name))))
+    else:
+        progress(f"removing volume {home_volume(name)}")
+        removed = _attempt(failures, f"volume {home_volume(name)}", lambda: ctx.podman.remove_volume(home_volume(name)))
+        result.volume_removed = bool(removed)
+    if failures:
+        raise DevboxError(
+            f"drone {name} is destroyed only in part: could not remove {'; '.join(failures)}; "
+            f"run devbox destroy {name} again",
+            ExitCode.PODMAN,
+        )
     for place, relative in drone_files(name):
         path = install.target_path(ctx.paths, place, relative)
         if install.remove_file(path):
             result.removed_files.append(path)
     ctx.systemd.daemon_reload()
-    ctx.podman.remove_container(f"drone-{name}")
-    ctx.podman.remove_secret(tailscale_secret(name))
-    if ctx.paths.drone_key(name).exists():
-        ctx.paths.drone_key(name).unlink()
-        result.removed_files.append(ctx.paths.drone_key(name))
-    if keep_volume:
-        result.volume_kept = ctx.podman.volume_exists(home_volume(name))
-    else:
-        progress(f"removing volume {home_volume(name)}")
-        result.volume_removed = ctx.podman.remove_volume(home_volume(name))
     shutil.rmtree(ctx.paths.socket_dir(name), ignore_errors=True)
     from devbox.sweep import forget_drone
 
@@ -585,6 +621,16 @@ def _summary(unit: UnitState, container: ContainerInfo | None) -> str:
     return {"activating": "starting", "deactivating": "stopping", "failed": "failed", "reloading": "running"}.get(
         unit.active_state, "stopped"
     )
+
+
+def forget_host_key(paths: Paths, name: str) -> None:
+    """A destroyed drone's line leaves devbox's known_hosts (a new drone of that name has a new key)."""
+    if not paths.known_hosts.exists():
+        return
+    previous = paths.known_hosts.read_text(encoding="utf-8")
+    kept = "".join(line for line in previous.splitlines(keepends=True) if not line.startswith(f"devbox-{name} "))
+    if kept != previous:
+        install.atomic_write(paths.known_hosts, kept, mode=0o600)
 
 
 def record_host_key(ctx: Context, target: SshTarget) -> Path | None:

@@ -114,10 +114,11 @@ def list_containers_json(socket_path: str, timeout: float = 30.0) -> list[dict[s
     return data if isinstance(data, list) else []
 
 
-def image_exists_json(socket_path: str, ref: str, timeout: float = 30.0) -> bool:
+def exists_json(socket_path: str, kind: str, name: str, timeout: float = 30.0) -> bool:
+    """libpod's `/images|volumes|containers/NAME/exists`: 204 or 404."""
     from urllib.parse import quote
 
-    status, body = api_get(socket_path, f"/images/{quote(ref, safe='')}/exists", timeout)
+    status, body = api_get(socket_path, f"/{kind}/{quote(name, safe='')}/exists", timeout)
     if status not in (204, 404):
         raise RuntimeError(f"HTTP {status}: {body[:200].decode(errors='replace')}")
     return status == 204
@@ -170,18 +171,21 @@ class PodmanPy:
         infos = (container_from_api(item) for item in raw)
         return {info.drone: info for info in infos if info.drone}
 
-    def image_exists(self, ref: str) -> bool:
+    def _exists(self, kind: str, name: str, api_exists: Any) -> bool:
         """Asked on every create: the stdlib on the local socket, as for drone_containers."""
         if self._base_url.startswith("unix://"):
             socket_path = self._base_url[len("unix://") :]
-            return bool(self._call(f"look up image {ref}", image_exists_json, socket_path, ref))
-        return bool(self._call(f"look up image {ref}", lambda: self._api().images.exists(ref)))
+            return bool(self._call(f"look up {kind[:-1]} {name}", exists_json, socket_path, kind, name))
+        return bool(self._call(f"look up {kind[:-1]} {name}", lambda: api_exists(name)))
+
+    def image_exists(self, ref: str) -> bool:
+        return self._exists("images", ref, lambda name: self._api().images.exists(name))
 
     def pull(self, ref: str) -> None:
         self._call(f"pull {ref}", lambda: self._api().images.pull(ref))
 
     def volume_exists(self, name: str) -> bool:
-        return bool(self._call(f"look up volume {name}", lambda: self._api().volumes.exists(name)))
+        return self._exists("volumes", name, lambda volume: self._api().volumes.exists(volume))
 
     def remove_volume(self, name: str) -> bool:
         if not self.volume_exists(name):

@@ -24,6 +24,9 @@ from devbox.render import templates_dir
 
 # Not the user's work: caches, git internals (the clean-up's own git reads stay out too), tool state.
 SKIP_DIRS = (".cache", ".git", ".local", "node_modules", "__pycache__")
+# Where the image's init keeps the drone's identities in the home (templates/image/CONTRACT.md).
+DRONE_STATE = ".local/state/devbox-drone"
+IDENTITY_DIRS = ("ssh", "tailscale", "syncthing")  # host key, tailnet node, Syncthing device
 SSH_PORT = 2222  # the drone's sshd, published by --ssh-port and reached over the tailnet
 _TCP_ESTABLISHED = "01"
 
@@ -54,6 +57,7 @@ class Probe(Protocol):
     def syncthing_id(self, container: str) -> str | None: ...  # the drone's Syncthing device ID
     def dotfiles_outcome(self, container: str) -> str | None: ...  # templates/drone/dotfiles' one line
     def ssh_host_key(self, container: str) -> str | None: ...  # the drone sshd's public host key line
+    def forget_identity(self, volume: str) -> str: ...  # "" or why the drone's node/device/host keys stay
 
 
 def count_ssh_sessions(proc_net_tcp: str, port: int = SSH_PORT) -> int:
@@ -163,7 +167,7 @@ class PodmanProbe:
 
     def ssh_host_key(self, container: str) -> str | None:
         """The init keeps the host key in the home volume (templates/image/CONTRACT.md)."""
-        path = "$HOME/.local/state/devbox-drone/ssh/ssh_host_ed25519_key.pub"
+        path = f"$HOME/{DRONE_STATE}/ssh/ssh_host_ed25519_key.pub"
         result = self._run("exec", container, "sh", "-c", f'cat "{path}"', timeout=20)
         if result is None or result.returncode != 0:
             return None
@@ -191,6 +195,17 @@ class PodmanProbe:
         script = f'find "$1" -mindepth 1 \\( {prune} \\) -prune -o -printf "%T@\\n" | sort -rn | head -n 1'
         found = self._run("unshare", "sh", "-c", script, "sh", result.stdout.strip(), timeout=600)
         return parse_newest(found.stdout) if found is not None and found.returncode == 0 else None
+
+    def forget_identity(self, volume: str) -> str:
+        """For a copy of a drone: without this it would be the same tailnet node and Syncthing device."""
+        result = self._run("volume", "inspect", "--format", "{{.Mountpoint}}", volume)
+        if result is None or result.returncode != 0 or not result.stdout.strip():
+            return f"cannot find volume {volume}"
+        state = f"{result.stdout.strip()}/{DRONE_STATE}"
+        removed = self._run("unshare", "rm", "-rf", "--", *(f"{state}/{name}" for name in IDENTITY_DIRS))
+        if removed is None or removed.returncode != 0:
+            return (removed.stderr.strip() if removed is not None else "podman unshare did not finish") or "rm failed"
+        return ""
 
     def _throwaway(self, image: str, mounts: Mounts, script: str, *args: str, network: bool = False) -> list[str]:
         argv = ["run", "--rm", "--userns=keep-id", "--entrypoint=sh", "--label=io.devbox.cleanup=1"]

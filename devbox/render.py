@@ -17,6 +17,7 @@ from devbox.spec import DroneSpec
 MARKER = "# Managed by devbox."
 HEADER = f"{MARKER} Change it with devbox; hand edits are lost on the next write."
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BARE_WORD = re.compile(r"[A-Za-z0-9_./:@,+=%$-]+")
 
 
@@ -25,10 +26,14 @@ def systemd_word(value: object) -> str:
 
     `%` and `$` are doubled because systemd expands specifiers and variables in
     ExecStart=, which is where Quadlet copies these values; backslash and double
-    quote are escaped inside double quotes. Newlines never get here: the spec
-    refuses them.
+    quote are escaped inside double quotes. Control characters never get here (the
+    spec refuses them); one that did is an error, not a line break in a unit.
     """
-    text = str(value).replace("%", "%%").replace("$", "$$")
+    text = str(value)
+    if _CONTROL.search(text):
+        # The spec refuses these; a NUL or newline here would end the line and start a directive.
+        raise ValueError("a unit file value with a control character")
+    text = text.replace("%", "%%").replace("$", "$$")
     if _BARE_WORD.fullmatch(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -27,6 +27,9 @@ _MEMORY_FACTOR = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _MEMORY_MIN = 6 * 1024**2  # Podman refuses less than 6 MiB
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 RESERVED_ENV_PREFIX = "DEVBOX_"
+# Shapes only: workspace.py and config.py check what these mean on this host.
+_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
+_LOGIN_SERVER = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 
 
 def _bad(message: str) -> DevboxError:
@@ -213,6 +216,16 @@ class DroneSpec:
                 name = name_from_repo(checked_repos[0])
             else:
                 raise _bad("give a drone NAME, or --repo or --path to derive one from")
+        if path is not None and not _PATH.fullmatch(path):
+            raise _bad(f"invalid workspace path {path!r}")
+        if login_server is not None and not _LOGIN_SERVER.fullmatch(login_server):
+            raise _bad(f"invalid login server {login_server!r}")
+        if dotfiles_url is not None or dotfiles_branch is not None or ssh_keys:
+            from devbox import identity, sshkeys
+
+            dotfiles_url = None if dotfiles_url is None else identity.validate_dotfiles_url(dotfiles_url)
+            dotfiles_branch = None if dotfiles_branch is None else identity.validate_branch(dotfiles_branch)
+            ssh_keys = [sshkeys.parse_public_key(key, "an SSH key") for key in ssh_keys]
         env_items = tuple(sorted((validate_env_key(k), validate_env_value(k, v)) for k, v in (env or {}).items()))
         return cls(
             name=validate_name(name),

@@ -14,14 +14,30 @@ from devbox.errors import DevboxError, ExitCode
 
 # What a Volume= value holds without quoting trouble (Quadlet splits on ':').
 _PLAIN = re.compile(r"/[A-Za-z0-9._/@+-]*")
+# Mounted at the same path, these would shadow the drone's own system, or hand it the host's.
+SYSTEM_DIRS = tuple(
+    Path(p)
+    for p in ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run")
+    + ("/sbin", "/sys", "/usr", "/var/lib", "/var/run", "/var/log", "/var/cache", "/var/spool", "/nix")
+)
 
 
 def _bad(message: str) -> DevboxError:
     return DevboxError(message, ExitCode.INVALID_INPUT)
 
 
-def validate_workspace(given: str, home: Path) -> str:
-    """The resolved absolute path of an existing directory that is neither /, the home, nor above it."""
+def _overlaps(path: Path, other: Path) -> bool:
+    return path == other or other in path.parents or path in other.parents
+
+
+def validate_workspace(given: str, home: Path, private: tuple[Path, ...] = ()) -> str:
+    """The resolved path of an existing project directory a drone may have.
+
+    Refused: /, the home and the directories above it, the home's hidden directories
+    (~/.ssh, ~/.config with systemd's user units, devbox's own state with keys), system
+    directories, and PRIVATE (the runtime directory with the Podman and credential sockets,
+    devbox's config, data and state directories), or anything inside or above them.
+    """
     path = Path(os.path.expanduser(given))
     try:
         resolved = path.resolve(strict=True)
@@ -36,6 +52,15 @@ def validate_workspace(given: str, home: Path) -> str:
         raise _bad(f"--path {given}: refusing to mount / into a drone")
     if resolved == home_resolved or resolved in home_resolved.parents:
         raise _bad(f"--path {given}: refusing to mount your whole home into a drone: give a project directory")
+    if home_resolved in resolved.parents and resolved.relative_to(home_resolved).parts[0].startswith("."):
+        raise _bad(f"--path {given}: refusing a hidden directory of your home (keys, settings, devbox's state)")
+    for other in (*private, *SYSTEM_DIRS):
+        try:
+            other = other.resolve()
+        except OSError:
+            pass
+        if _overlaps(resolved, other):
+            raise _bad(f"--path {given}: refusing to mount {other} or what is in or above it into a drone")
     text = str(resolved)
     if not _PLAIN.fullmatch(text) or ":" in text:
         raise _bad(f"--path {given}: use a path of letters, digits and ._@+- only (it goes into a unit file)")

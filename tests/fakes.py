@@ -191,6 +191,10 @@ class FakeProbe:
     def ssh_host_key(self, container: str) -> str | None:
         return self.host_keys.get(container)
 
+    def forget_identity(self, volume: str) -> str:
+        self.calls.append(f"forget_identity {volume}")
+        return ""
+
     def dotfiles_outcome(self, container: str) -> str | None:
         return self.dotfiles.get(container)
 
@@ -252,6 +256,12 @@ class World:
             config=config,
             probe_factory=lambda: self.probe,
         )
+
+    def leftovers(self) -> list[str]:
+        """files() plus what devbox keeps per drone outside ~/.config: authorized_keys, private keys."""
+        roots = (self.paths.drones_dir, self.paths.state_dir / "ssh")
+        found = [str(p) for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
+        return self.files() + sorted(found)
 
     def files(self) -> list[str]:
         """Every file under the user's config directories, relative, sorted."""

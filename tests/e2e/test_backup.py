@@ -57,6 +57,9 @@ def test_backup_destroy_restore_brings_the_home_back_byte_for_byte(devbox: Devbo
         + q(
             'cd "$HOME" && head -c 4000000 /dev/urandom > data.bin && mkdir -p work && echo hello > work/notes.txt'
             " && echo s > work/secret && chmod 600 work/secret && chmod 750 work && ln -s notes.txt work/link"
+            # what the image's init keeps as the drone's identities (host key, tailnet node, Syncthing device)
+            " && mkdir -p .local/state/devbox-drone/ssh .local/state/devbox-drone/tailscale"
+            " && echo node > .local/state/devbox-drone/tailscale/node && echo key > .local/state/devbox-drone/ssh/key"
         )
     )
     before = fingerprint(devbox, "bk")
@@ -90,6 +93,9 @@ def test_backup_destroy_restore_brings_the_home_back_byte_for_byte(devbox: Devbo
     assert other["name"] == "bk2" and other["original_name"] == "bk" and other["started"] is True
     wait_active(devbox, "bk2")
     assert fingerprint(devbox, "bk2") == before
+    identity = "ls -A ~/.local/state/devbox-drone"
+    assert devbox.sh(f"podman exec drone-bk sh -c {q(identity)}").stdout.split() == ["ssh", "tailscale"]
+    assert devbox.sh(f"podman exec drone-bk2 sh -c {q(identity)}").stdout.split() == []  # a copy is a new node
     (container,) = devbox.podman_json("ps", "--filter", "name=^drone-bk2$")
     assert container["Labels"]["io.devbox.drone"] == "bk2"
     mounts = devbox.podman_json("inspect", "drone-bk2")[0]["Mounts"]

@@ -208,6 +208,15 @@ def test_syncthing_answers_in_the_drone_and_status_shows_its_device_id(box: Devb
     wait_for(
         lambda: '"pong"' in in_drone(box, "tailnode", ping, check=False).stdout, 90, "Syncthing's /rest/system/ping"
     )
+    # Tailnet peers reach the drone's 127.0.0.1 too: the GUI and REST API want the password or the key.
+    anonymous = "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8384/rest/system/ping"
+    assert in_drone(box, "tailnode", anonymous).stdout in ("401", "403")
+    with_password = (
+        f"curl -sf -u dev:$(cat {STATE}/syncthing/gui-password) -H 'Host: localhost' "
+        "http://127.0.0.1:8384/rest/system/ping"
+    )
+    assert '"pong"' in in_drone(box, "tailnode", with_password).stdout
+    assert in_drone(box, "tailnode", f"stat -c %a {STATE}/syncthing/gui-password").stdout.strip() == "600"
     status = box.json("status", "tailnode")
     assert re.fullmatch(r"[A-Z2-7]{7}(-[A-Z2-7]{7}){7}", status["syncthing_device_id"] or ""), status
     assert status["syncthing_device_id"] in box.run("status", "tailnode").stdout

@@ -514,3 +514,12 @@ def test_a_copy_beside_its_original_gets_its_own_port_and_keeps_workspace_and_do
     assert f"Label=io.devbox.path={project}\n" in copy and f"Label=io.devbox.dotfiles={dots}\n" in copy
     assert "PublishPort=127.0.0.1:2250:2222" in unit_text(world, "app")
     assert "PublishPort=127.0.0.1:2250:" not in copy and "PublishPort=127.0.0.1:" in copy
+
+
+def test_a_copy_under_another_name_gets_its_own_identity_and_the_original_keeps_it(
+    world: World, capsys, saved: Path
+) -> None:
+    assert devbox(capsys, "restore", str(saved))[0] == 0
+    assert "forget_identity drone-demo-home" not in world.probe.calls
+    assert devbox(capsys, "restore", str(saved), "--name", "copy")[0] == 0
+    assert "forget_identity drone-copy-home" in world.probe.calls

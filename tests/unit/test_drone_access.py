@@ -99,7 +99,7 @@ def test_create_refuses_a_private_key_and_writes_nothing(world: World, capsys, t
     code, out, err = devbox(capsys, "create", "demo", "--ssh-key", str(key_file))
     assert (code, out) == (ExitCode.INVALID_INPUT, "")
     assert err == f"devbox: {key_file} is a private key: give the public key (.pub)\n"
-    assert world.files() == [] and not world.paths.drones_dir.exists()
+    assert world.leftovers() == [] and not world.paths.drones_dir.exists()
 
 
 # --- the local SSH port when there is no tailnet ---
@@ -153,7 +153,7 @@ def test_tailscale_config_defaults_and_checks(world: World, capsys) -> None:
         code, out, err = devbox(capsys, "create", "demo")
         assert code == ExitCode.CONFIG, err
         assert err.startswith(f"devbox: {world.paths.config_file}: {expected}"), err
-        assert world.files() == []
+        assert world.leftovers() == []
 
 
 def test_tailnet_drone_gets_its_key_as_a_podman_secret_only(
@@ -197,7 +197,7 @@ def test_an_unresolvable_key_aborts_create_before_any_write(world: World, capsys
     assert (code, out) == (ExitCode.SECRET, "")
     assert err.startswith(f"devbox: cannot resolve secret op://DevBox/{user}-tailscale-authkey/password: ")
     assert "OP_SERVICE_ACCOUNT_TOKEN" in err
-    assert world.files() == [] and world.podman.secrets == {} and world.systemd.calls == []
+    assert world.leftovers() == [] and world.podman.secrets == {} and world.systemd.calls == []
 
 
 def test_a_failed_start_removes_the_secret_with_the_files(world: World, capsys, monkeypatch) -> None:
@@ -206,7 +206,7 @@ def test_a_failed_start_removes_the_secret_with_the_files(world: World, capsys, 
     world.systemd.fail_start.add("drone-demo.service")
     code, _, err = devbox(capsys, "create", "demo")
     assert code == ExitCode.SYSTEMD and TS_KEY not in err
-    assert world.files() == [] and world.podman.secrets == {}
+    assert world.leftovers() == [] and world.podman.secrets == {}
     assert "remove_secret drone-demo-tailscale-authkey" in world.podman.calls
 
 
@@ -217,7 +217,7 @@ def test_a_failed_secret_create_leaves_nothing(world: World, capsys, monkeypatch
     code, _, err = devbox(capsys, "create", "demo")
     assert code == ExitCode.PODMAN
     assert err == "devbox: podman could not create secret drone-demo-tailscale-authkey: secret store unavailable\n"
-    assert world.files() == [] and not (world.paths.drones_dir / "demo").exists()
+    assert world.leftovers() == [] and not (world.paths.drones_dir / "demo").exists()
 
 
 # --- ssh, ssh-config, editors, open ---
@@ -310,3 +310,72 @@ def test_ssh_checks_a_local_drones_host_key_as_the_drone_reports_it(world: World
     assert devbox(capsys, "ssh", "demo")[0] == 0 and devbox(capsys, "ssh", "other")[0] == 0
     assert known.read_text() == f"devbox-demo {second}\ndevbox-other {first}\n"
     assert f"    UserKnownHostsFile {known} ~/.ssh/known_hosts\n" in devbox(capsys, "ssh-config", "demo")[1]
+
+
+# --- nothing half-made, nothing left behind ---
+
+
+def test_destroy_that_cannot_reach_podman_keeps_the_units_so_it_can_run_again(
+    world: World, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("TS_KEY", TS_KEY)
+    write_config(world, '[tailscale]\nauth_key = "env:TS_KEY"\n')
+    assert devbox(capsys, "create", "demo", "--new-ssh-key")[0] == 0
+    world.podman.volumes.add("drone-demo-home")
+    real_remove = world.podman.remove_secret
+
+    def unreachable(name: str) -> bool:
+        raise DevboxError(
+            "cannot reach the Podman API at unix:///x: run `systemctl --user enable --now podman.socket`",
+            ExitCode.PODMAN,
+        )
+
+    monkeypatch.setattr(world.podman, "remove_secret", unreachable)
+    code, out, err = devbox(capsys, "destroy", "demo", "--yes")
+    assert (code, out) == (ExitCode.PODMAN, "")
+    assert err.startswith("devbox: drone demo is destroyed only in part: could not remove its Tailscale key secret (")
+    assert err.endswith("; run devbox destroy demo again\n") and TS_KEY not in err
+    assert (world.paths.quadlet_dir / "drone-demo.container").exists()  # still there: a second run finds it
+    assert not world.paths.drone_key("demo").exists()  # the private key went anyway
+    monkeypatch.setattr(world.podman, "remove_secret", real_remove)
+    assert devbox(capsys, "destroy", "demo", "--yes")[0] == 0
+    assert world.podman.secrets == {} and world.podman.volumes == set() and world.leftovers() == []
+
+
+def test_a_failed_first_start_removes_the_volume_it_made_but_not_one_that_was_there(
+    world: World, capsys, monkeypatch
+) -> None:
+    def start_that_fails(unit: str) -> None:
+        world.podman.volumes.add("drone-demo-home")  # Podman makes the named volume on the first start
+        raise DevboxError(f"systemd could not start {unit}: Job for {unit} failed.", ExitCode.SYSTEMD)
+
+    monkeypatch.setattr(world.systemd, "start", start_that_fails)
+    assert devbox(capsys, "create", "demo")[0] == ExitCode.SYSTEMD
+    assert world.podman.volumes == set() and world.leftovers() == []
+    world.podman.volumes.add("drone-demo-home")  # kept by an earlier `destroy --keep-volume`
+    assert devbox(capsys, "create", "demo")[0] == ExitCode.SYSTEMD
+    assert world.podman.volumes == {"drone-demo-home"}
+
+
+def test_ctrl_c_during_the_first_start_undoes_the_create(world: World, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("TS_KEY", TS_KEY)
+    write_config(world, '[tailscale]\nauth_key = "env:TS_KEY"\n')
+
+    def interrupted(unit: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(world.systemd, "start", interrupted)
+    assert devbox(capsys, "create", "demo", "--new-ssh-key")[0] == 130
+    assert world.leftovers() == [] and world.podman.secrets == {} and not world.paths.drone_key("demo").exists()
+    assert not (world.paths.drones_dir / "demo").exists()
+
+
+def test_destroy_forgets_the_drones_host_key(world: World, capsys, execs) -> None:
+    devbox(capsys, "create", "demo", "--ssh-port", "2299")
+    devbox(capsys, "create", "other", "--ssh-port", "2298")
+    world.probe.host_keys["drone-demo"] = " ".join(ED25519_KEY.split()[:2])
+    world.probe.host_keys["drone-other"] = " ".join(ECDSA_KEY.split()[:2])
+    devbox(capsys, "ssh", "demo")
+    devbox(capsys, "ssh", "other")
+    assert devbox(capsys, "destroy", "demo", "--yes")[0] == 0
+    assert world.paths.known_hosts.read_text() == f"devbox-other {' '.join(ECDSA_KEY.split()[:2])}\n"

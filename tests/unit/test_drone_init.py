@@ -285,8 +285,8 @@ def test_tailscale_userspace_with_the_key_as_a_file_only(drone):
         "--tun=userspace-networking",
         f"--statedir={state}/tailscale",
         f"--socket={sock}",
-        "--socks5-server=localhost:1055",
-        "--outbound-http-proxy-listen=localhost:1055",
+        "--socks5-server=127.0.0.2:1055",
+        "--outbound-http-proxy-listen=127.0.0.2:1055",
     ]
     [up] = drone.calls("tailscale")
     assert up.argv[:2] == [f"--socket={sock}", "up"]
@@ -298,9 +298,9 @@ def test_tailscale_userspace_with_the_key_as_a_file_only(drone):
     assert_no_secret_anywhere(drone)
     assert "path too long" not in drone.output()
     assert (state / "proxy.env").read_text().splitlines()[1:] == [
-        "export ALL_PROXY=socks5h://localhost:1055 all_proxy=socks5h://localhost:1055",
-        "export HTTP_PROXY=http://localhost:1055 http_proxy=http://localhost:1055",
-        "export HTTPS_PROXY=http://localhost:1055 https_proxy=http://localhost:1055",
+        "export ALL_PROXY=socks5h://127.0.0.2:1055 all_proxy=socks5h://127.0.0.2:1055",
+        "export HTTP_PROXY=http://127.0.0.2:1055 http_proxy=http://127.0.0.2:1055",
+        "export HTTPS_PROXY=http://127.0.0.2:1055 https_proxy=http://127.0.0.2:1055",
         "export NO_PROXY=localhost,127.0.0.1 no_proxy=localhost,127.0.0.1",
     ]
     # The file is what login shells source (/etc/profile.d/devbox-drone.sh).
@@ -311,7 +311,7 @@ def test_tailscale_userspace_with_the_key_as_a_file_only(drone):
         text=True,
         timeout=10,
     )
-    assert shell.stdout.split() == ["socks5h://localhost:1055", "http://localhost:1055", "localhost,127.0.0.1"]
+    assert shell.stdout.split() == ["socks5h://127.0.0.2:1055", "http://127.0.0.2:1055", "localhost,127.0.0.1"]
     status = drone.run("status")
     assert status.returncode == 0 and status.stdout.splitlines() == [
         "sshd=running port=2222",
@@ -331,8 +331,8 @@ def test_tailscale_hostname_and_proxy_port_overrides_and_no_optional_flags(drone
     assert "--hostname=other-name" in up.argv
     assert not any(a.startswith("--login-server") for a in up.argv) and "--ssh" not in up.argv
     [tailscaled] = drone.calls("tailscaled")
-    assert "--socks5-server=localhost:2055" in tailscaled.argv
-    assert "socks5h://localhost:2055" in (drone.state / "proxy.env").read_text()
+    assert "--socks5-server=127.0.0.2:2055" in tailscaled.argv
+    assert "socks5h://127.0.0.2:2055" in (drone.state / "proxy.env").read_text()
     assert_no_secret_anywhere(drone)
     proc.send_signal(signal.SIGTERM)
     assert exit_code(proc) == 143
@@ -380,7 +380,13 @@ def test_syncthing_is_set_up_once_and_reachable_over_the_tailnet_only(drone):
     wait_for(lambda: (home / ".devbox-folder").exists(), what="the ~/sync folder")
     calls = drone.calls("syncthing")
     generate = [c for c in calls if c.argv[:1] == ["generate"]]
-    assert [c.argv for c in generate] == [["generate", f"--home={home}", "--no-default-folder"]]
+    user = getpass.getuser()
+    assert [c.argv for c in generate] == [
+        ["generate", f"--home={home}", "--no-default-folder", f"--gui-user={user}", "--gui-password=-"]
+    ]
+    password = (home / "gui-password").read_text()
+    assert len(password) == 24 and password.isalnum() and (home / "gui-password").stat().st_mode & 0o077 == 0
+    assert not any(password in " ".join(c.argv) for c in calls), "the GUI password reached a command line"
     [serve] = [c for c in calls if c.argv[:1] == ["serve"]]
     assert serve.argv == ["serve", f"--home={home}", "--no-browser", "--gui-address=127.0.0.1:8384", "--no-restart"]
     assert serve.env["STNODEFAULTFOLDER"] == "1"

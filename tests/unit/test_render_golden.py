@@ -28,3 +28,14 @@ def test_rendered_units_match_golden_files(case: str) -> None:
     assert sorted(on_disk) == sorted(rendered)
     for relative, text in rendered.items():
         assert text == on_disk[relative], f"{case}/{relative} differs from its golden file"
+
+
+def test_a_control_character_never_becomes_a_line_break_in_a_unit() -> None:
+    import pytest
+
+    from devbox.render import systemd_word
+
+    for bad in ("a\nExecStartPre=/bin/true", "a\x00b", "a\rb", "\x1b[31m"):
+        with pytest.raises(ValueError):
+            systemd_word(bad)
+    assert systemd_word("100% $HOME") == '"100%% $$HOME"'

@@ -45,6 +45,27 @@ def test_path_validation(tmp_path: Path) -> None:
         name_from_path(str(home / "_"))
 
 
+def test_path_refuses_what_would_give_a_drone_the_host(world: World, capsys) -> None:
+    home = world.paths.home
+    for hidden in (".ssh", ".config/containers", ".local/state/devbox", ".gnupg"):
+        (home / hidden).mkdir(parents=True, exist_ok=True)
+    world.paths.runtime_dir.mkdir(parents=True, exist_ok=True)
+    refused = {
+        str(home / ".ssh"): "refusing a hidden directory of your home",
+        str(home / ".config/containers"): "refusing a hidden directory of your home",
+        str(home / ".local/state/devbox"): "refusing a hidden directory of your home",
+        str(world.paths.runtime_dir): f"refusing to mount {world.paths.runtime_dir.resolve()}",
+        "/etc": "refusing to mount /etc",
+        "/usr/share": "refusing to mount /usr",
+        "/var": "refusing to mount /var/lib",
+    }
+    for given, reason in refused.items():
+        code, out, err = devbox(capsys, "create", "x", "--path", given)
+        assert (code, out) == (ExitCode.INVALID_INPUT, ""), given
+        assert reason in err, (given, err)
+    assert world.leftovers() == [] and not world.paths.drones_dir.exists()
+
+
 def test_create_with_path_mounts_it_at_the_same_place_and_names_the_drone(world: World, capsys) -> None:
     project = world.paths.home / "code" / "widget"
     project.mkdir(parents=True)
@@ -64,7 +85,7 @@ def test_create_refuses_the_home_as_path_and_writes_nothing(world: World, capsys
     world.paths.home.mkdir(parents=True, exist_ok=True)
     code, out, err = devbox(capsys, "create", "x", "--path", str(world.paths.home))
     assert (code, out) == (ExitCode.INVALID_INPUT, "")
-    assert "refusing to mount your whole home" in err and world.files() == []
+    assert "refusing to mount your whole home" in err and world.leftovers() == []
 
 
 def git(home: Path, *args: str) -> None:
@@ -121,9 +142,32 @@ def test_dotfiles_from_the_config_and_bad_urls(world: World, capsys) -> None:
     )
     code, out, err = devbox(capsys, "create", "b", "--dotfiles", "https://me:ghp_secret@github.com/me/dots.git")
     assert (code, out) == (ExitCode.INVALID_INPUT, "")
-    assert err == "devbox: the dotfiles URL holds a password or token: use a public URL or an SSH URL\n"
-    code, _, err = devbox(capsys, "create", "b", "--dotfiles", "not a url")
-    assert code == ExitCode.INVALID_INPUT and "invalid dotfiles URL" in err
+    assert err == (
+        "devbox: the dotfiles URL holds a user name, password, token or query: use a public URL or an SSH URL\n"
+    )
+    refused = {
+        "not a url": "invalid dotfiles URL",
+        "https://ghp_abcdef0123@github.com/me/dots.git": "holds a user name, password, token or query",
+        "https://git.example.com/dots.git?access_token=abc": "holds a user name, password, token or query",
+        "http://git.example.com/dots.git": "plain http only from this machine",
+        "git://git.example.com/dots.git": "invalid dotfiles URL",
+        "--upload-pack=touch /tmp/x": "invalid dotfiles URL",
+        "git@host:x\u0000ExecStartPre=/bin/sh": "invalid dotfiles URL",
+        "git@host:x\x1b[31m": "invalid dotfiles URL",
+        "ssh://me:pw@host/dots.git": "holds a password or query",
+    }
+    for url, reason in refused.items():
+        code, out, err = devbox(capsys, "create", "b", "--dotfiles", url)
+        assert (code, out) == (ExitCode.INVALID_INPUT, ""), url
+        assert reason in err and "ghp_abcdef" not in err and "access_token=abc" not in err, (url, err)
+    write_config(world, '[dotfiles]\nrepo = "git@h:x\\u0000ExecStartPre=/bin/true"\n')
+    code, _, err = devbox(capsys, "create", "b")
+    assert code == ExitCode.CONFIG and "dotfiles.repo: invalid dotfiles URL" in err
+    write_config(world, "")
+    for accepted in ("https://github.com/me/dots.git", "ssh://git@github.com/me/dots.git", "file:///srv/dots.git",
+                     "http://host.containers.internal:8080/dots.git"):  # fmt: skip
+        assert devbox(capsys, "render", "c", "--dotfiles", accepted)[0] == 0, accepted
+    assert not (world.paths.quadlet_dir / "drone-b.container").exists()
 
 
 def test_new_ssh_key_private_half_stays_on_the_host(world: World, capsys, monkeypatch) -> None:
@@ -141,7 +185,7 @@ def test_new_ssh_key_private_half_stays_on_the_host(world: World, capsys, monkey
         p.read_text() for root in (world.paths.quadlet_dir, world.paths.unit_dir, world.paths.drones_dir)
         for p in root.rglob("*") if p.is_file()
     )  # fmt: skip
-    assert body[:40] not in everything and "PRIVATE KEY" not in everything
+    assert body[-60:] not in everything and "PRIVATE KEY" not in everything  # the key's own bytes, not the preamble
     devbox(capsys, "ssh", "keyed")
     assert calls[0][calls[0].index("-i") + 1] == str(key)
     assert f"IdentityFile {key}" in devbox(capsys, "ssh-config", "keyed")[1]
@@ -152,7 +196,7 @@ def test_new_ssh_key_private_half_stays_on_the_host(world: World, capsys, monkey
 def test_new_ssh_key_is_removed_when_create_fails(world: World, capsys) -> None:
     world.systemd.fail_start.add("drone-keyed.service")
     assert devbox(capsys, "create", "keyed", "--new-ssh-key")[0] == ExitCode.SYSTEMD
-    assert not world.paths.drone_key("keyed").exists() and world.files() == []
+    assert not world.paths.drone_key("keyed").exists() and world.leftovers() == []
 
 
 DOTFILES_SCRIPT = Path(__file__).resolve().parents[2] / "templates" / "drone" / "dotfiles"
@@ -229,3 +273,15 @@ def test_a_failed_dotfiles_clone_is_tried_again(tmp_path: Path) -> None:
     url = make_dotfiles_repo(tmp_path, {"install.sh": "true\n"})
     assert run_dotfiles(home, url).returncode == 0
     assert (home / ".local/state/devbox/dotfiles").read_text() == "installed: install.sh ran\n"
+
+
+def test_an_installer_cut_short_runs_again_on_the_next_start(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    url = make_dotfiles_repo(tmp_path, {"install.sh": "echo ran >> $HOME/runs\n"})
+    assert run_dotfiles(home, url).returncode == 0
+    (home / ".local/state/devbox/dotfiles").write_text("running: install.sh\n")  # the drone stopped mid-way
+    assert run_dotfiles(home, url).returncode == 0
+    assert (home / "runs").read_text() == "ran\nran\n"
+    assert "did not finish on an earlier start" in (home / "log").read_text()
+    assert run_dotfiles(home, url).returncode == 0 and (home / "runs").read_text() == "ran\nran\n"
