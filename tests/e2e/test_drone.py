@@ -208,14 +208,16 @@ def test_syncthing_answers_in_the_drone_and_status_shows_its_device_id(box: Devb
     wait_for(
         lambda: '"pong"' in in_drone(box, "tailnode", ping, check=False).stdout, 90, "Syncthing's /rest/system/ping"
     )
-    # Tailnet peers reach the drone's 127.0.0.1 too: the GUI and REST API want the password or the key.
-    anonymous = "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8384/rest/system/ping"
-    assert in_drone(box, "tailnode", anonymous).stdout in ("401", "403")
-    with_password = (
-        f"curl -sf -u dev:$(cat {STATE}/syncthing/gui-password) -H 'Host: localhost' "
-        "http://127.0.0.1:8384/rest/system/ping"
+    # Tailnet peers reach the drone's 127.0.0.1 too: the REST API wants the key, the GUI's log-in the password.
+    code = "curl -s -o /dev/null -w '%{http_code}' -H 'Host: localhost' "
+    assert in_drone(box, "tailnode", code + "http://127.0.0.1:8384/rest/system/ping").stdout in ("401", "403")
+    login = code + "-H 'Content-Type: application/json' -d @- http://127.0.0.1:8384/rest/noauth/auth/password"
+    as_dev = """printf '{"username": "dev", "password": "%s"}' """
+    assert in_drone(box, "tailnode", as_dev + "guess | " + login).stdout in ("401", "403")
+    assert in_drone(box, "tailnode", as_dev + f'"$(cat {STATE}/syncthing/gui-password)" | ' + login).stdout in (
+        "200",
+        "204",
     )
-    assert '"pong"' in in_drone(box, "tailnode", with_password).stdout
     assert in_drone(box, "tailnode", f"stat -c %a {STATE}/syncthing/gui-password").stdout.strip() == "600"
     status = box.json("status", "tailnode")
     assert re.fullmatch(r"[A-Z2-7]{7}(-[A-Z2-7]{7}){7}", status["syncthing_device_id"] or ""), status
