@@ -261,11 +261,12 @@ def status(
     """One drone in detail: unit, container, image, repos, uptime, restarts, ports, volume."""
     from devbox import lifecycle, output
 
-    result = lifecycle.status(make_context(), name)
+    ctx = make_context()
+    result = lifecycle.status(ctx, name)
     if as_json:
         _print_json(output.status_dict(result, _now()))
     else:
-        print(output.status_text(result, _now()))
+        print(output.status_text(result, _now(), ctx.config.flavor))
 
 
 @app.command()

@@ -608,6 +608,7 @@ class DroneStatus:
     workspace: str | None = None  # the host directory of --path
     dotfiles: str | None = None  # the dotfiles URL
     dotfiles_outcome: str | None = None  # asked of a running drone by `status` only
+    killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
 
     def uptime_seconds(self, now: datetime) -> int | None:
         return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
@@ -689,6 +690,7 @@ def _status(
         tailnet_name=tailnet_name(record.name, tailnet) if record.labels.get("tailscale") == "true" else None,
         workspace=record.labels.get("path"),
         dotfiles=record.labels.get("dotfiles"),
+        killed_for_memory=unit.result == "oom-kill",
     )
 
 

@@ -46,6 +46,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "workspace": status.workspace,
         "dotfiles": status.dotfiles,
         "dotfiles_outcome": status.dotfiles_outcome,
+        "killed_for_memory": status.killed_for_memory,
     }
 
 
@@ -114,7 +115,7 @@ def list_table(statuses: Sequence[DroneStatus], now: datetime, colour: bool = Fa
     return "\n".join(lines)
 
 
-def status_text(status: DroneStatus, now: datetime) -> str:
+def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> str:
     data = status_dict(status, now)
     lines = [
         ("drone", status.name),
@@ -135,6 +136,9 @@ def status_text(status: DroneStatus, now: datetime) -> str:
         ("ssh", f"{address(status)} ({ssh_command(status)})" if address(status) else "-"),
         ("tailnet", status.tailnet_name or "no (SSH on the local port only)"),
     ]
+    if status.killed_for_memory:
+        memory = "killed for memory: give it more with --memory, or use less"
+        lines.append(("last exit", f"Nuclear launch detected. ({memory})" if flavor == "zerg" else memory))
     if status.workspace:
         lines.append(("workspace", status.workspace))
     if status.dotfiles:

@@ -31,6 +31,7 @@ class UnitState:
     sub_state: str
     n_restarts: int | None = None
     active_since: datetime | None = None
+    result: str | None = None  # the service's last Result: success, exit-code, oom-kill, ...
 
     @property
     def exists(self) -> bool:
@@ -60,7 +61,7 @@ class SystemctlSystemd:
     """`systemctl --user`, one process per call."""
 
     backend = "systemctl"
-    _PROPERTIES = "Id,LoadState,ActiveState,SubState,NRestarts,ActiveEnterTimestamp"
+    _PROPERTIES = "Id,LoadState,ActiveState,SubState,NRestarts,ActiveEnterTimestamp,Result"
 
     def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         try:
@@ -139,6 +140,7 @@ def parse_show(output: str, units: Sequence[str]) -> dict[str, UnitState]:
             sub_state=props.get("SubState", ""),
             n_restarts=int(restarts) if restarts.isdigit() else None,
             active_since=_from_unix(since[1:]) if since.startswith("@") else None,
+            result=props.get("Result") or None,
         )
     return states
 
@@ -255,7 +257,9 @@ class PystemdSystemd:
         if not base.exists:
             return base
         proxy = self._unit(unit)
-        restarts = proxy.Service.NRestarts if unit.endswith(".service") else None
+        service = unit.endswith(".service")
+        restarts = proxy.Service.NRestarts if service else None
+        result = proxy.Service.Result if service else None
         return UnitState(
             unit,
             base.load_state,
@@ -263,6 +267,7 @@ class PystemdSystemd:
             base.sub_state,
             n_restarts=int(restarts) if restarts is not None else None,
             active_since=_from_unix(int(proxy.Unit.ActiveEnterTimestamp) / 1_000_000),
+            result=result.decode() if isinstance(result, bytes) else result,
         )
 
 

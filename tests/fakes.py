@@ -32,6 +32,7 @@ class FakeSystemd:
     fail_reload: bool = False
     enabled: set[str] = field(default_factory=set)
     stopped_at: dict[str, datetime] = field(default_factory=dict)
+    results: dict[str, str] = field(default_factory=dict)  # unit -> systemd's Result (default success)
 
     def daemon_reload(self) -> None:
         self.calls.append(("daemon-reload", ""))
@@ -83,6 +84,7 @@ class FakeSystemd:
                 "running" if u in self.active else "dead",
                 n_restarts=0 if u in self.loaded else None,
                 active_since=FIXED_NOW if u in self.active else None,
+                result=self.results.get(u, "success") if u in self.loaded else None,
             )
             for u in units
         }

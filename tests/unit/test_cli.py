@@ -372,6 +372,7 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "workspace": None,
         "dotfiles": None,
         "dotfiles_outcome": None,
+        "killed_for_memory": False,
     }
     text = devbox(capsys, "status", "alpha")[1]
     assert f"syncthing  {device_id}\n" in text

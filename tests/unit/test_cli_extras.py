@@ -162,3 +162,19 @@ def test_start_stop_restart_json(world: World, capsys) -> None:
     for verb, state in (("stop", "stopped"), ("start", "running"), ("restart", "running")):
         code, out, err = devbox(capsys, verb, "demo", "--json")
         assert (code, err) == (0, "") and json.loads(out) == {"name": "demo", "state": state}
+
+
+def test_a_drone_killed_for_memory_says_so_and_the_swarm_says_it_its_way(world: World, capsys) -> None:
+    import json
+
+    devbox(capsys, "create", "demo", "--memory", "512m")
+    world.systemd.results["drone-demo.service"] = "oom-kill"
+    assert json.loads(devbox(capsys, "status", "demo", "--json")[1])["killed_for_memory"] is True
+    plain = devbox(capsys, "status", "demo")[1]
+    assert "last exit  killed for memory: give it more with --memory, or use less\n" in plain
+    world.paths.config_file.parent.mkdir(parents=True, exist_ok=True)
+    world.paths.config_file.write_text('flavor = "zerg"\n')
+    zerg = devbox(capsys, "status", "demo")[1]
+    assert "last exit  Nuclear launch detected. (killed for memory" in zerg
+    world.systemd.results["drone-demo.service"] = "success"
+    assert "last exit" not in devbox(capsys, "status", "demo")[1]

@@ -19,6 +19,7 @@ ActiveState=active
 SubState=running
 NRestarts=2
 ActiveEnterTimestamp=@1763798400
+Result=oom-kill
 
 Id=drone-b.service
 LoadState=not-found
@@ -53,10 +54,10 @@ def test_states_is_one_call_for_all_units(fake_systemctl: Path) -> None:
     states = systemd.SystemctlSystemd().states(["drone-a.service", "drone-b.service"])
     assert fake_systemctl.read_text().splitlines() == [
         "--user --no-ask-password show --timestamp=unix "
-        "--property=Id,LoadState,ActiveState,SubState,NRestarts,ActiveEnterTimestamp -- drone-a.service drone-b.service"
+        "--property=Id,LoadState,ActiveState,SubState,NRestarts,ActiveEnterTimestamp,Result -- drone-a.service drone-b.service"
     ]
     a, b = states["drone-a.service"], states["drone-b.service"]
-    assert (a.exists, a.active_state, a.sub_state, a.n_restarts) == (True, "active", "running", 2)
+    assert (a.exists, a.active_state, a.sub_state, a.n_restarts, a.result) == (True, "active", "running", 2, "oom-kill")
     assert a.active_since == datetime(2025, 11, 22, 8, 0, tzinfo=UTC)
     assert (b.exists, b.active_state, b.active_since) == (False, "inactive", None)
 
