@@ -32,13 +32,22 @@ class SshTarget:
 
 
 def ssh_target(
-    name: str, labels: dict[str, str], user: str, tailnet: str | None, identity_file: str | None = None
+    name: str,
+    labels: dict[str, str],
+    user: str,
+    tailnet: str | None,
+    identity_file: str | None = None,
+    *,
+    from_elsewhere: bool = False,
 ) -> SshTarget:
+    """How to reach the drone's sshd: from this server its published 127.0.0.1 port; from your
+    other machines (ssh-config, open) its tailnet name."""
     from devbox.lifecycle import tailnet_name
 
-    if labels.get("tailscale") == "true":
-        return SshTarget(name, tailnet_name(name, tailnet), DRONE_SSH_PORT, user, True, identity_file)
+    on_tailnet = labels.get("tailscale") == "true"
     port = labels.get("ssh-port", "")
+    if on_tailnet and (from_elsewhere or not port.isdigit()):
+        return SshTarget(name, tailnet_name(name, tailnet), DRONE_SSH_PORT, user, True, identity_file)
     if not port.isdigit():
         raise DevboxError(
             f"drone {name} has no tailnet and no published SSH port: recreate it with --ssh-port", ExitCode.CONFLICT

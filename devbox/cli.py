@@ -398,7 +398,7 @@ def exec_(
     _exec(argv, "the container engine")
 
 
-def _ssh_target(ctx: Context, name: str) -> SshTarget:
+def _ssh_target(ctx: Context, name: str, from_elsewhere: bool = False) -> SshTarget:
     import getpass
     from dataclasses import replace
 
@@ -407,7 +407,8 @@ def _ssh_target(ctx: Context, name: str) -> SshTarget:
     record = lifecycle.require_drone(ctx.paths, name)
     key = ctx.paths.drone_key(name)
     identity = str(key) if key.exists() else None
-    target = access.ssh_target(name, record.labels, getpass.getuser(), ctx.config.tailscale.tailnet, identity)
+    tailnet = ctx.config.tailscale.tailnet
+    target = access.ssh_target(name, record.labels, getpass.getuser(), tailnet, identity, from_elsewhere=from_elsewhere)
     known_hosts = lifecycle.record_host_key(ctx, target)
     return replace(target, known_hosts=str(known_hosts)) if known_hosts else target
 
@@ -437,7 +438,7 @@ def ssh_config(names: list[str] = typer.Argument(None, help="Drones (default: al
     chosen = names or sorted(lifecycle.find_drones(context.paths))
     if not chosen:
         raise DevboxError("no drones yet: devbox create NAME", ExitCode.NOT_FOUND)
-    print(access.ssh_config([_ssh_target(context, name) for name in chosen]), end="")
+    print(access.ssh_config([_ssh_target(context, name, from_elsewhere=True) for name in chosen]), end="")
 
 
 def _editor(name: str, build: Any, what: str, path: str | None) -> None:
@@ -478,7 +479,7 @@ def open_(
     """Print the URL of a port on the drone over the tailnet."""
     from devbox import access
 
-    print(access.port_url(_ssh_target(make_context(), name), port, "https" if https else "http"))
+    print(access.port_url(_ssh_target(make_context(), name, from_elsewhere=True), port, "https" if https else "http"))
 
 
 @app.command()

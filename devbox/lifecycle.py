@@ -232,7 +232,7 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
     tailscale = ctx.config.tailscale
     on_tailnet = tailscale.enabled if request.tailscale is None else request.tailscale
     ssh_port = request.ssh_port
-    if ssh_port is None and not on_tailnet:
+    if ssh_port is None:  # on a tailnet too: `devbox ssh` on this server, and a way in if the tailnet is down
         ssh_port = free_ssh_port(ctx.paths)
     spec = DroneSpec.build(
         name=request.name,

@@ -38,6 +38,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "volume_exists": status.volume_exists,
         "autostart": status.autostart,
         "ssh": address(status),
+        "local_ssh": f"127.0.0.1:{status.ssh_port}" if status.ssh_port else None,
         "ssh_command": ssh_command(status),
         "tailscale": status.tailnet_name is not None,
         "tailnet_name": status.tailnet_name,
@@ -51,7 +52,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
 
 
 def address(status: DroneStatus) -> str | None:
-    """HOST:PORT of the drone's sshd: its tailnet name, else the published local port."""
+    """HOST:PORT of the drone's sshd for your machines: its tailnet name, else the published local port."""
     if status.tailnet_name:
         return f"{status.tailnet_name}:2222"
     return f"127.0.0.1:{status.ssh_port}" if status.ssh_port else None
@@ -134,6 +135,7 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         ),
         ("autostart", "yes" if status.autostart else "no (stopped with devbox stop)"),
         ("ssh", f"{address(status)} ({ssh_command(status)})" if address(status) else "-"),
+        *([("local ssh", f"127.0.0.1:{status.ssh_port}")] if status.tailnet_name and status.ssh_port else []),
         ("tailnet", status.tailnet_name or "no (SSH on the local port only)"),
     ]
     if status.killed_for_memory:

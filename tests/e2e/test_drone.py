@@ -186,7 +186,10 @@ def test_tailnet_drone_gets_its_key_from_a_secret_file_and_keeps_its_node_across
 
     status = box.json("status", "tailnode")
     assert status["tailscale"] is True and status["tailnet_name"] == "tailnode.e2e.ts.net"
-    assert status["ssh"] == "tailnode.e2e.ts.net:2222"
+    assert status["ssh"] == "tailnode.e2e.ts.net:2222" and status["local_ssh"].startswith("127.0.0.1:")
+    # On the server itself `devbox ssh` takes the local port, whatever the tailnet does.
+    wait_for_sshd(box, int(status["local_ssh"].split(":")[1]))
+    assert box.run("ssh", "tailnode", "--", "hostname", timeout=60).stdout.strip() == "tailnode"
 
     box.run("restart", "tailnode")
     wait_for(

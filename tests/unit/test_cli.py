@@ -364,6 +364,7 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "volume_exists": True,
         "autostart": True,
         "ssh": "127.0.0.1:2201",
+        "local_ssh": "127.0.0.1:2201",
         "ssh_command": "devbox ssh alpha",
         "tailscale": False,
         "tailnet_name": None,

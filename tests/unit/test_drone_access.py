@@ -173,7 +173,8 @@ def test_tailnet_drone_gets_its_key_as_a_podman_secret_only(
     )
     assert "Environment=DEVBOX_TAILSCALE_LOGIN_SERVER=https://hs.example.com\n" in container
     assert "Environment=DEVBOX_TAILSCALE_SSH=1\n" in container
-    assert "PublishPort" not in container  # reached over the tailnet, nothing published
+    # The tailnet for your machines; a 127.0.0.1 port for `devbox ssh` on this server (and if the tailnet is down).
+    assert "PublishPort=127.0.0.1:2201:2222\n" in container
     assert TS_KEY not in unit_texts(world) and TS_KEY not in out
     assert not any(TS_KEY in call for call in world.podman.calls)
     status = json.loads(devbox(capsys, "status", "demo", "--json")[1])
@@ -265,16 +266,18 @@ def test_tailnet_drone_editors_and_urls(world: World, capsys, execs, monkeypatch
     assert devbox(capsys, "ssh", "demo")[0] == 0
     assert devbox(capsys, "code", "demo")[0] == 0
     assert devbox(capsys, "zed", "demo", "--path", "/srv/x")[0] == 0
-    assert execs == [
-        ["ssh", "-p", "2222", f"{user}@demo.tail1234.ts.net"],
+    assert execs == [  # run on this server: the drone's local port
+        ["ssh", "-p", "2201", "-o", "HostKeyAlias=devbox-demo", f"{user}@127.0.0.1"],
         ["code", "--remote", "ssh-remote+demo", f"{home}/demo"],
-        ["zed", f"ssh://{user}@demo.tail1234.ts.net:2222/srv/x"],
+        ["zed", f"ssh://{user}@127.0.0.1:2201/srv/x"],
     ]
     assert devbox(capsys, "open", "demo", "3000") == (0, "http://demo.tail1234.ts.net:3000/\n", "")
     out = devbox(capsys, "ssh-config", "demo")[1]
     assert f"Host demo\n    HostName demo.tail1234.ts.net\n    Port 2222\n    User {user}\n" in out
     assert "HostKeyAlias" not in out
-    assert devbox(capsys, "status", "demo")[1].count("demo.tail1234.ts.net:2222 (devbox ssh demo)") == 1
+    text = devbox(capsys, "status", "demo")[1]
+    assert "ssh        demo.tail1234.ts.net:2222 (devbox ssh demo)\n" in text
+    assert "local ssh  127.0.0.1:2201\n" in text
 
 
 def test_a_missing_client_is_one_clear_line(world: World, capsys, monkeypatch) -> None:
