@@ -108,7 +108,22 @@ def bench_create(reps: int, image: str) -> dict[str, float]:
     }
 
 
+def _running_drones() -> int:
+    listed = json.loads(run(PODMAN_PS).stdout or "[]")
+    return sum(1 for c in listed if c.get("State") == "running")
+
+
+def _settle(size: int, timeout: float = 300.0) -> None:
+    """Wait until SIZE drones run (a first start copies the image for keep-id, busy for seconds)."""
+    deadline = time.monotonic() + timeout
+    while _running_drones() < size:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: {size} drones did not all run within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
 def bench_list(reps: int, sizes: list[int], image: str) -> dict[str, dict[str, float]]:
+    """Both commands timed alternately, once the drones have settled, after one untimed call each."""
     results: dict[str, dict[str, float]] = {}
     made = 0
     try:
@@ -116,9 +131,17 @@ def bench_list(reps: int, sizes: list[int], image: str) -> dict[str, dict[str, f
             while made < size:
                 devbox("create", f"bench-l{made:03d}", "--image", image)
                 made += 1
+            _settle(size)
+            run(PODMAN_PS)
+            devbox("list", "--json")
+            bare: list[float] = []
+            ours: list[float] = []
+            for _ in range(reps):
+                bare.append(timed(lambda: run(PODMAN_PS)))
+                ours.append(timed(lambda: devbox("list", "--json")))
             results[str(size)] = {
-                "podman ps --filter label=io.devbox.drone --format json": median_of(reps, lambda: run(PODMAN_PS)),
-                "devbox list --json": median_of(reps, lambda: devbox("list", "--json")),
+                "podman ps --filter label=io.devbox.drone --format json": statistics.median(bare),
+                "devbox list --json": statistics.median(ours),
             }
     finally:
         for index in range(made):
