@@ -7,7 +7,6 @@ offline (the SDK's own validator for op://) before anything is fetched.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
 import time
@@ -110,6 +109,8 @@ class Resolver:
         raise _error(reference, f"no 1Password service account token: set {OP_TOKEN_ENV}{where}")
 
     def _resolve_op(self, reference: str) -> str:
+        import asyncio  # here, not at the top: every command that reads the config validates references
+
         from onepassword.errors import RateLimitExceededException
 
         token = self._op_token(reference)
