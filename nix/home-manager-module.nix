@@ -43,7 +43,6 @@ in
 
   config = mkIf cfg.enable {
     assertions = settingsLib.checks "programs.devbox.settings" cfg.settings;
-    warnings = settingsLib.warnings "programs.devbox.settings" cfg.settings;
     home.packages = [ cfg.package ];
     xdg.configFile."devbox/config.toml".source =
       (pkgs.formats.toml { }).generate "devbox-config.toml" (settingsLib.toConfig settings);

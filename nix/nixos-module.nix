@@ -65,7 +65,6 @@ in
     assertions = settingsLib.checks "services.devbox.settings" cfg.settings ++ [
       { assertion = cfg.users != [ ]; message = "services.devbox.users: name at least one user who runs drones."; }
     ];
-    warnings = settingsLib.warnings "services.devbox.settings" cfg.settings;
 
     users.users = perUser (_: {
       packages = [ cfg.package ];

@@ -143,7 +143,4 @@ rec {
         message = "${prefix}: a Tailscale key (tskey-...) is written out in the settings; give a reference (file:, op://, env:) instead.";
       }
     ];
-
-  # Nothing to warn about today; kept so the modules have one place for future warnings.
-  warnings = _prefix: _s: [ ];
 }

@@ -81,9 +81,8 @@ in
   hmOptions = optionPaths "" (hm.options);
   rendered = settingsLib.toConfig settings;
   checks = map (c: { inherit (c) assertion message; }) (settingsLib.checks "settings" settings);
-  warnings = settingsLib.warnings "settings" settings;
   nixos = {
-    inherit (nixos.config) assertions warnings environment virtualisation;
+    inherit (nixos.config) assertions environment virtualisation;
     users = nixos.config.users.users;
     userExtraConfig = nixos.config.systemd.user.extraConfig;
     cleanupService = nixos.config.systemd.user.services.devbox-cleanup;
