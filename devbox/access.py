@@ -114,7 +114,8 @@ def port_url(target: SshTarget, port: int, scheme: str = "http") -> str:
     return f"{scheme}://{target.host}:{port}/"
 
 
-def known_hosts_text(previous: str, alias: str, key: str) -> str:
-    """PREVIOUS with ALIAS's line replaced by KEY (a drone made anew has a new host key)."""
-    kept = [line for line in previous.splitlines() if line.split(" ", 1)[0] != alias]
-    return "\n".join([*kept, f"{alias} {key}"]) + "\n"
+def known_hosts_text(previous: str, alias: str, key: str | None) -> str:
+    """PREVIOUS with ALIAS's line replaced by KEY, or dropped when KEY is None (a drone made anew has a new key)."""
+    lines = [line for line in previous.splitlines() if line.split(" ", 1)[0] != alias]
+    lines += [f"{alias} {key}"] if key is not None else []
+    return "".join(line + "\n" for line in lines)

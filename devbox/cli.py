@@ -269,17 +269,22 @@ def status(
         print(output.status_text(result, _now(), ctx.config.flavor))
 
 
+def _change_state(action: Any, name: str, state: str, as_json: bool) -> None:
+    """start, stop and restart: the use-case with a spinner, then one line or one JSON object."""
+    with _spinner() as progress:
+        action(make_context(), name, progress=progress)
+    if as_json:
+        _print_json({"name": name, "state": state})
+    else:
+        print(f"drone {name} is {state}")
+
+
 @app.command()
 def start(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     """Start a drone (and bring it back with the user manager)."""
     from devbox import lifecycle
 
-    with _spinner() as progress:
-        lifecycle.start(make_context(), name, progress=progress)
-    if as_json:
-        _print_json({"name": name, "state": "running"})
-    else:
-        print(f"drone {name} is running")
+    _change_state(lifecycle.start, name, "running", as_json)
 
 
 @app.command()
@@ -287,12 +292,7 @@ def stop(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     """Stop a drone; it stays stopped until `devbox start`, across reboots too."""
     from devbox import lifecycle
 
-    with _spinner() as progress:
-        lifecycle.stop(make_context(), name, progress=progress)
-    if as_json:
-        _print_json({"name": name, "state": "stopped"})
-    else:
-        print(f"drone {name} is stopped")
+    _change_state(lifecycle.stop, name, "stopped", as_json)
 
 
 @app.command()
@@ -300,12 +300,7 @@ def restart(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     """Restart a drone."""
     from devbox import lifecycle
 
-    with _spinner() as progress:
-        lifecycle.restart(make_context(), name, progress=progress)
-    if as_json:
-        _print_json({"name": name, "state": "running"})
-    else:
-        print(f"drone {name} is running")
+    _change_state(lifecycle.restart, name, "running", as_json)
 
 
 @app.command()

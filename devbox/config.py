@@ -235,7 +235,7 @@ _DRONE_KEYS: dict[str, Callable[[Any], Any]] = {
 }
 _APP_ID = re.compile(r"[0-9]{1,12}|Iv[0-9A-Za-z.]{4,40}")
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
-_URL = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+_URL = spec.HTTP_URL
 _PERMISSION = re.compile(r"[a-z][a-z_]{0,63}")
 
 

@@ -8,7 +8,6 @@ callback the CLI gives for long steps.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from devbox.render import (
     render_drone,
     render_drone_tools,
 )
-from devbox.spec import SOCKET_PATH_MAX, DroneSpec, home_volume, parse_env, tailscale_secret, unit_service
+from devbox.spec import PLAIN_PATH, SOCKET_PATH_MAX, DroneSpec, home_volume, parse_env, tailscale_secret, unit_service
 from devbox.systemd import Systemd, UnitState, details, journal_lines
 
 if TYPE_CHECKING:
@@ -212,8 +211,6 @@ def _private_dirs(paths: Paths) -> tuple[Path, ...]:
 
 def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] = ()) -> DroneSpec:
     """Command-line options over config defaults, validated."""
-    from devbox.identity import validate_branch, validate_dotfiles_url
-
     defaults = ctx.config.drone
     env = dict(defaults.env)
     env.update(parse_env(item) for item in request.env)
@@ -259,10 +256,8 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
             *extra_keys,
             *gather_keys(request.ssh_keys, ctx.config.ssh.authorized_keys, ctx.paths.home, ctx.config.ssh.default_keys),
         ],
-        dotfiles_url=validate_dotfiles_url(request.dotfiles) if request.dotfiles else ctx.config.dotfiles.repo,
-        dotfiles_branch=validate_branch(request.dotfiles_branch)
-        if request.dotfiles_branch
-        else ctx.config.dotfiles.branch,
+        dotfiles_url=request.dotfiles or ctx.config.dotfiles.repo,  # DroneSpec.build checks both
+        dotfiles_branch=request.dotfiles_branch or ctx.config.dotfiles.branch,
     )
     socket = ctx.paths.creds_socket(spec.name)
     if len(str(socket).encode()) > SOCKET_PATH_MAX:
@@ -273,13 +268,10 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
     return spec
 
 
-_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
-
-
 def _plain_path(path: Path | str, what: str) -> str:
     """Paths that go into unit values unquoted (Volume=, LoadCredential=) must need no quoting."""
     text = str(path)
-    if not _PLAIN_PATH.fullmatch(text):
+    if not PLAIN_PATH.fullmatch(text):
         raise DevboxError(f"{what} {text!r} has characters unit files cannot hold: use a plain path", ExitCode.CONFIG)
     return text
 
@@ -624,14 +616,21 @@ def _summary(unit: UnitState, container: ContainerInfo | None) -> str:
     )
 
 
+def _update_known_hosts(paths: Paths, alias: str, key: str | None) -> Path:
+    from devbox.access import known_hosts_text
+
+    path = paths.known_hosts
+    previous = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = known_hosts_text(previous, alias, key)
+    if text != previous:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        install.atomic_write(path, text, mode=0o600)
+    return path
+
+
 def forget_host_key(paths: Paths, name: str) -> None:
     """A destroyed drone's line leaves devbox's known_hosts (a new drone of that name has a new key)."""
-    if not paths.known_hosts.exists():
-        return
-    previous = paths.known_hosts.read_text(encoding="utf-8")
-    kept = "".join(line for line in previous.splitlines(keepends=True) if not line.startswith(f"devbox-{name} "))
-    if kept != previous:
-        install.atomic_write(paths.known_hosts, kept, mode=0o600)
+    _update_known_hosts(paths, f"devbox-{name}", None)
 
 
 def record_host_key(ctx: Context, target: SshTarget) -> Path | None:
@@ -643,17 +642,7 @@ def record_host_key(ctx: Context, target: SshTarget) -> Path | None:
     if target.on_tailnet or target.host_key_alias is None:
         return None
     key = ctx.probe.ssh_host_key(f"drone-{target.name}")
-    if key is None:
-        return None
-    from devbox.access import known_hosts_text
-
-    path = ctx.paths.known_hosts
-    previous = path.read_text(encoding="utf-8") if path.exists() else ""
-    text = known_hosts_text(previous, target.host_key_alias, key)
-    if text != previous:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        install.atomic_write(path, text, mode=0o600)
-    return path
+    return None if key is None else _update_known_hosts(ctx.paths, target.host_key_alias, key)
 
 
 def tailnet_name(name: str, tailnet: str | None) -> str:

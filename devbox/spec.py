@@ -27,9 +27,10 @@ _MEMORY_FACTOR = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _MEMORY_MIN = 6 * 1024**2  # Podman refuses less than 6 MiB
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 RESERVED_ENV_PREFIX = "DEVBOX_"
-# Shapes only: workspace.py and config.py check what these mean on this host.
-_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
-_LOGIN_SERVER = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+# A path that goes into a unit value (Volume=, LoadCredential=) needing no quoting; Quadlet splits on ':'.
+PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
+# The http(s) URLs the config takes (GitHub API, git, Headscale).
+HTTP_URL = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 
 
 def _bad(message: str) -> DevboxError:
@@ -216,9 +217,9 @@ class DroneSpec:
                 name = name_from_repo(checked_repos[0])
             else:
                 raise _bad("give a drone NAME, or --repo or --path to derive one from")
-        if path is not None and not _PATH.fullmatch(path):
+        if path is not None and not PLAIN_PATH.fullmatch(path):
             raise _bad(f"invalid workspace path {path!r}")
-        if login_server is not None and not _LOGIN_SERVER.fullmatch(login_server):
+        if login_server is not None and not HTTP_URL.fullmatch(login_server):
             raise _bad(f"invalid login server {login_server!r}")
         if dotfiles_url is not None or dotfiles_branch is not None or ssh_keys:
             from devbox import identity, sshkeys

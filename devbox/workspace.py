@@ -7,13 +7,11 @@ sides; under keep-id the drone user is the host user, so ownership needs no mapp
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from devbox.errors import DevboxError, ExitCode
+from devbox.spec import PLAIN_PATH
 
-# What a Volume= value holds without quoting trouble (Quadlet splits on ':').
-_PLAIN = re.compile(r"/[A-Za-z0-9._/@+-]*")
 # Mounted at the same path, these would shadow the drone's own system, or hand it the host's.
 SYSTEM_DIRS = tuple(
     Path(p)
@@ -62,7 +60,7 @@ def validate_workspace(given: str, home: Path, private: tuple[Path, ...] = ()) -
         if _overlaps(resolved, other):
             raise _bad(f"--path {given}: refusing to mount {other} or what is in or above it into a drone")
     text = str(resolved)
-    if not _PLAIN.fullmatch(text) or ":" in text:
+    if not PLAIN_PATH.fullmatch(text):
         raise _bad(f"--path {given}: use a path of letters, digits and ._@+- only (it goes into a unit file)")
     return text
 
