@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import wait_for
+from tests.e2e.helpers import PLAIN_CONFIG, wait_for, write_config
 
 HERE = Path(__file__).resolve().parent
 MACHINE_SH = HERE / "machine.sh"
@@ -187,8 +187,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
 
 # -- the fake GitHub (API and git server) that the credential, clean-up and bench tests share -------------
 
-PLAIN_CONFIG = '[drone]\nimage = "localhost/devbox-test:latest"\n'
-
 
 @pytest.fixture(scope="module")
 def githost(machine) -> Iterator[dict[str, str]]:
@@ -205,9 +203,9 @@ def githost(machine) -> Iterator[dict[str, str]]:
         f'\n[github]\napp_id = "12345"\nprivate_key = "file:/home/dev/githost/state/app.pem"\n'
         f'api_url = "{ports["api"]}"\ngit_url = "{git_url}"\n\n[broker]\nidle_exit = 3\n'
     )
-    machine.user("mkdir -p ~/.config/devbox && cat > ~/.config/devbox/config.toml", input=config)
+    write_config(machine, config)
     try:
         yield {"git_url": git_url, "api": ports["api"]}
     finally:
         machine.user("pkill -f githost.py", check=False)
-        machine.user("cat > ~/.config/devbox/config.toml", input=PLAIN_CONFIG)
+        write_config(machine)

@@ -9,6 +9,27 @@ from collections.abc import Callable
 from typing import Any
 
 TEST_IMAGE = "localhost/devbox-test:latest"
+PLAIN_CONFIG = f'[drone]\nimage = "{TEST_IMAGE}"\n'
+
+
+def write_config(machine: Any, text: str = PLAIN_CONFIG) -> None:
+    """dev's ~/.config/devbox/config.toml in the guest (by default: drones from the test image)."""
+    machine.user("mkdir -p ~/.config/devbox && cat > ~/.config/devbox/config.toml", input=text)
+
+
+def secret_places(box: Devbox, drone: str) -> dict[str, str]:
+    """Everywhere a secret must never show up, for one drone: the text of each place by name."""
+    return {
+        "systemctl show": box.sh(f"systemctl --user show 'drone-{drone}*'").stdout,
+        "podman inspect": box.sh(f"podman inspect drone-{drone}").stdout,
+        "unit and devbox files": box.sh(
+            "find ~/.config/containers/systemd ~/.config/systemd/user ~/.local/share/devbox -type f -exec cat {} +"
+        ).stdout,
+        "ps with environments": box.machine.root("ps auxwwe").stdout,
+        "the drone's environment": box.sh(f"podman exec drone-{drone} sh -c 'cat /proc/1/environ; env'").stdout,
+        "user journal": box.sh("journalctl --user --no-pager").stdout,
+        "system journal": box.machine.root("journalctl --no-pager").stdout,
+    }
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:

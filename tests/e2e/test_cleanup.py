@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.helpers import TEST_IMAGE, Devbox, q, wait_for
+from tests.e2e.helpers import Devbox, q, wait_for, write_config
 
 # An established TCP connection to port 2222 inside the drone, as an SSH client's would be: a listener
 # and a client, in the test image's perl (the kernel completes the handshake; no accept() needed).
@@ -23,9 +23,7 @@ CONNECT = "perl -MIO::Socket::INET -e '$c = IO::Socket::INET->new(q(127.0.0.1:22
 
 @pytest.fixture(scope="module", autouse=True)
 def guest_config(machine) -> None:
-    machine.user(
-        f"mkdir -p ~/.config/devbox && printf '[drone]\\nimage = \"{TEST_IMAGE}\"\\n' > ~/.config/devbox/config.toml"
-    )
+    write_config(machine)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.helpers import Devbox, wait_for
+from tests.e2e.helpers import Devbox, secret_places, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +108,7 @@ def test_no_secret_in_units_inspect_ps_or_journal(box: Devbox, machine) -> None:
     tokens = minted(machine)
     assert tokens, "the fake minted nothing"
     key_line = machine.user("sed -n 2p ~/githost/state/app.pem").stdout.strip()
-    places = {
-        "systemctl show": box.sh("systemctl --user show 'drone-cred*'").stdout,
-        "podman inspect": box.sh("podman inspect drone-cred").stdout,
-        "unit files": box.sh(
-            "find ~/.config/containers/systemd ~/.config/systemd/user -path '*drone-cred*' -type f -exec cat {} +"
-        ).stdout,
-        "ps": machine.root("ps auxww").stdout,
-        "user journal": box.sh("journalctl --user --no-pager").stdout,
-        "system journal": machine.root("journalctl --no-pager").stdout,
-    }
-    for where, text in places.items():
+    for where, text in secret_places(box, "cred").items():
         for token in tokens:
             assert token not in text, f"a minted token appears in {where}"
         assert key_line not in text, f"the App key appears in {where}"

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.helpers import TEST_IMAGE, Devbox, wait_for
+from tests.e2e.helpers import Devbox, secret_places, wait_for, write_config
 
 DRONE_IMAGE = "localhost/devbox-drone:latest"
 STANDIN_IMAGE = "localhost/devbox-drone-standin:latest"
@@ -90,7 +90,7 @@ def box(machine, images) -> Iterator[Devbox]:
         for name in ("local", "tailnode"):
             devbox.run("destroy", name, "--yes", check=False)
         devbox.sh("rm -f ~/ts-authkey")
-        machine.user(f"printf '[drone]\\nimage = \"{TEST_IMAGE}\"\\n' > ~/.config/devbox/config.toml")
+        write_config(machine)
 
 
 def test_the_image_builds_from_the_local_base_and_says_it_has_no_tailscale(images, machine) -> None:
@@ -147,9 +147,8 @@ def test_ssh_with_the_users_key_on_the_local_port_and_no_passwords(box: Devbox) 
 def test_tailnet_drone_gets_its_key_from_a_secret_file_and_keeps_its_node_across_restarts(box: Devbox, machine) -> None:
     key = "tskey-auth-" + secrets.token_hex(16)
     write_guest_file(box, "/home/dev/ts-authkey", key + "\n", mode="600")
-    write_guest_file(
-        box,
-        "/home/dev/.config/devbox/config.toml",
+    write_config(
+        machine,
         '[tailscale]\nauth_key = "file:~/ts-authkey"\nlogin_server = "https://headscale.e2e.test"\nssh = true\n'
         'tailnet = "e2e.ts.net"\n',
     )
@@ -171,17 +170,7 @@ def test_tailnet_drone_gets_its_key_from_a_secret_file_and_keeps_its_node_across
     mode = in_drone(box, "tailnode", "stat -c '%a %U' /run/secrets/tailscale-authkey").stdout.split()
     assert mode == ["400", "dev"]
 
-    places = {
-        "podman inspect": box.sh("podman inspect drone-tailnode").stdout,
-        "systemctl show": box.sh("systemctl --user show 'drone-tailnode*'").stdout,
-        "unit files": box.sh(
-            "find ~/.config/containers/systemd ~/.config/systemd/user ~/.local/share/devbox -type f -exec cat {} +"
-        ).stdout,
-        "ps": machine.root("ps auxwwe").stdout,
-        "drone environment": in_drone(box, "tailnode", "cat /proc/1/environ | tr '\\0' '\\n'; env").stdout,
-        "user journal": box.sh("journalctl --user --no-pager").stdout,
-    }
-    for where, text in places.items():
+    for where, text in secret_places(box, "tailnode").items():
         assert key not in text, f"the Tailscale auth key appears in {where}"
 
     status = box.json("status", "tailnode")

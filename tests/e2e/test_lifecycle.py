@@ -10,16 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.helpers import TEST_IMAGE, Devbox, q, wait_for
+from tests.e2e.helpers import TEST_IMAGE, Devbox, q, wait_for, write_config
 
 BACKENDS = ["pystemd", "systemctl"]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def guest_config(machine) -> None:
-    machine.user(
-        f"mkdir -p ~/.config/devbox && printf '[drone]\\nimage = \"{TEST_IMAGE}\"\\n' > ~/.config/devbox/config.toml"
-    )
+    write_config(machine)
 
 
 @pytest.fixture(params=BACKENDS)

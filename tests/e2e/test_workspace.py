@@ -8,22 +8,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.helpers import TEST_IMAGE, Devbox, q, wait_for
+from tests.e2e.helpers import PLAIN_CONFIG, Devbox, q, wait_for, write_config
 
-CONFIG = f'[drone]\nimage = "{TEST_IMAGE}"\n\n[identity]\nname = "Ada Lovelace"\nemail = "ada@example.com"\n'
+CONFIG = PLAIN_CONFIG + '\n[identity]\nname = "Ada Lovelace"\nemail = "ada@example.com"\n'
 
 
 @pytest.fixture(scope="module")
 def box(machine) -> Iterator[Devbox]:
     devbox = Devbox(machine, "pystemd")
-    machine.user("mkdir -p ~/.config/devbox && cat > ~/.config/devbox/config.toml", input=CONFIG)
+    write_config(machine, CONFIG)
     try:
         yield devbox
     finally:
         for name in ("app", "dots"):
             devbox.run("destroy", name, "--yes", check=False)
         machine.user("test -s ~/served/pid && kill $(cat ~/served/pid)", check=False)
-        machine.user(f"printf '[drone]\\nimage = \"{TEST_IMAGE}\"\\n' > ~/.config/devbox/config.toml")
+        write_config(machine)
         machine.user("rm -rf ~/code ~/served")
 
 
