@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from devbox.errors import DevboxError, ExitCode
-from devbox.podman import PodmanPy, container_from_api
+from devbox.podman import PodmanPy, container_from_api, parse_http_response
 
 RECORDED = Path(__file__).resolve().parent.parent / "data" / "podman-5.4-containers-list.json"
 
@@ -182,3 +182,45 @@ def test_a_secret_goes_to_podman_in_the_request_body_only(runtime_dir: Path) -> 
     posts = [(path, body) for method, path, body in seen if method == "POST"]
     assert len(posts) == 1 and posts[0][1] == secret.encode()
     assert all(secret not in path for _, path, _ in seen)
+
+
+def test_a_large_list_arrives_whole(runtime_dir: Path) -> None:
+    """Many reads on the socket: 300 containers are about 0.5 MB of JSON."""
+    (raw,) = json.loads(RECORDED.read_text())
+    many = [{**raw, "Names": [f"drone-d{i:03d}"], "Labels": {**raw["Labels"], "io.devbox.drone": f"d{i:03d}"}} for i in range(300)]
+    body = json.dumps(many).encode()
+    sock = runtime_dir / "podman.sock"
+    server = _serve(sock, 200, body, [])
+    try:
+        drones = PodmanPy(f"unix://{sock}").drone_containers()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(body) > 262144 and sorted(drones) == [f"d{i:03d}" for i in range(300)]
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n[]", (200, b"[]")),
+        (b"HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n", (204, b"")),
+        (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n[1,2]", (200, b"[1,2]")),  # to the end
+        (b"HTTP/1.0 404 Not Found\r\ncontent-length: 3\r\n\r\nabcdef", (404, b"abc")),
+    ],
+)
+def test_http_responses_are_read(response: bytes, expected: tuple[int, bytes]) -> None:
+    assert parse_http_response(response) == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "error"),
+    [
+        (b"", "not an HTTP response"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "not an HTTP response"),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\n[1,", "the answer ended after 3 of 10 bytes"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n", "chunked"),
+    ],
+)
+def test_broken_http_responses_are_refused(response: bytes, error: str) -> None:
+    with pytest.raises(RuntimeError, match=error):
+        parse_http_response(response)

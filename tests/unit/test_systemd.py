@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,15 +51,65 @@ def fake_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return log
 
 
-def test_states_is_one_call_for_all_units(fake_systemctl: Path) -> None:
-    states = systemd.SystemctlSystemd().states(["drone-a.service", "drone-b.service"])
+# What busctl printed in the e2e machine (systemd 257) for a running drone and a missing unit.
+BUSCTL_OUTPUT = (
+    '{"type":"a(ssssssouso)","data":[[["drone-a.service","devbox drone a","loaded","active","running","",'
+    '"/org/freedesktop/systemd1/unit/drone_2da_2eservice",0,"","/"],["drone-b.service","drone-b.service",'
+    '"not-found","inactive","dead","","/org/freedesktop/systemd1/unit/drone_2db_2eservice",0,"","/"]]]}\n'
+)
+
+
+@pytest.fixture
+def fake_busctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    log = tmp_path / "busctl.log"
+    script = tmp_path / "busbin" / "busctl"
+    script.parent.mkdir()
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\ncat {tmp_path}/busctl.out\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    (tmp_path / "busctl.out").write_text(BUSCTL_OUTPUT)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+@pytest.mark.parametrize("backend", [systemd.SystemctlSystemd, systemd.PystemdSystemd])
+def test_states_is_one_busctl_call_for_all_units(backend, fake_busctl: Path, tmp_path: Path) -> None:
+    states = backend().states(["drone-a.service", "drone-b.service", "drone-c.service"])
+    assert fake_busctl.read_text().splitlines() == [
+        "--user --json=short call org.freedesktop.systemd1 /org/freedesktop/systemd1 "
+        "org.freedesktop.systemd1.Manager ListUnitsByNames as 3 drone-a.service drone-b.service drone-c.service"
+    ]
+    a, b, c = states["drone-a.service"], states["drone-b.service"], states["drone-c.service"]
+    assert (a.exists, a.load_state, a.active_state, a.sub_state) == (True, "loaded", "active", "running")
+    assert (b.exists, b.active_state) == (False, "inactive")
+    assert (c.exists, c.load_state) == (False, "not-found")  # not in the answer at all
+    assert backend().states([]) == {}
+    assert len(fake_busctl.read_text().splitlines()) == 1  # no units, no call
+
+
+def test_unreadable_busctl_output_is_a_systemd_error(fake_busctl: Path, tmp_path: Path) -> None:
+    (tmp_path / "busctl.out").write_text("Call failed: Access denied\n")
+    with pytest.raises(DevboxError) as error:
+        systemd.list_units(["drone-a.service"])
+    assert error.value.code == ExitCode.SYSTEMD
+    assert error.value.message.startswith("systemd could not read the state of drone-a.service: busctl printed")
+
+
+def test_missing_busctl_is_an_environment_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DevboxError) as error:
+        systemd.list_units(["drone-a.service"])
+    assert error.value.code == ExitCode.ENVIRONMENT
+
+
+def test_systemctl_details_read_restarts_start_and_result(fake_systemctl: Path) -> None:
+    a = systemd.details(systemd.SystemctlSystemd(), "drone-a.service")
     assert fake_systemctl.read_text().splitlines() == [
         "--user --no-ask-password show --timestamp=unix "
-        "--property=Id,LoadState,ActiveState,SubState,NRestarts,ActiveEnterTimestamp,Result -- drone-a.service drone-b.service"
+        "--property=Id,LoadState,ActiveState,SubState,NRestarts,ActiveEnterTimestamp,Result -- drone-a.service"
     ]
-    a, b = states["drone-a.service"], states["drone-b.service"]
     assert (a.exists, a.active_state, a.sub_state, a.n_restarts, a.result) == (True, "active", "running", 2, "oom-kill")
     assert a.active_since == datetime(2025, 11, 22, 8, 0, tzinfo=UTC)
+    b = systemd.parse_show(SHOW_OUTPUT, ["drone-a.service", "drone-b.service"])["drone-b.service"]
     assert (b.exists, b.active_state, b.active_since) == (False, "inactive", None)
 
 
@@ -99,6 +150,24 @@ def test_connect_falls_back_to_systemctl_without_a_user_bus(monkeypatch: pytest.
     assert error.value.code == ExitCode.ENVIRONMENT
     with pytest.raises(DevboxError):
         systemd.connect("upstart")
+
+
+def test_auto_picks_pystemd_without_importing_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`list` must not pay for pystemd's import: connect only looks for the package and the bus."""
+    package = tmp_path / "site" / "pystemd"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('imported by connect')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert systemd.connect("auto").backend == "systemctl"  # no bus socket
+    (tmp_path / "bus").touch()
+    backend = systemd.connect("auto")
+    assert backend.backend == "pystemd"
+    assert "pystemd" not in sys.modules
+    with pytest.raises(DevboxError) as error:
+        backend.daemon_reload()  # the first action imports, and says what failed
+    assert error.value.message == "systemd could not reload the user manager: imported by connect"
 
 
 def test_journal_argv() -> None:
