@@ -278,7 +278,8 @@ def main() -> None:
     results["startup"] = bench_startup(args.reps)
     results["create"] = bench_create(args.reps, args.image)
     results["list"] = bench_list(args.reps, [int(s) for s in args.sizes.split(",")], args.image)
-    from devbox.config import Paths, load_config
+    from devbox.config import load_config
+    from devbox.paths import Paths
 
     if load_config(Paths.from_env().config_file).github.enabled:
         results["broker"] = bench_broker(args.reps, args.image, args.repo, args.idle_wait)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devbox.cleanup import Signal
-from devbox.config import Paths
+from devbox.paths import Paths
 from devbox.probe import Probe
 
 CPU_ACTIVE_SHARE = 0.01  # of one CPU over the time between two checks

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from devbox import __version__, lifecycle, unitfile
-from devbox.config import Paths
 from devbox.errors import DevboxError, ExitCode
+from devbox.paths import Paths
 from devbox.spec import (
     RESERVED_ENV_PREFIX,
     DroneSpec,

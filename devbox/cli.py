@@ -38,7 +38,7 @@ _debug = False
 
 def make_context() -> Context:
     """The real world. Tests replace this function with one that returns fakes."""
-    from devbox.lifecycle import real_context
+    from devbox.context import real_context
 
     return real_context()
 
@@ -116,8 +116,8 @@ PermissionOpt = typer.Option(
 
 def complete_drone_names(incomplete: str) -> list[str]:
     """Shell completion for drone names (bash, zsh, fish through typer)."""
-    from devbox.config import Paths
     from devbox.lifecycle import find_drones
+    from devbox.paths import Paths
 
     return [name for name in find_drones(Paths.from_env()) if name.startswith(incomplete)]
 
@@ -247,10 +247,10 @@ def render(
 @app.command("list")
 def list_(as_json: bool = JsonOpt) -> None:
     """Every drone, its state and address."""
-    from devbox import lifecycle, output
+    from devbox import inventory, output
 
     ctx = make_context()
-    print(output.list_output(lifecycle.list_drones(ctx), ctx.clock(), as_json, _colour()))
+    print(output.list_output(inventory.list_drones(ctx), ctx.clock(), as_json, _colour()))
 
 
 @app.command()

@@ -55,7 +55,8 @@ def flavour_message(flavor: str, exc: DevboxError) -> str:
 
 def _flavoured(exc: DevboxError) -> str:
     try:
-        from devbox.config import Paths, load_config
+        from devbox.config import load_config
+        from devbox.paths import Paths
 
         flavor = load_config(Paths.from_env().config_file).flavor
     except DevboxError:

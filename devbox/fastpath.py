@@ -17,12 +17,12 @@ def run(argv: list[str]) -> bool:
     as_json = FAST_LIST.get(tuple(argv))
     if as_json is None:
         return False
-    from devbox import lifecycle, output
+    from devbox import context, inventory, output
     from devbox.errors import DevboxError, exit_with
 
     try:
-        ctx = lifecycle.real_context()
-        text = output.list_output(lifecycle.list_drones(ctx), ctx.clock(), as_json, output.colour_wanted())
+        ctx = context.real_context()
+        text = output.list_output(inventory.list_drones(ctx), ctx.clock(), as_json, output.colour_wanted())
     except DevboxError as exc:
         exit_with(exc)
     print(text)

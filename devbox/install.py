@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from devbox.config import Paths
 from devbox.errors import DevboxError, ExitCode
+from devbox.paths import Paths
 from devbox.render import Place, RenderedFile
 from devbox.unitfile import is_ours
 

@@ -9,33 +9,39 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devbox import __version__, install, quadlet, unitfile
-from devbox.config import Config, Paths, load_config, parse_permission
+from devbox import __version__, install, quadlet
+from devbox.config import parse_permission
+from devbox.context import Context
 from devbox.errors import DevboxError, ExitCode
-from devbox.podman import ContainerInfo, Podman
+from devbox.inventory import DroneRecord, DroneStatus, find_drones, require_drone, status_of
+from devbox.paths import Paths
 from devbox.render import (
     HostFacts,
     RenderedFile,
-    autostart_dropin,
     drone_files,
     render_autostart,
     render_drone,
     render_drone_tools,
 )
-from devbox.spec import PLAIN_PATH, SOCKET_PATH_MAX, DroneSpec, home_volume, parse_env, tailscale_secret, unit_service
-from devbox.systemd import Systemd, UnitState, details, journal_lines
+from devbox.spec import (
+    PLAIN_PATH,
+    SOCKET_PATH_MAX,
+    DroneSpec,
+    autostart_dropin,
+    home_volume,
+    parse_env,
+    tailscale_secret,
+    unit_service,
+)
+from devbox.systemd import details, journal_lines
 
 if TYPE_CHECKING:
     from devbox.access import SshTarget
-    from devbox.probe import Probe
     from devbox.secrets import Secret
 
 Progress = Callable[[str], None]
@@ -43,110 +49,6 @@ Progress = Callable[[str], None]
 
 def no_progress(_: str) -> None:
     pass
-
-
-def real_context() -> Context:
-    """The real world: this user's paths, systemd (pystemd or systemctl) and the Podman API socket."""
-    from devbox import podman, systemd
-
-    paths = Paths.from_env()
-    return Context(
-        paths,
-        systemd_factory=systemd.connect,
-        podman_factory=lambda: podman.PodmanPy(podman.default_socket(paths.runtime_dir)),
-    )
-
-
-class Context:
-    """What the use-cases need from the outside world, made on first use."""
-
-    def __init__(
-        self,
-        paths: Paths,
-        *,
-        systemd_factory: Callable[[], Systemd],
-        podman_factory: Callable[[], Podman],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        devbox_command: Sequence[str] = (sys.executable, "-m", "devbox"),
-        podman_command: str | None = None,
-        config: Config | None = None,
-        probe_factory: Callable[[], Probe] | None = None,
-    ) -> None:
-        self.paths = paths
-        self._systemd_factory = systemd_factory
-        self._podman_factory = podman_factory
-        self.clock = clock
-        self.devbox_command = tuple(devbox_command)
-        self.podman_command = podman_command or shutil.which("podman") or "/usr/bin/podman"
-        self._config = config
-        self._probe_factory = probe_factory
-
-    @cached_property
-    def config(self) -> Config:
-        return self._config if self._config is not None else load_config(self.paths.config_file)
-
-    @cached_property
-    def systemd(self) -> Systemd:
-        return self._systemd_factory()
-
-    @cached_property
-    def podman(self) -> Podman:
-        return self._podman_factory()
-
-    @cached_property
-    def probe(self) -> Probe:
-        """What the idle clean-up measures and does inside drones (podman exec and run)."""
-        if self._probe_factory is not None:
-            return self._probe_factory()
-        from devbox.probe import PodmanProbe
-
-        return PodmanProbe(self.podman_command)
-
-
-@dataclass(frozen=True)
-class DroneRecord:
-    """A drone as its unit file declares it."""
-
-    name: str
-    path: Path
-    labels: dict[str, str]
-    image: str
-    autostart: bool
-
-    @property
-    def repos(self) -> list[str]:
-        return [r for r in self.labels.get("repos", "").split(",") if r]
-
-
-def find_drones(paths: Paths) -> dict[str, DroneRecord]:
-    """Every drone devbox wrote, from the Quadlet directory alone (one directory read)."""
-    drones: dict[str, DroneRecord] = {}
-    if not paths.quadlet_dir.is_dir():
-        return drones
-    for path in sorted(paths.quadlet_dir.glob("drone-*.container")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        labels = unitfile.labels(text) if unitfile.is_ours(text) else {}
-        name = labels.get("drone")
-        if not name or path.name != f"drone-{name}.container":
-            continue
-        drones[name] = DroneRecord(
-            name=name,
-            path=path,
-            labels=labels,
-            image=unitfile.image(text) or "",
-            autostart=(paths.quadlet_dir / autostart_dropin(name)).is_file(),
-        )
-    return drones
-
-
-def require_drone(paths: Paths, name: str) -> DroneRecord:
-    record = find_drones(paths).get(name)
-    if record is None:
-        raise DevboxError(f"no such drone: {name}", ExitCode.NOT_FOUND)
-    return record
 
 
 @dataclass(frozen=True)
@@ -576,46 +478,6 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     return result
 
 
-@dataclass(frozen=True)
-class DroneStatus:
-    name: str
-    state: str  # running, starting, stopping, stopped, failed, missing-unit
-    unit: str
-    unit_state: str
-    unit_sub_state: str
-    container_state: str | None
-    image: str
-    repos: list[str]
-    created: str | None
-    started: datetime | None
-    restarts: int | None
-    ports: list[str]
-    volume: str
-    volume_exists: bool | None
-    autostart: bool
-    ssh_port: int | None
-    syncthing: bool
-    tailnet_name: str | None = None  # the drone's name on the tailnet, when it joins one
-    syncthing_id: str | None = None  # asked of a running drone by `status` only
-    workspace: str | None = None  # the host directory of --path
-    dotfiles: str | None = None  # the dotfiles URL
-    dotfiles_outcome: str | None = None  # asked of a running drone by `status` only
-    killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
-
-    def uptime_seconds(self, now: datetime) -> int | None:
-        return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
-
-
-def _summary(unit: UnitState, container: ContainerInfo | None) -> str:
-    if not unit.exists:
-        return "missing-unit"
-    if unit.active_state == "active":
-        return "running" if container is not None and container.state == "running" else "starting"
-    return {"activating": "starting", "deactivating": "stopping", "failed": "failed", "reloading": "running"}.get(
-        unit.active_state, "stopped"
-    )
-
-
 def _update_known_hosts(paths: Paths, alias: str, key: str | None) -> Path:
     from devbox.access import known_hosts_text
 
@@ -645,64 +507,12 @@ def record_host_key(ctx: Context, target: SshTarget) -> Path | None:
     return None if key is None else _update_known_hosts(ctx.paths, target.host_key_alias, key)
 
 
-def tailnet_name(name: str, tailnet: str | None) -> str:
-    """MagicDNS answers the bare node name on the tailnet; the full name works everywhere."""
-    return f"{name}.{tailnet}" if tailnet else name
-
-
-def _status(
-    record: DroneRecord,
-    unit: UnitState,
-    container: ContainerInfo | None,
-    volume_exists: bool | None,
-    tailnet: str | None = None,
-) -> DroneStatus:
-    port = record.labels.get("ssh-port")
-    return DroneStatus(
-        name=record.name,
-        state=_summary(unit, container),
-        unit=unit.name,
-        unit_state=unit.active_state,
-        unit_sub_state=unit.sub_state,
-        container_state=container.state if container else None,
-        image=container.image if container and container.image else record.image,
-        repos=record.repos,
-        created=record.labels.get("created"),
-        started=(container.started_at if container else None) or unit.active_since,
-        restarts=unit.n_restarts,
-        ports=list(container.ports) if container else [],
-        volume=home_volume(record.name),
-        volume_exists=volume_exists,
-        autostart=record.autostart,
-        ssh_port=int(port) if port and port.isdigit() else None,
-        syncthing=record.labels.get("syncthing") == "true",
-        tailnet_name=tailnet_name(record.name, tailnet) if record.labels.get("tailscale") == "true" else None,
-        workspace=record.labels.get("path"),
-        dotfiles=record.labels.get("dotfiles"),
-        killed_for_memory=unit.result == "oom-kill",
-    )
-
-
-def list_drones(ctx: Context) -> list[DroneStatus]:
-    """All drones: one directory read, one systemd query, one Podman query, however many drones."""
-    records = find_drones(ctx.paths)
-    if not records:
-        return []
-    services = [unit_service(name) for name in records]
-    states = ctx.systemd.states(services)
-    containers = ctx.podman.drone_containers()
-    tailnet = ctx.config.tailscale.tailnet
-    return [
-        _status(record, states[unit_service(name)], containers.get(name), None, tailnet)
-        for name, record in records.items()
-    ]
-
-
 def status(ctx: Context, name: str) -> DroneStatus:
     record = require_drone(ctx.paths, name)
     unit = details(ctx.systemd, unit_service(name))
     container = ctx.podman.drone_containers().get(name)
-    result = _status(record, unit, container, ctx.podman.volume_exists(home_volume(name)), ctx.config.tailscale.tailnet)
+    volume_exists = ctx.podman.volume_exists(home_volume(name))
+    result = status_of(record, unit, container, volume_exists, ctx.config.tailscale.tailnet)
     if result.state == "running":
         if result.syncthing:
             result = replace(result, syncthing_id=ctx.probe.syncthing_id(f"drone-{name}"))

@@ -7,9 +7,7 @@ Raw API JSON never leaves this module: `container_from_api` turns it into
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -152,7 +150,13 @@ class PodmanPy:
     def __init__(self, base_url: str, podman_command: str | None = None) -> None:
         self._base_url = base_url
         self._client: Any = None
-        self._command = podman_command or shutil.which("podman") or "/usr/bin/podman"
+        self._given_command = podman_command
+
+    @property
+    def _command(self) -> str:
+        import shutil
+
+        return self._given_command or shutil.which("podman") or "/usr/bin/podman"
 
     def _api(self) -> Any:
         if self._client is None:
@@ -240,6 +244,8 @@ class PodmanPy:
 
     def export_volume(self, name: str, write: Callable[[bytes], object]) -> int:
         """`podman volume export NAME` to `write`, a chunk at a time; returns the byte count."""
+        import tempfile
+
         with tempfile.TemporaryFile() as errors:
             proc = self._popen(["volume", "export", name], stdout=subprocess.PIPE, stderr=errors)
             total = 0
@@ -261,6 +267,8 @@ class PodmanPy:
 
     def import_volume(self, name: str, chunks: Iterable[bytes]) -> int:
         """`podman volume import NAME -` fed from `chunks`; returns the byte count."""
+        import tempfile
+
         with tempfile.TemporaryFile() as errors:
             proc = self._popen(["volume", "import", name, "-"], stdin=subprocess.PIPE, stderr=errors)
             total = 0

@@ -11,10 +11,9 @@ from enum import Enum
 from functools import cache
 from pathlib import Path
 
-from devbox.spec import DroneSpec
+from devbox.spec import DroneSpec, autostart_dropin
+from devbox.unitfile import MARKER
 
-# The first line of every file devbox writes. install.py refuses to replace a file without it.
-MARKER = "# Managed by devbox."
 HEADER = f"{MARKER} Change it with devbox; hand edits are lost on the next write."
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -49,7 +48,7 @@ def _cpus(value: float) -> str:
 
 
 class Place(Enum):
-    """Which directory a rendered file goes to (see config.Paths)."""
+    """Which directory a rendered file goes to (see paths.Paths)."""
 
     QUADLET = "quadlet"
     UNITS = "units"
@@ -165,10 +164,6 @@ def render_cleanup(host: HostFacts) -> list[RenderedFile]:
 
 def render_autostart() -> str:
     return _render("quadlet/autostart.conf.j2")
-
-
-def autostart_dropin(name: str) -> str:
-    return f"drone-{name}.container.d/autostart.conf"
 
 
 def drone_files(name: str) -> list[tuple[Place, str]]:

@@ -319,6 +319,11 @@ def parse_permissions_label(value: str) -> dict[str, str]:
     return dict(item.split(":", 1) for item in value.split(",") if ":" in item)
 
 
+def autostart_dropin(name: str) -> str:
+    """The Quadlet drop-in whose presence means the drone starts with the user manager."""
+    return f"drone-{name}.container.d/autostart.conf"
+
+
 def unit_service(name: str) -> str:
     return f"drone-{name}.service"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from devbox import install, lifecycle
+from devbox import install, inventory, lifecycle
 from devbox.activity import DroneView, gather
 from devbox.cleanup import Action, Decision, Policy, Rescue, Signal, WorkCheck, decide, settle
 from devbox.errors import DevboxError
@@ -76,7 +76,7 @@ def run(ctx: lifecycle.Context, *, apply: bool = False, progress: lifecycle.Prog
     now = ctx.clock()
     report = Report(now, apply)
     records = lifecycle.find_drones(ctx.paths)
-    for status in lifecycle.list_drones(ctx):
+    for status in inventory.list_drones(ctx):
         record = records[status.name]
         progress(f"checking drone {status.name}")
         running = status.state in ("running", "starting")

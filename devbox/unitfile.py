@@ -8,8 +8,10 @@ are turned back into `%`/`$`.
 
 from __future__ import annotations
 
-from devbox.render import MARKER
 from devbox.spec import LABEL_PREFIX
+
+# The first line of every file devbox writes. install.py refuses to replace a file without it.
+MARKER = "# Managed by devbox."
 
 Sections = dict[str, list[tuple[str, str]]]
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from devbox import unitfile
 from devbox.cleanup import WorkCheck
-from devbox.config import Config, Paths
+from devbox.config import Config
 from devbox.errors import DevboxError, ExitCode
 from devbox.lifecycle import Context
+from devbox.paths import Paths
 from devbox.podman import ContainerInfo
 from devbox.probe import Mounts, PushResult
 from devbox.systemd import UnitState

@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from devbox.broker.service import DroneBroker
-from devbox.config import Paths, load_config
+from devbox.config import load_config
 from devbox.errors import DevboxError, ExitCode
+from devbox.paths import Paths
 from devbox.spec import parse_permissions_label
 
 KEY_CREDENTIAL = "github-app-key"

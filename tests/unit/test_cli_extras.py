@@ -50,7 +50,7 @@ def test_minerals_for_a_repository_the_app_cannot_reach() -> None:
 def test_states_are_coloured_only_on_request(world: World, capsys) -> None:
     devbox(capsys, "create", "alpha")
     world.podman.containers = {"alpha": _running("alpha")}
-    from devbox.lifecycle import list_drones
+    from devbox.inventory import list_drones
 
     statuses = list_drones(world.context())
     plain = output.list_table(statuses, FIXED_NOW)

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from devbox.config import DEFAULT_IMAGE, Config, Paths, load_config
+from devbox.config import DEFAULT_IMAGE, Config, load_config
 from devbox.errors import DevboxError, ExitCode
+from devbox.paths import Paths
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devbox import fastpath, lifecycle
+from devbox import context, fastpath
 from devbox.errors import DevboxError, ExitCode
 from tests.fakes import World
 from tests.unit.test_cli import _running, devbox
@@ -22,7 +22,7 @@ def fast(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 
 @pytest.fixture
 def fast_world(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setattr(lifecycle, "real_context", lambda: world.context())
+    monkeypatch.setattr(context, "real_context", lambda: world.context())
     return world
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from devbox import install
-from devbox.config import Paths
 from devbox.errors import DevboxError, ExitCode
+from devbox.paths import Paths
 from devbox.render import HEADER, Place, RenderedFile
 
 

@@ -1,0 +1,97 @@
+"""The outside world the use-cases work on: paths, config, systemd, Podman, clock, probe.
+
+Each part is made on first use, so a command pays only for what it touches (`devbox list`
+never parses the config unless a drone is on a tailnet, and never imports pystemd).
+Tests build a `Context` with fakes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from devbox.paths import Paths
+
+if TYPE_CHECKING:
+    from devbox.config import Config
+    from devbox.podman import Podman
+    from devbox.probe import Probe
+    from devbox.systemd import Systemd
+
+
+def real_context() -> Context:
+    """The real world: this user's paths, systemd (pystemd or systemctl) and the Podman API socket."""
+    paths = Paths.from_env()
+
+    def connect_systemd() -> Systemd:
+        from devbox import systemd
+
+        return systemd.connect()
+
+    def connect_podman() -> Podman:
+        from devbox import podman
+
+        return podman.PodmanPy(podman.default_socket(paths.runtime_dir))
+
+    return Context(paths, systemd_factory=connect_systemd, podman_factory=connect_podman)
+
+
+class Context:
+    """What the use-cases need from the outside world, made on first use."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        *,
+        systemd_factory: Callable[[], Systemd],
+        podman_factory: Callable[[], Podman],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        devbox_command: Sequence[str] = (sys.executable, "-m", "devbox"),
+        podman_command: str | None = None,
+        config: Config | None = None,
+        probe_factory: Callable[[], Probe] | None = None,
+    ) -> None:
+        self.paths = paths
+        self._systemd_factory = systemd_factory
+        self._podman_factory = podman_factory
+        self.clock = clock
+        self.devbox_command = tuple(devbox_command)
+        self._podman_command = podman_command
+        self._config = config
+        self._probe_factory = probe_factory
+
+    @cached_property
+    def podman_command(self) -> str:
+        """podman's absolute path, for what the API cannot do (volume export, exec)."""
+        import shutil
+
+        return self._podman_command or shutil.which("podman") or "/usr/bin/podman"
+
+    @cached_property
+    def config(self) -> Config:
+        """config.toml, parsed on first use: `list` reads it only for a drone on a tailnet."""
+        if self._config is not None:
+            return self._config
+        from devbox.config import load_config
+
+        return load_config(self.paths.config_file)
+
+    @cached_property
+    def systemd(self) -> Systemd:
+        return self._systemd_factory()
+
+    @cached_property
+    def podman(self) -> Podman:
+        return self._podman_factory()
+
+    @cached_property
+    def probe(self) -> Probe:
+        """What the idle clean-up measures and does inside drones (podman exec and run)."""
+        if self._probe_factory is not None:
+            return self._probe_factory()
+        from devbox.probe import PodmanProbe
+
+        return PodmanProbe(self.podman_command)

@@ -1,0 +1,163 @@
+"""What drones there are and what state they are in: read, never changed.
+
+`find_drones` reads the Quadlet directory alone; `list_drones` adds one systemd query and
+one Podman query, however many drones there are. `devbox list` imports this module and
+little else (see fastpath.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from devbox import unitfile
+from devbox.errors import DevboxError, ExitCode
+from devbox.paths import Paths
+from devbox.spec import autostart_dropin, home_volume, unit_service
+
+if TYPE_CHECKING:
+    from devbox.context import Context
+    from devbox.podman import ContainerInfo
+    from devbox.systemd import UnitState
+
+
+@dataclass(frozen=True)
+class DroneRecord:
+    """A drone as its unit file declares it."""
+
+    name: str
+    path: Path
+    labels: dict[str, str]
+    image: str
+    autostart: bool
+
+    @property
+    def repos(self) -> list[str]:
+        return [r for r in self.labels.get("repos", "").split(",") if r]
+
+
+def find_drones(paths: Paths) -> dict[str, DroneRecord]:
+    """Every drone devbox wrote, from the Quadlet directory alone (one directory read)."""
+    drones: dict[str, DroneRecord] = {}
+    if not paths.quadlet_dir.is_dir():
+        return drones
+    for path in sorted(paths.quadlet_dir.glob("drone-*.container")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        labels = unitfile.labels(text) if unitfile.is_ours(text) else {}
+        name = labels.get("drone")
+        if not name or path.name != f"drone-{name}.container":
+            continue
+        drones[name] = DroneRecord(
+            name=name,
+            path=path,
+            labels=labels,
+            image=unitfile.image(text) or "",
+            autostart=(paths.quadlet_dir / autostart_dropin(name)).is_file(),
+        )
+    return drones
+
+
+def require_drone(paths: Paths, name: str) -> DroneRecord:
+    record = find_drones(paths).get(name)
+    if record is None:
+        raise DevboxError(f"no such drone: {name}", ExitCode.NOT_FOUND)
+    return record
+
+
+@dataclass(frozen=True)
+class DroneStatus:
+    name: str
+    state: str  # running, starting, stopping, stopped, failed, missing-unit
+    unit: str
+    unit_state: str
+    unit_sub_state: str
+    container_state: str | None
+    image: str
+    repos: list[str]
+    created: str | None
+    started: datetime | None
+    restarts: int | None
+    ports: list[str]
+    volume: str
+    volume_exists: bool | None
+    autostart: bool
+    ssh_port: int | None
+    syncthing: bool
+    tailnet_name: str | None = None  # the drone's name on the tailnet, when it joins one
+    syncthing_id: str | None = None  # asked of a running drone by `status` only
+    workspace: str | None = None  # the host directory of --path
+    dotfiles: str | None = None  # the dotfiles URL
+    dotfiles_outcome: str | None = None  # asked of a running drone by `status` only
+    killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
+
+    def uptime_seconds(self, now: datetime) -> int | None:
+        return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
+
+
+def _summary(unit: UnitState, container: ContainerInfo | None) -> str:
+    if not unit.exists:
+        return "missing-unit"
+    if unit.active_state == "active":
+        return "running" if container is not None and container.state == "running" else "starting"
+    return {"activating": "starting", "deactivating": "stopping", "failed": "failed", "reloading": "running"}.get(
+        unit.active_state, "stopped"
+    )
+
+
+def tailnet_name(name: str, tailnet: str | None) -> str:
+    """MagicDNS answers the bare node name on the tailnet; the full name works everywhere."""
+    return f"{name}.{tailnet}" if tailnet else name
+
+
+def status_of(
+    record: DroneRecord,
+    unit: UnitState,
+    container: ContainerInfo | None,
+    volume_exists: bool | None,
+    tailnet: str | None = None,
+) -> DroneStatus:
+    port = record.labels.get("ssh-port")
+    return DroneStatus(
+        name=record.name,
+        state=_summary(unit, container),
+        unit=unit.name,
+        unit_state=unit.active_state,
+        unit_sub_state=unit.sub_state,
+        container_state=container.state if container else None,
+        image=container.image if container and container.image else record.image,
+        repos=record.repos,
+        created=record.labels.get("created"),
+        started=(container.started_at if container else None) or unit.active_since,
+        restarts=unit.n_restarts,
+        ports=list(container.ports) if container else [],
+        volume=home_volume(record.name),
+        volume_exists=volume_exists,
+        autostart=record.autostart,
+        ssh_port=int(port) if port and port.isdigit() else None,
+        syncthing=record.labels.get("syncthing") == "true",
+        tailnet_name=tailnet_name(record.name, tailnet) if record.labels.get("tailscale") == "true" else None,
+        workspace=record.labels.get("path"),
+        dotfiles=record.labels.get("dotfiles"),
+        killed_for_memory=unit.result == "oom-kill",
+    )
+
+
+def list_drones(ctx: Context) -> list[DroneStatus]:
+    """All drones: one directory read, one systemd query, one Podman query, however many drones."""
+    records = find_drones(ctx.paths)
+    if not records:
+        return []
+    services = [unit_service(name) for name in records]
+    states = ctx.systemd.states(services)
+    containers = ctx.podman.drone_containers()
+    on_tailnet = any(record.labels.get("tailscale") == "true" for record in records.values())
+    tailnet = ctx.config.tailscale.tailnet if on_tailnet else None
+    return [
+        status_of(record, states[unit_service(name)], containers.get(name), None, tailnet)
+        for name, record in records.items()
+    ]
