@@ -90,11 +90,39 @@ def _environment():  # -> jinja2.Environment, imported lazily for a fast CLI sta
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        bytecode_cache=_bytecode_cache(jinja2),
     )
     env.filters["systemd_word"] = systemd_word
     env.filters["cpus"] = _cpus
     env.filters["gitconfig_value"] = gitconfig_value
     return env
+
+
+def _bytecode_cache(jinja2):  # -> jinja2.BytecodeCache | None
+    """Compiled templates kept between runs: compiling ours takes 25-35 ms of every `create`.
+
+    Jinja's own per-user directory (TMPDIR/_jinja2-cache-UID, 0700, refused if it is not
+    the user's). An entry is keyed on the template's source and Jinja's version, so an edited
+    template is compiled again. The cache can never fail a render: on any error there is none.
+    """
+
+    class QuietCache(jinja2.FileSystemBytecodeCache):
+        def load_bytecode(self, bucket) -> None:  # type: ignore[no-untyped-def]
+            try:
+                super().load_bytecode(bucket)
+            except (OSError, ValueError, EOFError):
+                bucket.reset()
+
+        def dump_bytecode(self, bucket) -> None:  # type: ignore[no-untyped-def]
+            try:
+                super().dump_bytecode(bucket)
+            except OSError:
+                pass
+
+    try:
+        return QuietCache()
+    except (OSError, RuntimeError):  # no safe directory
+        return None
 
 
 def templates_dir() -> Path:

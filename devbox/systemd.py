@@ -204,6 +204,10 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _texts(row: Sequence[object]) -> list[str]:
+    return [_text(value) for value in row]
+
+
 class PystemdSystemd:
     """The user manager over D-Bus (pystemd). Jobs are waited for like systemctl does."""
 
@@ -301,7 +305,15 @@ class PystemdSystemd:
             return None
 
     def states(self, units: Sequence[str]) -> dict[str, UnitState]:
-        return list_units(units)
+        """Through busctl until this process has connected for an action; then on its own connection."""
+        if self._connection is None or not units:
+            return list_units(units)
+        try:
+            rows = self._manager.Manager.ListUnitsByNames([u.encode() for u in units])
+        except Exception as exc:
+            raise _failed("read the state of", ", ".join(units), str(exc)) from None
+        states = {name: UnitState(name, load, active, sub) for name, _desc, load, active, sub, *_ in map(_texts, rows)}
+        return {unit: states.get(unit) or UnitState(unit, "not-found", "inactive", "dead") for unit in units}
 
     def details(self, unit: str) -> UnitState:
         """One unit with restarts and start time (for `status`)."""
