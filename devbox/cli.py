@@ -503,18 +503,18 @@ def cleanup(
     uninstall_timer: bool = typer.Option(False, "--uninstall", help="Disable and remove devbox-cleanup.timer."),
 ) -> None:
     """Stop idle drones, destroy long-idle ones whose work is safe; say what and why for each."""
-    from devbox import cleanup_report, sweep
+    from devbox import cleanup_report, sweep, timer
 
     ctx = make_context()
     if install_timer and uninstall_timer:
         raise DevboxError("--install and --uninstall exclude each other", ExitCode.USAGE)
     if install_timer:
-        for item in sweep.install_timer(ctx):
+        for item in timer.install_timer(ctx):
             print(f"{item.change.value:<9}  {item.path}")
         print("devbox-cleanup.timer is enabled: systemctl --user list-timers devbox-cleanup.timer")
         return
     if uninstall_timer:
-        removed = sweep.uninstall_timer(ctx)
+        removed = timer.uninstall_timer(ctx)
         print(f"devbox-cleanup.timer is removed ({len(removed)} files)")
         return
     with _spinner() as progress:

@@ -1,10 +1,10 @@
 """`devbox list` and `devbox list --json` without the command-line parser.
 
-typer builds a pydantic adapter for every option of every command on each start:
-0.2 to 0.3 s in the end-to-end machine, more than the query itself, and `list` is
-what people and scripts run most. These exact argument lists take this path; any
-other goes through cli.run. The output comes from the same function (output.list_output)
-and errors from the same one (errors.exit_with), so the two paths cannot drift apart.
+Importing typer and building the command tree costs more than the query itself, and `list`
+is what people and scripts run most. These exact argument lists take this path, which
+imports only inventory.py and output.py; any other goes through cli.run. The output comes
+from the same function (output.list_output) and errors from the same one
+(errors.exit_with), so the two paths cannot drift apart.
 """
 
 from __future__ import annotations

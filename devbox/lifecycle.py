@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devbox import __version__, install, quadlet
+from devbox import __version__, install, quadlet, timer
 from devbox.config import parse_permission
 from devbox.context import Context
 from devbox.errors import DevboxError, ExitCode
@@ -287,7 +287,10 @@ def create(
     progress("writing unit files")
     volume_was_there = ctx.podman.volume_exists(spec.volume)  # a failed first start must not leave one behind
     written = install.apply(planned)
+    timer_written: list[install.PlannedFile] = []
     try:
+        # The clean-up timer comes with the first drone; its files go in before the one reload.
+        timer_written = timer.write_timer(ctx)
         if keypair is not None:
             _write_private_key(ctx.paths.drone_key(spec.name), keypair[0])
         if tailscale_key is not None:
@@ -299,11 +302,9 @@ def create(
             progress(f"starting {spec.service}")
             _start_or_explain(ctx, spec.service)
     except BaseException:  # Ctrl-C during a long first start too
-        _undo_create(ctx, spec.name, written, volume_was_there)
+        _undo_create(ctx, spec.name, written + timer_written, volume_was_there)
         raise
-    from devbox.sweep import install_timer
-
-    install_timer(ctx)  # the daily idle clean-up comes with the first drone
+    timer.enable_timer(ctx, changed=bool(timer_written))
     return CreateResult(spec, planned, started=start, notes=notes)
 
 

@@ -1,4 +1,4 @@
-"""The idle clean-up as use-cases: `devbox cleanup [--apply]`, `devbox touch`, the timer's install.
+"""The idle clean-up as use-cases: `devbox cleanup [--apply]`, `devbox touch` (the timer is timer.py).
 
 `run` measures every drone (activity.py), decides (cleanup.py), and with
 `apply` acts: stop, destroy, or push dirty work to rescue branches first, or
@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from devbox import install, inventory, lifecycle
+from devbox import install, inventory, lifecycle, timer
 from devbox.activity import DroneView, gather
 from devbox.cleanup import Action, Decision, Policy, Rescue, Signal, WorkCheck, decide, settle
 from devbox.errors import DevboxError
 from devbox.probe import Mounts
-from devbox.render import CLEANUP_SERVICE, CLEANUP_TIMER, render_cleanup
 from devbox.spec import home_volume, parse_duration, unit_service
 
 
@@ -205,41 +204,9 @@ def touch(ctx: lifecycle.Context, name: str) -> Path:
     return path
 
 
-# The timer: installed with the first drone, removed with the last (unless [cleanup] keep_timer).
-
-
-def timer_installed(ctx: lifecycle.Context) -> bool:
-    return (ctx.paths.unit_dir / CLEANUP_TIMER).is_file()
-
-
-def install_timer(ctx: lifecycle.Context) -> list[install.PlannedFile]:
-    """Write (or refresh) devbox-cleanup.{timer,service}, then enable and start the timer."""
-    planned = install.plan(render_cleanup(lifecycle.host_facts(ctx)), ctx.paths)
-    written = install.apply(planned)
-    linked = (ctx.paths.unit_dir / "timers.target.wants" / CLEANUP_TIMER).exists()
-    if written:
-        ctx.systemd.daemon_reload()
-    if written or not linked:
-        ctx.systemd.enable(CLEANUP_TIMER)
-    return planned
-
-
-def uninstall_timer(ctx: lifecycle.Context) -> list[Path]:
-    removed: list[Path] = []
-    if timer_installed(ctx):
-        ctx.systemd.disable(CLEANUP_TIMER)
-    # devbox-cleanup.service is not stopped: it may be the very process destroying the last drone.
-    for unit in (CLEANUP_TIMER, CLEANUP_SERVICE):
-        if install.remove_file(ctx.paths.unit_dir / unit):
-            removed.append(ctx.paths.unit_dir / unit)
-    if removed:
-        ctx.systemd.daemon_reload()
-    return removed
-
-
 def forget_drone(ctx: lifecycle.Context, name: str) -> None:
     """After destroy: drop the drone's activity records; the timer goes with the last drone."""
     for kind in ("broker", "touch", "cpu", "stopped"):
         ctx.paths.activity_file(name, kind).unlink(missing_ok=True)
-    if not lifecycle.find_drones(ctx.paths) and not ctx.config.cleanup.keep_timer and timer_installed(ctx):
-        uninstall_timer(ctx)
+    if not lifecycle.find_drones(ctx.paths) and not ctx.config.cleanup.keep_timer and timer.timer_installed(ctx):
+        timer.uninstall_timer(ctx)

@@ -52,7 +52,7 @@ class Systemd(Protocol):
     def restart(self, unit: str) -> None: ...
     def reset_failed(self, unit: str) -> None: ...
     def states(self, units: Sequence[str]) -> dict[str, UnitState]: ...
-    def enable(self, unit: str) -> None: ...  # enable and start (`systemctl --user enable --now`)
+    def enable(self, unit: str) -> None: ...  # enable and start a loaded unit (`enable --no-reload --now`)
     def disable(self, unit: str) -> None: ...  # disable and stop
     def inactive_since(self, unit: str) -> datetime | None: ...  # when it last stopped, if it did
 
@@ -107,7 +107,7 @@ class SystemctlSystemd:
         self._run("reset-failed", "--", unit)  # nothing to reset is not an error
 
     def enable(self, unit: str) -> None:
-        result = self._run("enable", "--now", "--", unit, timeout=START_TIMEOUT)
+        result = self._run("enable", "--no-reload", "--now", "--", unit, timeout=START_TIMEOUT)
         if result.returncode != 0:
             raise _failed("enable", unit, result.stderr)
 
@@ -287,7 +287,6 @@ class PystemdSystemd:
             self._manager.Manager.EnableUnitFiles([unit.encode()], False, True)
         except Exception as exc:
             raise _failed("enable", unit, getattr(exc, "err_message", "") or str(exc)) from None
-        self.daemon_reload()
         self.start(unit)
 
     def disable(self, unit: str) -> None:

@@ -390,12 +390,12 @@ def test_a_failed_start_rolls_back_units_and_volume(world: World, capsys, saved:
 
 def test_a_failure_after_create_still_rolls_back(world: World, capsys, saved: Path, monkeypatch) -> None:
     """Anything that fails once the units are written (here the clean-up timer) removes the drone again."""
-    from devbox import sweep
+    from devbox import timer
 
-    def broken(ctx):
+    def broken(ctx, changed):
         raise DevboxError("timer trouble", ExitCode.SYSTEMD)
 
-    monkeypatch.setattr(sweep, "install_timer", broken)
+    monkeypatch.setattr(timer, "enable_timer", broken)
     code, _, err = devbox(capsys, "restore", str(saved))
     assert (code, err) == (ExitCode.SYSTEMD, "devbox: timer trouble\n")
     assert "drone-demo-home" not in world.podman.volumes

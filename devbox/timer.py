@@ -1,0 +1,59 @@
+"""devbox-cleanup.timer: installed with the first drone, removed with the last (unless [cleanup] keep_timer).
+
+`create` writes its files before the daemon-reload the drone needs anyway and enables it
+once the drone runs, so a first drone costs no second reload.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from devbox import install
+from devbox.context import Context
+from devbox.render import CLEANUP_SERVICE, CLEANUP_TIMER, render_cleanup
+
+
+def timer_installed(ctx: Context) -> bool:
+    return (ctx.paths.unit_dir / CLEANUP_TIMER).is_file()
+
+
+def _plan(ctx: Context) -> list[install.PlannedFile]:
+    from devbox.lifecycle import host_facts
+
+    return install.plan(render_cleanup(host_facts(ctx)), ctx.paths)
+
+
+def write_timer(ctx: Context) -> list[install.PlannedFile]:
+    """Write (or refresh) devbox-cleanup.{timer,service}; what was written, for a rollback.
+    The caller reloads the user manager, then calls enable_timer."""
+    return install.apply(_plan(ctx))
+
+
+def enable_timer(ctx: Context, changed: bool) -> None:
+    """Enable and start the timer, whose files the last daemon-reload loaded."""
+    linked = (ctx.paths.unit_dir / "timers.target.wants" / CLEANUP_TIMER).exists()
+    if changed or not linked:
+        ctx.systemd.enable(CLEANUP_TIMER)
+
+
+def install_timer(ctx: Context) -> list[install.PlannedFile]:
+    """`devbox cleanup --install`: write, reload when something changed, enable and start."""
+    planned = _plan(ctx)
+    written = install.apply(planned)
+    if written:
+        ctx.systemd.daemon_reload()
+    enable_timer(ctx, changed=bool(written))
+    return planned
+
+
+def uninstall_timer(ctx: Context) -> list[Path]:
+    removed: list[Path] = []
+    if timer_installed(ctx):
+        ctx.systemd.disable(CLEANUP_TIMER)
+    # devbox-cleanup.service is not stopped: it may be the very process destroying the last drone.
+    for unit in (CLEANUP_TIMER, CLEANUP_SERVICE):
+        if install.remove_file(ctx.paths.unit_dir / unit):
+            removed.append(ctx.paths.unit_dir / unit)
+    if removed:
+        ctx.systemd.daemon_reload()
+    return removed
