@@ -440,8 +440,9 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     result = DestroyResult(name)
     progress(f"stopping {unit_service(name)}")
     units = (unit_service(name), f"drone-{name}-creds.service", f"drone-{name}-creds.socket")
+    states = ctx.systemd.states(units)
     for unit in units:
-        state = ctx.systemd.states([unit])[unit]
+        state = states[unit]
         if state.exists and state.active_state not in ("inactive",):
             ctx.systemd.stop(unit)
         ctx.systemd.reset_failed(unit)
@@ -471,11 +472,11 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
         path = install.target_path(ctx.paths, place, relative)
         if install.remove_file(path):
             result.removed_files.append(path)
-    ctx.systemd.daemon_reload()
-    shutil.rmtree(ctx.paths.socket_dir(name), ignore_errors=True)
     from devbox.sweep import forget_drone
 
-    forget_drone(ctx, name)  # its activity records; the clean-up timer goes with the last drone
+    forget_drone(ctx, name)  # its activity records; the clean-up timer's files go with the last drone's
+    ctx.systemd.daemon_reload()
+    shutil.rmtree(ctx.paths.socket_dir(name), ignore_errors=True)
     return result
 
 

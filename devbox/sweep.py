@@ -205,8 +205,9 @@ def touch(ctx: lifecycle.Context, name: str) -> Path:
 
 
 def forget_drone(ctx: lifecycle.Context, name: str) -> None:
-    """After destroy: drop the drone's activity records; the timer goes with the last drone."""
+    """During destroy: drop the drone's activity records; the timer goes with the last drone
+    (disabled and its files removed; destroy's own daemon-reload follows)."""
     for kind in ("broker", "touch", "cpu", "stopped"):
         ctx.paths.activity_file(name, kind).unlink(missing_ok=True)
-    if not lifecycle.find_drones(ctx.paths) and not ctx.config.cleanup.keep_timer and timer.timer_installed(ctx):
-        timer.uninstall_timer(ctx)
+    if not lifecycle.find_drones(ctx.paths) and not ctx.config.cleanup.keep_timer:
+        timer.remove_timer(ctx)

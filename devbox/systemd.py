@@ -53,7 +53,7 @@ class Systemd(Protocol):
     def reset_failed(self, unit: str) -> None: ...
     def states(self, units: Sequence[str]) -> dict[str, UnitState]: ...
     def enable(self, unit: str) -> None: ...  # enable and start a loaded unit (`enable --no-reload --now`)
-    def disable(self, unit: str) -> None: ...  # disable and stop
+    def disable(self, unit: str) -> None: ...  # disable and stop (`disable --no-reload --now`)
     def inactive_since(self, unit: str) -> datetime | None: ...  # when it last stopped, if it did
 
 
@@ -112,7 +112,7 @@ class SystemctlSystemd:
             raise _failed("enable", unit, result.stderr)
 
     def disable(self, unit: str) -> None:
-        result = self._run("disable", "--now", "--", unit, timeout=STOP_TIMEOUT)
+        result = self._run("disable", "--no-reload", "--now", "--", unit, timeout=STOP_TIMEOUT)
         if result.returncode != 0:
             raise _failed("disable", unit, result.stderr)
 
@@ -295,7 +295,6 @@ class PystemdSystemd:
             self._manager.Manager.DisableUnitFiles([unit.encode()], False)
         except Exception as exc:
             raise _failed("disable", unit, getattr(exc, "err_message", "") or str(exc)) from None
-        self.daemon_reload()
 
     def inactive_since(self, unit: str) -> datetime | None:
         try:

@@ -1,7 +1,7 @@
 """devbox-cleanup.timer: installed with the first drone, removed with the last (unless [cleanup] keep_timer).
 
 `create` writes its files before the daemon-reload the drone needs anyway and enables it
-once the drone runs, so a first drone costs no second reload.
+afterwards; `destroy` removes them with the drone's own files. Neither pays a second reload.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def install_timer(ctx: Context) -> list[install.PlannedFile]:
     return planned
 
 
-def uninstall_timer(ctx: Context) -> list[Path]:
+def remove_timer(ctx: Context) -> list[Path]:
+    """Disable and stop the timer and remove its files; the caller reloads the user manager."""
     removed: list[Path] = []
     if timer_installed(ctx):
         ctx.systemd.disable(CLEANUP_TIMER)
@@ -54,6 +55,12 @@ def uninstall_timer(ctx: Context) -> list[Path]:
     for unit in (CLEANUP_TIMER, CLEANUP_SERVICE):
         if install.remove_file(ctx.paths.unit_dir / unit):
             removed.append(ctx.paths.unit_dir / unit)
+    return removed
+
+
+def uninstall_timer(ctx: Context) -> list[Path]:
+    """`devbox cleanup --uninstall`."""
+    removed = remove_timer(ctx)
     if removed:
         ctx.systemd.daemon_reload()
     return removed

@@ -63,11 +63,28 @@ def test_the_timer_is_installed_and_enabled(machine, backend: str) -> None:
     assert box.unit_property("devbox-cleanup.timer", "Persistent") == "yes"
 
 
-def test_first_drone_brings_the_timer(box: Devbox) -> None:
+def timer_enabled_and_active(box: Devbox) -> tuple[str, str]:
+    enabled = box.sh("systemctl --user is-enabled devbox-cleanup.timer", check=False).stdout.strip()
+    return enabled, box.is_active("devbox-cleanup.timer")
+
+
+@pytest.mark.parametrize("start", [True, False])
+@pytest.mark.parametrize("backend", ["pystemd", "systemctl"])
+def test_first_drone_brings_the_timer_and_the_last_takes_it(machine, backend: str, start: bool) -> None:
+    """The timer's files ride on the drone's daemon-reload; it must still end up enabled and running."""
+    box = Devbox(machine, backend)
+    assert box.json("list") == [], "another test left a drone behind"
     box.run("cleanup", "--uninstall")
-    box.run("create", "timer-first", "--no-start")
-    listed = box.sh("systemctl --user list-timers --all --no-pager devbox-cleanup.timer").stdout
-    assert "devbox-cleanup.timer" in listed and "devbox-cleanup.service" in listed
+    assert timer_enabled_and_active(box)[1] == "inactive"
+    try:
+        box.run("create", "timer-first", *([] if start else ["--no-start"]))
+        assert timer_enabled_and_active(box) == ("enabled", "active")
+        listed = box.sh("systemctl --user list-timers --no-pager devbox-cleanup.timer").stdout
+        assert "devbox-cleanup.timer" in listed and "devbox-cleanup.service" in listed
+    finally:
+        box.run("destroy", "timer-first", "--yes", check=False)
+    enabled, active = timer_enabled_and_active(box)
+    assert active == "inactive" and enabled != "enabled"
 
 
 def test_service_stops_the_idle_drone_and_leaves_an_ssh_session_running(box: Devbox) -> None:
