@@ -50,15 +50,24 @@ class _FakePodmanAPI(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
     daemon_threads = True
 
 
-def _serve(path: Path, status: int, body: bytes, seen: list[str]) -> _FakePodmanAPI:
+def _serve(
+    path: Path, status: int, body: bytes, seen: list[str], routes: dict[str, tuple[int, bytes]] | None = None
+) -> _FakePodmanAPI:
+    """A libpod API on a Unix socket answering every GET and DELETE with STATUS and BODY, or,
+    given ROUTES (path below /libpod -> answer), with the route's answer or a 404."""
+
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the base class's name
+        def _answer(self) -> None:
             seen.append(self.path)
-            self.send_response(status)
+            route = self.path.split("?")[0].rsplit("/libpod", 1)[-1]
+            code, data = (status, body) if routes is None else routes.get(route, (404, b'{"message":"no such"}'))
+            self.send_response(code)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(data)
+
+        do_GET = do_DELETE = _answer  # noqa: N815 - the base class's names
 
         def log_message(self, *args: object) -> None:
             pass
@@ -185,24 +194,6 @@ def test_a_secret_goes_to_podman_in_the_request_body_only(runtime_dir: Path) -> 
     assert all(secret not in path for _, path, _ in seen)
 
 
-def _serve_deletes(path: Path, answers: dict[str, tuple[int, bytes]], seen: list[str]) -> _FakePodmanAPI:
-    class Handler(BaseHTTPRequestHandler):
-        def do_DELETE(self) -> None:  # noqa: N802
-            seen.append(self.path)
-            status, body = answers.get(self.path.split("?")[0].rsplit("/libpod", 1)[-1], (404, b'{"message":"no such"}'))
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = _FakePodmanAPI(str(path), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return server
-
-
 def test_removals_are_one_delete_each_and_absence_is_no_error(runtime_dir: Path) -> None:
     sock = runtime_dir / "podman.sock"
     seen: list[str] = []
@@ -212,7 +203,7 @@ def test_removals_are_one_delete_each_and_absence_is_no_error(runtime_dir: Path)
         "/secrets/drone-a-tailscale-authkey": (204, b""),
         "/volumes/drone-b-home": (500, b'{"message":"volume is being used"}'),
     }
-    server = _serve_deletes(sock, answers, seen)
+    server = _serve(sock, 0, b"", seen, routes=answers)
     podman = PodmanPy(f"unix://{sock}")
     try:
         assert podman.remove_container("drone-a") is True
