@@ -79,6 +79,10 @@ class HostFacts:
     selinux: bool = False  # bind mounts get :z
 
 
+# How the templates are compiled; part of the compiled-template cache's key (see _bytecode_cache).
+_SYNTAX = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True, "autoescape": False}
+
+
 @cache
 def _environment():  # -> jinja2.Environment, imported lazily for a fast CLI start
     import jinja2
@@ -86,11 +90,8 @@ def _environment():  # -> jinja2.Environment, imported lazily for a fast CLI sta
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
         bytecode_cache=_bytecode_cache(jinja2),
+        **_SYNTAX,
     )
     env.filters["systemd_word"] = systemd_word
     env.filters["cpus"] = _cpus
@@ -101,16 +102,23 @@ def _environment():  # -> jinja2.Environment, imported lazily for a fast CLI sta
 def _bytecode_cache(jinja2):  # -> jinja2.BytecodeCache | None
     """Compiled templates kept between runs: compiling ours takes 25-35 ms of every `create`.
 
-    Jinja's own per-user directory (TMPDIR/_jinja2-cache-UID, 0700, refused if it is not
-    the user's). An entry is keyed on the template's source and Jinja's version, so an edited
-    template is compiled again. The cache can never fail a render: on any error there is none.
+    Jinja's own per-user directory (TMPDIR/_jinja2-cache-UID, 0700, refused if it is not the
+    user's). Jinja keys an entry on the template's path and source and on Python's version;
+    the file name adds Jinja's version, devbox's and the syntax options, which change the
+    compiled code too. The cache can never fail a render: an entry it cannot read is
+    compiled again, one it cannot write is skipped, and with no safe directory there is none.
     """
+    import hashlib
+
+    from devbox import __version__
+
+    stamp = hashlib.sha256(f"{jinja2.__version__} {__version__} {sorted(_SYNTAX.items())}".encode()).hexdigest()
 
     class QuietCache(jinja2.FileSystemBytecodeCache):
         def load_bytecode(self, bucket) -> None:  # type: ignore[no-untyped-def]
             try:
                 super().load_bytecode(bucket)
-            except (OSError, ValueError, EOFError):
+            except Exception:  # a truncated or foreign entry: pickle, marshal and OS errors alike
                 bucket.reset()
 
         def dump_bytecode(self, bucket) -> None:  # type: ignore[no-untyped-def]
@@ -120,7 +128,7 @@ def _bytecode_cache(jinja2):  # -> jinja2.BytecodeCache | None
                 pass
 
     try:
-        return QuietCache()
+        return QuietCache(pattern=f"__devbox_{stamp[:16]}_%s.cache")
     except (OSError, RuntimeError):  # no safe directory
         return None
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jinja2.bccache import bc_magic
 
 from devbox import render
 from tests.unit.cases import HOST, cases
@@ -37,11 +39,29 @@ def test_templates_are_compiled_once_and_render_the_same(tmpdir_env: Path) -> No
     assert [p.stat().st_mtime_ns for p in sorted(tmpdir_env.iterdir())] == stamps  # read, not written again
 
 
-def test_a_corrupt_cache_entry_is_compiled_again(tmpdir_env: Path) -> None:
+@pytest.mark.parametrize(
+    "entry",
+    [
+        b"garbage",  # Jinja itself refuses a wrong magic
+        bc_magic + b"\x80\x04garbage",  # the right magic, then a truncated pickle: ours must catch it
+        bc_magic + pickle.dumps("x", 2),  # a checksum that does not match: Jinja compiles again
+    ],
+)
+def test_a_corrupt_cache_entry_is_compiled_again(tmpdir_env: Path, entry: bytes) -> None:
     first = _texts()
-    for entry in tmpdir_env.iterdir():
-        entry.write_bytes(b"garbage")
+    for path in tmpdir_env.iterdir():
+        path.write_bytes(entry)
     assert _texts() == first
+
+
+def test_entries_are_named_for_jinja_devbox_and_the_syntax(tmpdir_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiled code from another Jinja, devbox or syntax setting is never loaded."""
+    _texts()
+    before = {p.name for p in tmpdir_env.iterdir()}
+    assert all(name.startswith("__devbox_") for name in before)
+    monkeypatch.setitem(render._SYNTAX, "trim_blocks", False)
+    _texts()
+    assert {p.name for p in tmpdir_env.iterdir()} - before  # new entries, beside the old ones
 
 
 def test_no_safe_cache_directory_means_no_cache(tmpdir_env: Path) -> None:
