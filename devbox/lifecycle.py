@@ -474,9 +474,11 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
             result.removed_files.append(path)
     from devbox.sweep import forget_drone
 
-    forget_drone(ctx, name)  # its activity records; the clean-up timer's files go with the last drone's
-    ctx.systemd.daemon_reload()
-    shutil.rmtree(ctx.paths.socket_dir(name), ignore_errors=True)
+    try:
+        forget_drone(ctx, name)  # its activity records; the clean-up timer's files go with the last drone's
+    finally:  # the drone's units are gone from disk: systemd must forget them whatever happened to the timer
+        ctx.systemd.daemon_reload()
+        shutil.rmtree(ctx.paths.socket_dir(name), ignore_errors=True)
     return result
 
 

@@ -80,7 +80,7 @@ API_VERSION = "v4.0.0"  # the libpod API path prefix; Podman 5 answers it unchan
 
 
 def api_request(
-    socket_path: str, method: str, path: str, body: bytes = b"", timeout: float = 30.0
+    socket_path: str, method: str, path: str, body: bytes = b"", timeout: float | None = 30.0
 ) -> tuple[int, bytes]:
     """One request on the libpod API over its Unix socket: status and body.
 
@@ -154,8 +154,9 @@ def exists_json(socket_path: str, kind: str, name: str, timeout: float = 30.0) -
     return status == 204
 
 
-def delete_json(socket_path: str, path: str, timeout: float = 30.0) -> bool:
-    """A libpod DELETE: True when it removed something, False when there was nothing (404)."""
+def delete_json(socket_path: str, path: str, timeout: float | None = None) -> bool:
+    """A libpod DELETE: True when it removed something, False when there was nothing (404).
+    No timeout by default: Podman answers when it has removed a home volume, however big."""
     status, body = api_request(socket_path, "DELETE", path, timeout=timeout)
     if status not in (200, 204, 404):
         raise _unexpected(status, body)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from devbox import cli
-from devbox.errors import ExitCode
+from devbox.errors import DevboxError, ExitCode
 from devbox.podman import ContainerInfo
 from tests.fakes import FIXED_NOW, World
 
@@ -281,6 +281,21 @@ def test_destroy_removes_units_container_and_volume(world: World, capsys) -> Non
         ("daemon-reload", ""),  # one reload, for the drone's units and the timer's alike
     ]
     assert devbox(capsys, "destroy", "demo", "--yes") == (ExitCode.NOT_FOUND, "", "devbox: no such drone: demo\n")
+
+
+def test_a_timer_that_will_not_go_still_leaves_the_drone_forgotten(world: World, capsys, monkeypatch) -> None:
+    devbox(capsys, "create", "demo")
+    world.paths.socket_dir("demo").mkdir(parents=True)
+
+    def refuse(unit: str) -> None:
+        raise DevboxError(f"systemd could not disable {unit}: Access denied", ExitCode.SYSTEMD)
+
+    monkeypatch.setattr(world.systemd, "disable", refuse)
+    code, _, err = devbox(capsys, "destroy", "demo", "--yes")
+    assert (code, err) == (ExitCode.SYSTEMD, "devbox: systemd could not disable devbox-cleanup.timer: Access denied\n")
+    assert world.systemd.calls[-1] == ("daemon-reload", "") and "drone-demo.service" not in world.systemd.loaded
+    assert not world.paths.socket_dir("demo").exists()
+    assert [f for f in world.files() if "drone-demo" in f] == []
 
 
 def test_destroy_keep_volume(world: World, capsys) -> None:
