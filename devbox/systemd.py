@@ -4,11 +4,14 @@
   first action.
 - `SystemctlSystemd` runs `systemctl --user`; used when pystemd is missing or the
   bus cannot be reached, or when `DEVBOX_SYSTEMD=systemctl`.
+- `AutoSystemd` (the default when pystemd is installed and there is a user bus)
+  picks one of the two at the first action.
 
 Both answer `states()` for many units with one D-Bus call, ListUnitsByNames, made by
 `busctl`: about 10 ms in one process, where importing pystemd alone (it loads lxml)
 takes about 30 ms and `systemctl show` asks once per unit. That keeps `devbox list`
-from importing pystemd at all.
+from importing pystemd at all. Without a user bus (no dbus-user-session) the systemctl
+backend falls back to `systemctl show`, which reaches the manager on its private socket.
 """
 
 from __future__ import annotations
@@ -122,7 +125,14 @@ class SystemctlSystemd:
         return _from_unix(value[1:]) if result.returncode == 0 and value.startswith("@") else None
 
     def states(self, units: Sequence[str]) -> dict[str, UnitState]:
-        return list_units(units)
+        """busctl when there is a user bus; without one (no dbus-user-session) systemctl still
+        reaches the manager on its private socket, asking once per unit."""
+        if not units or _user_bus_reachable():
+            return list_units(units)
+        result = self._run("show", "--timestamp=unix", f"--property={self._PROPERTIES}", "--", *units)
+        if result.returncode != 0:
+            raise _failed("read the state of", ", ".join(units), result.stderr)
+        return parse_show(result.stdout, units)
 
     def details(self, unit: str) -> UnitState:
         """One unit with restarts, start time and last result (for `status`)."""
@@ -318,24 +328,28 @@ class PystemdSystemd:
         base = self.states([unit])[unit]
         if not base.exists:
             return base
-        proxy = self._unit(unit)
-        service = unit.endswith(".service")
-        restarts = proxy.Service.NRestarts if service else None
-        result = proxy.Service.Result if service else None
+        try:
+            proxy = self._unit(unit)
+            service = unit.endswith(".service")
+            restarts = proxy.Service.NRestarts if service else None
+            result = proxy.Service.Result if service else None
+            since = int(proxy.Unit.ActiveEnterTimestamp)
+        except Exception as exc:
+            raise _failed("read the state of", unit, getattr(exc, "err_message", "") or str(exc)) from None
         return UnitState(
             unit,
             base.load_state,
             base.active_state,
             base.sub_state,
             n_restarts=int(restarts) if restarts is not None else None,
-            active_since=_from_unix(int(proxy.Unit.ActiveEnterTimestamp) / 1_000_000),
+            active_since=_from_unix(since / 1_000_000),
             result=result.decode() if isinstance(result, bytes) else result,
         )
 
 
 def details(systemd: Systemd, unit: str) -> UnitState:
     """A unit's state with restarts and start time, from whichever backend."""
-    if isinstance(systemd, (PystemdSystemd, SystemctlSystemd)):
+    if isinstance(systemd, (PystemdSystemd, SystemctlSystemd, AutoSystemd)):
         return systemd.details(unit)
     return systemd.states([unit])[unit]
 
@@ -352,9 +366,61 @@ def _user_bus_reachable() -> bool:
     return bool(runtime) and os.path.exists(os.path.join(runtime, "bus"))
 
 
+class AutoSystemd:
+    """DEVBOX_SYSTEMD=auto: pystemd if it imports and connects at the first action, else systemctl.
+    States are read with busctl until then, so `list` neither chooses nor imports anything."""
+
+    def __init__(self) -> None:
+        self._chosen: PystemdSystemd | SystemctlSystemd | None = None
+
+    def _choose(self) -> PystemdSystemd | SystemctlSystemd:
+        if self._chosen is None:
+            pystemd = PystemdSystemd()
+            try:
+                pystemd.open()
+                self._chosen = pystemd
+            except Exception:  # not importable (no libsystemd), or the bus refused us
+                self._chosen = SystemctlSystemd()
+        return self._chosen
+
+    @property
+    def backend(self) -> str:
+        return self._choose().backend
+
+    def states(self, units: Sequence[str]) -> dict[str, UnitState]:
+        return list_units(units) if self._chosen is None else self._chosen.states(units)
+
+    def details(self, unit: str) -> UnitState:
+        return self._choose().details(unit)
+
+    def daemon_reload(self) -> None:
+        self._choose().daemon_reload()
+
+    def start(self, unit: str) -> None:
+        self._choose().start(unit)
+
+    def stop(self, unit: str) -> None:
+        self._choose().stop(unit)
+
+    def restart(self, unit: str) -> None:
+        self._choose().restart(unit)
+
+    def reset_failed(self, unit: str) -> None:
+        self._choose().reset_failed(unit)
+
+    def enable(self, unit: str) -> None:
+        self._choose().enable(unit)
+
+    def disable(self, unit: str) -> None:
+        self._choose().disable(unit)
+
+    def inactive_since(self, unit: str) -> datetime | None:
+        return self._choose().inactive_since(unit)
+
+
 def connect(preference: str | None = None) -> Systemd:
-    """pystemd when it is installed and the user bus is there, else systemctl. DEVBOX_SYSTEMD forces one.
-    Nothing is imported or connected until the first action: `list` needs neither."""
+    """DEVBOX_SYSTEMD (auto, pystemd or systemctl). auto without a user bus or without pystemd
+    installed is systemctl; otherwise the choice waits for the first action (AutoSystemd)."""
     choice = preference or os.environ.get("DEVBOX_SYSTEMD", "auto")
     if choice not in ("auto", "pystemd", "systemctl"):
         raise DevboxError(f"DEVBOX_SYSTEMD={choice!r}: use auto, pystemd or systemctl", ExitCode.INVALID_INPUT)
@@ -369,7 +435,7 @@ def connect(preference: str | None = None) -> Systemd:
         from importlib.util import find_spec
 
         if find_spec("pystemd") is not None:
-            return PystemdSystemd()
+            return AutoSystemd()
     return SystemctlSystemd()
 
 

@@ -68,6 +68,9 @@ def fake_busctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     (tmp_path / "busctl.out").write_text(BUSCTL_OUTPUT)
     monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "bus").touch()  # a user bus socket, as far as devbox looks
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     return log
 
 
@@ -152,22 +155,41 @@ def test_connect_falls_back_to_systemctl_without_a_user_bus(monkeypatch: pytest.
         systemd.connect("upstart")
 
 
-def test_auto_picks_pystemd_without_importing_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """`list` must not pay for pystemd's import: connect only looks for the package and the bus."""
+def test_systemctl_without_a_user_bus_reads_states_with_systemctl_show(
+    fake_systemctl: Path, fake_busctl: Path, tmp_path: Path
+) -> None:
+    """No dbus-user-session: busctl cannot connect, systemctl can (the manager's private socket)."""
+    (tmp_path / "bus").unlink()
+    states = systemd.SystemctlSystemd().states(["drone-a.service", "drone-b.service"])
+    assert not fake_busctl.exists()
+    assert fake_systemctl.read_text().splitlines() == [
+        "--user --no-ask-password show --timestamp=unix "
+        "--property=Id,LoadState,ActiveState,SubState,NRestarts,ActiveEnterTimestamp,Result -- drone-a.service drone-b.service"
+    ]
+    assert (states["drone-a.service"].active_state, states["drone-b.service"].exists) == ("active", False)
+
+
+def test_auto_waits_for_the_first_action_and_falls_back_to_systemctl(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_systemctl: Path, fake_busctl: Path
+) -> None:
+    """`list` must not pay for pystemd's import; a pystemd that cannot import must not break actions."""
     package = tmp_path / "site" / "pystemd"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text("raise ImportError('imported by connect')\n")
+    (package / "__init__.py").write_text("raise ImportError('libsystemd.so.0: cannot open shared object file')\n")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    assert systemd.connect("auto").backend == "systemctl"  # no bus socket
+    (tmp_path / "bus").unlink()
+    assert systemd.connect("auto").backend == "systemctl"  # no bus socket: no question
     (tmp_path / "bus").touch()
     backend = systemd.connect("auto")
-    assert backend.backend == "pystemd"
-    assert "pystemd" not in sys.modules
+    assert isinstance(backend, systemd.AutoSystemd)
+    assert backend.states(["drone-a.service"])["drone-a.service"].active_state == "active"
+    assert "pystemd" not in sys.modules and len(fake_busctl.read_text().splitlines()) == 1
+    backend.daemon_reload()  # the first action: pystemd does not import, so systemctl does it
+    assert backend.backend == "systemctl"
+    assert fake_systemctl.read_text().splitlines() == ["--user --no-ask-password daemon-reload"]
     with pytest.raises(DevboxError) as error:
-        backend.daemon_reload()  # the first action imports, and says what failed
-    assert error.value.message == "systemd could not reload the user manager: imported by connect"
+        systemd.connect("pystemd")
+    assert error.value.code == ExitCode.ENVIRONMENT and "libsystemd.so.0" in error.value.message
 
 
 def test_journal_argv() -> None:
