@@ -20,7 +20,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -44,6 +44,10 @@ class UnitState:
     @property
     def exists(self) -> bool:
         return self.load_state not in ("not-found", "")
+
+    @classmethod
+    def missing(cls, name: str) -> UnitState:
+        return cls(name, "not-found", "inactive", "dead")
 
 
 class Systemd(Protocol):
@@ -139,7 +143,7 @@ class SystemctlSystemd:
         result = self._run("show", "--timestamp=unix", f"--property={self._PROPERTIES}", "--", unit)
         if result.returncode != 0:
             raise _failed("read the state of", unit, result.stderr)
-        return parse_show(result.stdout, [unit]).get(unit) or UnitState(unit, "not-found", "inactive", "dead")
+        return parse_show(result.stdout, [unit]).get(unit) or UnitState.missing(unit)
 
 
 BUSCTL_LIST_UNITS = [
@@ -169,17 +173,20 @@ def list_units(units: Sequence[str], timeout: float = 30.0) -> dict[str, UnitSta
 def parse_list_units(output: str, units: Sequence[str]) -> dict[str, UnitState]:
     """busctl's JSON for ListUnitsByNames: {"type": "a(ssssssouso)", "data": [[[name, description,
     load, active, sub, ...], ...]]}. A unit it does not name is reported as not found."""
-    states: dict[str, UnitState] = {}
     try:
-        rows: Any = json.loads(output)["data"][0]
-        for row in rows:
-            name, _description, load, active, sub = row[:5]
-            states[name] = UnitState(name, load, active, sub)
+        return states_from_rows(json.loads(output)["data"][0], units)
     except (ValueError, KeyError, IndexError, TypeError):
         raise _failed("read the state of", ", ".join(units), f"busctl printed {output[:80]!r}") from None
-    for unit in units:
-        states.setdefault(unit, UnitState(unit, "not-found", "inactive", "dead"))
-    return states
+
+
+def states_from_rows(rows: Iterable[Sequence[Any]], units: Sequence[str]) -> dict[str, UnitState]:
+    """ListUnitsByNames' rows (name, description, load, active, sub, ...), from busctl or pystemd,
+    for exactly UNITS: one that is not in the answer is reported as not found."""
+    states: dict[str, UnitState] = {}
+    for row in rows:
+        name, _description, load, active, sub = (_text(value) for value in row[:5])
+        states[name] = UnitState(name, load, active, sub)
+    return {unit: states.get(unit) or UnitState.missing(unit) for unit in units}
 
 
 def parse_show(output: str, units: Sequence[str]) -> dict[str, UnitState]:
@@ -212,10 +219,6 @@ def _from_unix(seconds: str | int | float) -> datetime | None:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _texts(row: Sequence[object]) -> list[str]:
-    return [_text(value) for value in row]
 
 
 class PystemdSystemd:
@@ -320,8 +323,7 @@ class PystemdSystemd:
             rows = self._manager.Manager.ListUnitsByNames([u.encode() for u in units])
         except Exception as exc:
             raise _failed("read the state of", ", ".join(units), str(exc)) from None
-        states = {name: UnitState(name, load, active, sub) for name, _desc, load, active, sub, *_ in map(_texts, rows)}
-        return {unit: states.get(unit) or UnitState(unit, "not-found", "inactive", "dead") for unit in units}
+        return states_from_rows(rows, units)
 
     def details(self, unit: str) -> UnitState:
         """One unit with restarts and start time (for `status`)."""

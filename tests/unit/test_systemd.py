@@ -89,6 +89,15 @@ def test_states_is_one_busctl_call_for_all_units(backend, fake_busctl: Path, tmp
     assert len(fake_busctl.read_text().splitlines()) == 1  # no units, no call
 
 
+def test_pystemd_rows_read_like_busctl_rows() -> None:
+    """pystemd answers ListUnitsByNames with bytes and ints where busctl prints JSON strings."""
+    row = (b"drone-a.service", b"devbox drone a", b"loaded", b"active", b"running", b"", b"/org/x", 0, b"", b"/")
+    states = systemd.states_from_rows([row], ["drone-a.service", "drone-z.service"])
+    assert states["drone-a.service"] == systemd.UnitState("drone-a.service", "loaded", "active", "running")
+    assert states["drone-z.service"] == systemd.UnitState.missing("drone-z.service")
+    assert list(states) == ["drone-a.service", "drone-z.service"]
+
+
 def test_unreadable_busctl_output_is_a_systemd_error(fake_busctl: Path, tmp_path: Path) -> None:
     (tmp_path / "busctl.out").write_text("Call failed: Access denied\n")
     with pytest.raises(DevboxError) as error:
