@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from devbox import __version__, lifecycle, unitfile
+from devbox import __version__, inventory, lifecycle, unitfile
 from devbox.errors import DevboxError, ExitCode
 from devbox.paths import Paths
 from devbox.spec import (
@@ -212,7 +212,7 @@ def backup(
     A running drone is stopped for the copy and started again (`live` copies it as it runs).
     Nothing half-written remains on failure, and a drone stopped for the copy is started again.
     """
-    record = lifecycle.require_drone(ctx.paths, name)
+    record = inventory.require_drone(ctx.paths, name)
     volume = home_volume(name)
     if not ctx.podman.volume_exists(volume):
         raise DevboxError(
@@ -528,7 +528,7 @@ def restore(
     archive = open_archive(path)
     try:
         target = validate_name(name) if name is not None else archive.name
-        if target in lifecycle.find_drones(ctx.paths):
+        if target in inventory.find_drones(ctx.paths):
             raise DevboxError(f"drone {target} exists already: restore with --name NEW", ExitCode.EXISTS)
         volume = home_volume(target)
         if ctx.podman.volume_exists(volume):
@@ -537,7 +537,7 @@ def restore(
                 ExitCode.EXISTS,
             )
         request, ignored = request_from_unit(archive.container_text, target, dict(ctx.config.github.permissions))
-        claimed = {record.labels.get("ssh-port") for record in lifecycle.find_drones(ctx.paths).values()}
+        claimed = {record.labels.get("ssh-port") for record in inventory.find_drones(ctx.paths).values()}
         if request.ssh_port in claimed:  # a copy beside its original: a port of its own
             request = replace(request, ssh_port=None)
         progress(f"checking {VOLUME_MEMBER}")
@@ -572,7 +572,7 @@ def _roll_back(ctx: lifecycle.Context, name: str, progress: Progress) -> None:
     """Remove what a failed restore made: the drone's units (through destroy) and its volume."""
     progress(f"rolling back: removing drone {name} and its volume")
     try:
-        if name in lifecycle.find_drones(ctx.paths):
+        if name in inventory.find_drones(ctx.paths):
             lifecycle.destroy(ctx, name)
         else:
             ctx.podman.remove_volume(home_volume(name))

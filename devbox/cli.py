@@ -116,7 +116,7 @@ PermissionOpt = typer.Option(
 
 def complete_drone_names(incomplete: str) -> list[str]:
     """Shell completion for drone names (bash, zsh, fish through typer)."""
-    from devbox.lifecycle import find_drones
+    from devbox.inventory import find_drones
     from devbox.paths import Paths
 
     return [name for name in find_drones(Paths.from_env()) if name.startswith(incomplete)]
@@ -311,10 +311,10 @@ def destroy(
     as_json: bool = JsonOpt,
 ) -> None:
     """Stop a drone and remove its units, container and (unless --keep-volume) its home volume."""
-    from devbox import lifecycle
+    from devbox import inventory, lifecycle
 
     ctx = make_context()
-    lifecycle.require_drone(ctx.paths, name)
+    inventory.require_drone(ctx.paths, name)
     if not yes:
         if not sys.stdin.isatty():
             raise DevboxError(f"refusing to destroy {name} without --yes (no terminal to ask on)", ExitCode.USAGE)
@@ -345,10 +345,10 @@ def logs(
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines to show."),
 ) -> None:
     """The drone's journal."""
-    from devbox import lifecycle, systemd
+    from devbox import inventory, systemd
 
     ctx = make_context()
-    lifecycle.require_drone(ctx.paths, name)
+    inventory.require_drone(ctx.paths, name)
     _exec(systemd.journal_argv(f"drone-{name}.service", lines, follow), "systemd's journal reader")
 
 
@@ -382,9 +382,9 @@ def exec_(
     name: str = DroneArg,
 ) -> None:
     """Run a command in a drone as the drone user: devbox exec NAME -- CMD [ARGS...] (default: a shell)."""
-    from devbox import lifecycle
+    from devbox import inventory
 
-    lifecycle.require_drone(make_context().paths, name)
+    inventory.require_drone(make_context().paths, name)
     command = list(ctx.args) or ["bash", "-l"]
     argv = ["podman", "exec", "--interactive"]
     if sys.stdin.isatty() and sys.stdout.isatty():
@@ -397,9 +397,9 @@ def _ssh_target(ctx: Context, name: str, from_elsewhere: bool = False) -> SshTar
     import getpass
     from dataclasses import replace
 
-    from devbox import access, lifecycle
+    from devbox import access, inventory, lifecycle
 
-    record = lifecycle.require_drone(ctx.paths, name)
+    record = inventory.require_drone(ctx.paths, name)
     key = ctx.paths.drone_key(name)
     identity = str(key) if key.exists() else None
     tailnet = ctx.config.tailscale.tailnet
@@ -427,21 +427,21 @@ def ssh(ctx: typer.Context, name: str = DroneArg) -> None:
 @app.command("ssh-config")
 def ssh_config(names: list[str] = typer.Argument(None, help="Drones (default: all).", show_default=False)) -> None:
     """Print ~/.ssh/config blocks so that `ssh NAME` (and editors) reach each drone."""
-    from devbox import access, lifecycle
+    from devbox import access, inventory
 
     context = make_context()
-    chosen = names or sorted(lifecycle.find_drones(context.paths))
+    chosen = names or sorted(inventory.find_drones(context.paths))
     if not chosen:
         raise DevboxError("no drones yet: devbox create NAME", ExitCode.NOT_FOUND)
     print(access.ssh_config([_ssh_target(context, name, from_elsewhere=True) for name in chosen]), end="")
 
 
 def _editor(name: str, build: Any, what: str, path: str | None) -> None:
-    from devbox import access, lifecycle
+    from devbox import access, inventory
 
     context = make_context()
     target = _ssh_target(context, name)
-    record = lifecycle.require_drone(context.paths, name)
+    record = inventory.require_drone(context.paths, name)
     where = path or record.labels.get("path") or access.workspace(os.path.expanduser("~"), record.repos)
     _exec(build(target, where), what)
 

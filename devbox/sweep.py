@@ -74,7 +74,7 @@ def _write_state(path: Path, text: str) -> None:
 def run(ctx: lifecycle.Context, *, apply: bool = False, progress: lifecycle.Progress = lifecycle.no_progress) -> Report:
     now = ctx.clock()
     report = Report(now, apply)
-    records = lifecycle.find_drones(ctx.paths)
+    records = inventory.find_drones(ctx.paths)
     for status in inventory.list_drones(ctx):
         record = records[status.name]
         progress(f"checking drone {status.name}")
@@ -196,7 +196,7 @@ def record_stop(ctx: lifecycle.Context, name: str) -> None:
 
 def touch(ctx: lifecycle.Context, name: str) -> Path:
     """`devbox touch NAME`: the user says the drone is in use."""
-    lifecycle.require_drone(ctx.paths, name)
+    inventory.require_drone(ctx.paths, name)
     path = ctx.paths.activity_file(name, "touch")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.touch()
@@ -209,5 +209,5 @@ def forget_drone(ctx: lifecycle.Context, name: str) -> None:
     (disabled and its files removed; destroy's own daemon-reload follows)."""
     for kind in ("broker", "touch", "cpu", "stopped"):
         ctx.paths.activity_file(name, kind).unlink(missing_ok=True)
-    if not lifecycle.find_drones(ctx.paths) and not ctx.config.cleanup.keep_timer:
+    if not inventory.find_drones(ctx.paths) and not ctx.config.cleanup.keep_timer:
         timer.remove_timer(ctx)
