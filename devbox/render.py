@@ -1,4 +1,5 @@
-"""Pure rendering: a DroneSpec in, the text of every unit file out. No I/O but the templates.
+"""Pure rendering: a DroneSpec in, the text of every unit file out. No I/O but reading the
+templates, and Jinja's cache of them compiled (`_bytecode_cache`), which can never change a result.
 
 Quoting for systemd lives in exactly one place, `systemd_word`.
 """
