@@ -6,11 +6,11 @@ import sys
 
 
 def main() -> None:
-    from devbox import fastpath
+    from devbox.cli import fastpath
 
     if fastpath.run(sys.argv[1:]):
         return
-    from devbox.cli import run
+    from devbox.cli.app import run
 
     run()
 

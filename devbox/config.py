@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devbox import spec
+from devbox.drone import spec
 from devbox.errors import DevboxError, ExitCode
 
 DEFAULT_IMAGE = "localhost/devbox-drone:latest"
@@ -175,7 +175,7 @@ def _matching(pattern: re.Pattern[str], what: str) -> Callable[[Any], str]:
 
 
 def _secret_reference(value: Any) -> str:
-    from devbox.secrets import validate_reference
+    from devbox.host.secrets import validate_reference
 
     return validate_reference(_str(value))
 
@@ -228,7 +228,7 @@ _DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0
 
 
 def _tailscale_key(value: Any) -> str:
-    from devbox.secrets import validate_reference
+    from devbox.host.secrets import validate_reference
 
     reference = _str(value)
     validate_reference(reference.replace("{user}", "user"))
@@ -240,7 +240,7 @@ def _public_keys(value: Any) -> tuple[str, ...]:
         raise DevboxError(
             'expected a list of public key lines ["ssh-ed25519 AAAA... me@laptop"]', ExitCode.INVALID_INPUT
         )
-    from devbox.sshkeys import parse_public_key
+    from devbox.drone.sshkeys import parse_public_key
 
     return tuple(parse_public_key(_str(line), "ssh.authorized_keys") for line in value)
 
@@ -257,7 +257,7 @@ _SSH_KEYS: dict[str, Callable[[Any], Any]] = {"authorized_keys": _public_keys, "
 
 def _checked(check_name: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
-        from devbox import identity
+        from devbox.drone import identity
 
         return getattr(identity, check_name)(_str(value))
 

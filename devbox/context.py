@@ -17,9 +17,9 @@ from devbox.paths import Paths
 
 if TYPE_CHECKING:
     from devbox.config import Config
-    from devbox.podman import Podman
-    from devbox.probe import Probe
-    from devbox.systemd import Systemd
+    from devbox.host.podman import Podman
+    from devbox.host.probe import Probe
+    from devbox.host.systemd import Systemd
 
 
 def real_context() -> Context:
@@ -27,12 +27,12 @@ def real_context() -> Context:
     paths = Paths.from_env()
 
     def connect_systemd() -> Systemd:
-        from devbox import systemd
+        from devbox.host import systemd
 
         return systemd.connect()
 
     def connect_podman() -> Podman:
-        from devbox import podman
+        from devbox.host import podman
 
         return podman.PodmanPy(podman.default_socket(paths.runtime_dir))
 
@@ -92,6 +92,6 @@ class Context:
         """What the idle clean-up measures and does inside drones (podman exec and run)."""
         if self._probe_factory is not None:
             return self._probe_factory()
-        from devbox.probe import PodmanProbe
+        from devbox.host.probe import PodmanProbe
 
         return PodmanProbe(self.podman_command)

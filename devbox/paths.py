@@ -83,3 +83,12 @@ class Paths:
     def rescue_dir(self) -> Path:
         """Where the clean-up exports the home volume of a drone whose work it could not push."""
         return self.state_dir / "rescue"
+
+
+def templates_dir() -> Path:
+    """Inside the wheel the templates sit in the package; in a checkout, beside it."""
+    package = Path(__file__).resolve().parent  # devbox/
+    for candidate in (package / "templates", package.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("devbox templates are missing from this installation")

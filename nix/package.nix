@@ -34,7 +34,7 @@ let
     pythonRemoveDeps = lib.optional (onepassword == [ ]) "onepassword-sdk";
     # pyproject keeps typer below 0.29 for speed only (see there); nixpkgs' typer works, if slower.
     pythonRelaxDeps = [ "typer" ];
-    pythonImportsCheck = [ "devbox" "devbox.cli" ];
+    pythonImportsCheck = [ "devbox" "devbox.cli.app" ];
     doCheck = false; # the unit tests need the Quadlet generator and a writable HOME: `make test` runs them
     meta = {
       description = "Remote development containers (drones) on rootless Podman, owned by systemd through Quadlet";

@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devbox import unitfile
-from devbox.cleanup import WorkCheck
+from devbox.cleanup.policy import WorkCheck
+from devbox.commands.lifecycle import Context
 from devbox.config import Config
 from devbox.errors import DevboxError, ExitCode
-from devbox.lifecycle import Context
+from devbox.host.podman import ContainerInfo
+from devbox.host.probe import Mounts, PushResult
+from devbox.host.systemd import UnitState
 from devbox.paths import Paths
-from devbox.podman import ContainerInfo
-from devbox.probe import Mounts, PushResult
-from devbox.systemd import UnitState
+from devbox.units import unitfile
 
 FIXED_NOW = datetime(2026, 11, 22, 8, 0, 0, tzinfo=UTC)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from devbox.broker.service import DroneBroker
 from devbox.config import load_config
+from devbox.drone.spec import parse_permissions_label
 from devbox.errors import DevboxError, ExitCode
 from devbox.paths import Paths
-from devbox.spec import parse_permissions_label
 
 KEY_CREDENTIAL = "github-app-key"
 
@@ -28,7 +28,7 @@ def app_key(env: dict[str, str] | None = None) -> bytes:
 
 
 def broker_for(name: str) -> tuple[DroneBroker, float]:
-    from devbox.lifecycle import require_drone
+    from devbox.commands.lifecycle import require_drone
 
     paths = Paths.from_env()
     config = load_config(paths.config_file)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from devbox.broker.github import Token
 from devbox.broker.tokens import Key
-from devbox.install import atomic_write
+from devbox.units.install import atomic_write
 
 
 def load(path: Path) -> list[tuple[Key, Token]]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from devbox.render import HostFacts
-from devbox.spec import DroneSpec
+from devbox.drone.spec import DroneSpec
+from devbox.units.render import HostFacts
 from tests.fakes import FIXED_NOW
 
 HOSTILE_ENV = {

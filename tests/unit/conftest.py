@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from devbox import cli, lifecycle
+from devbox.cli import app as cli
+from devbox.commands import lifecycle
 from tests.fakes import FakePodman, FakeSystemd, World, fake_paths
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from devbox import backup, cli
+from devbox.cli import app as cli
+from devbox.commands import backup
 from devbox.errors import DevboxError, ExitCode
 from tests.fakes import World
 
@@ -390,7 +391,7 @@ def test_a_failed_start_rolls_back_units_and_volume(world: World, capsys, saved:
 
 def test_a_failure_after_create_still_rolls_back(world: World, capsys, saved: Path, monkeypatch) -> None:
     """Anything that fails once the units are written (here the clean-up timer) removes the drone again."""
-    from devbox import timer
+    from devbox.cleanup import timer
 
     def broken(ctx, changed):
         raise DevboxError("timer trouble", ExitCode.SYSTEMD)
@@ -450,7 +451,7 @@ esac
 
 @pytest.fixture
 def podman_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from devbox.podman import PodmanPy
+    from devbox.host.podman import PodmanPy
 
     script = tmp_path / "podman"
     script.write_text(FAKE_PODMAN)

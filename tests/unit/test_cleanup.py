@@ -1,4 +1,4 @@
-"""The idle clean-up's policy (devbox.cleanup) with a fixed clock and signals as data, and its parsers."""
+"""The idle clean-up's policy (devbox.cleanup.policy) with a fixed clock and signals as data, and its parsers."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from devbox.activity import cpu_signal
-from devbox.cleanup import Action, Policy, RepoWork, Rescue, Signal, WorkCheck, age, decide, settle
-from devbox.probe import count_ssh_sessions, parse_cpu_stat, parse_newest, parse_push, parse_work
-from devbox.spec import format_duration, parse_duration
+from devbox.cleanup.activity import cpu_signal
+from devbox.cleanup.policy import Action, Policy, RepoWork, Rescue, Signal, WorkCheck, age, decide, settle
+from devbox.drone.spec import format_duration, parse_duration
+from devbox.host.probe import count_ssh_sessions, parse_cpu_stat, parse_newest, parse_push, parse_work
 from tests.fakes import FIXED_NOW
 
 NOW = FIXED_NOW

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from devbox import cli
+from devbox.cli import app as cli
 from devbox.errors import DevboxError, ExitCode
-from devbox.podman import ContainerInfo
+from devbox.host.podman import ContainerInfo
 from tests.fakes import FIXED_NOW, World
 
 
@@ -192,7 +192,7 @@ def test_create_pulls_a_missing_image(world: World, capsys) -> None:
 
 
 def test_create_that_fails_to_start_removes_what_it_wrote(world: World, capsys, monkeypatch) -> None:
-    monkeypatch.setattr("devbox.lifecycle.journal_lines", lambda unit, n: [f"{unit}: Error: crun: boom"])
+    monkeypatch.setattr("devbox.commands.lifecycle.journal_lines", lambda unit, n: [f"{unit}: Error: crun: boom"])
     world.systemd.fail_start.add("drone-demo.service")
     code, out, err = devbox(capsys, "create", "demo")
     assert (code, out) == (ExitCode.SYSTEMD, "")

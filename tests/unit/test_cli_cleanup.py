@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from devbox import unitfile
-from devbox.cleanup import RepoWork, WorkCheck
+from devbox.cleanup.policy import RepoWork, WorkCheck
 from devbox.config import load_config
 from devbox.errors import ExitCode
-from devbox.podman import ContainerInfo
-from devbox.render import render_cleanup
+from devbox.host.podman import ContainerInfo
+from devbox.units import unitfile
+from devbox.units.render import render_cleanup
 from tests.fakes import FIXED_NOW, World
 from tests.unit.cases import HOST
 from tests.unit.test_cli import devbox

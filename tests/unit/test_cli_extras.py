@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from devbox import cli, output
+from devbox.cli import app as cli
+from devbox.cli import output
 from devbox.errors import DevboxError, ExitCode
 from tests.fakes import FIXED_NOW, World
 from tests.unit.test_cli import _running, devbox
@@ -50,7 +51,7 @@ def test_minerals_for_a_repository_the_app_cannot_reach() -> None:
 def test_states_are_coloured_only_on_request(world: World, capsys) -> None:
     devbox(capsys, "create", "alpha")
     world.podman.containers = {"alpha": _running("alpha")}
-    from devbox.inventory import list_drones
+    from devbox.commands.inventory import list_drones
 
     statuses = list_drones(world.context())
     plain = output.list_table(statuses, FIXED_NOW)
@@ -135,7 +136,7 @@ def test_spinner_shows_the_current_step_on_a_terminal_and_nothing_when_piped() -
     import io
     import time
 
-    from devbox.progress import Spinner
+    from devbox.cli.progress import Spinner
 
     shown = io.StringIO()
     with Spinner(shown, interval=0.01, enabled=True) as progress:

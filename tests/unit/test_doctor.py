@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devbox import doctor
+from devbox.commands import doctor
 
 
 class FakeHost(doctor.Host):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from devbox import lifecycle, sshkeys
+from devbox.commands import lifecycle
+from devbox.drone import sshkeys
 from devbox.errors import DevboxError, ExitCode
 from tests.fakes import World
 from tests.unit.cases import ECDSA_KEY, ED25519_KEY
@@ -226,7 +227,7 @@ def test_a_failed_secret_create_leaves_nothing(world: World, capsys, monkeypatch
 
 
 def test_parse_device_id() -> None:
-    from devbox.probe import parse_device_id
+    from devbox.host.probe import parse_device_id
 
     device = "MFZWI3D-BONSGYC-YLTMRWG-C43ENR5-QXGZDMM-FZWI3DP-ONSGYCY-LTMRWGC"
     assert parse_device_id(f"device-id: {device}\n") == device

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from devbox import context, fastpath
+from devbox import context
+from devbox.cli import fastpath
 from devbox.errors import DevboxError, ExitCode
 from tests.fakes import World
 from tests.unit.test_cli import _running, devbox

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from devbox import config, image
+from devbox import config
+from devbox.commands import image
 from devbox.errors import DevboxError, ExitCode
 from tests.unit.test_cli import devbox
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from devbox import install
 from devbox.errors import DevboxError, ExitCode
 from devbox.paths import Paths
-from devbox.render import HEADER, Place, RenderedFile
+from devbox.units import install
+from devbox.units.render import HEADER, Place, RenderedFile
 
 
 def paths(tmp_path: Path) -> Paths:

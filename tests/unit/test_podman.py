@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from devbox.errors import DevboxError, ExitCode
-from devbox.podman import PodmanPy, container_from_api, parse_http_response
+from devbox.host.podman import PodmanPy, container_from_api, parse_http_response
 
 RECORDED = Path(__file__).resolve().parent.parent / "data" / "podman-5.4-containers-list.json"
 

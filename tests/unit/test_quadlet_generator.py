@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from devbox.render import render_drone
-from devbox.spec import DroneSpec
-from devbox.unitfile import parse_sections, split_words, values
+from devbox.drone.spec import DroneSpec
+from devbox.units.render import render_drone
+from devbox.units.unitfile import parse_sections, split_words, values
 from tests.unit.cases import HOST, HOSTILE_ENV, cases
 
 
@@ -158,7 +158,7 @@ def test_generator_reports_an_unsupported_key(quadlet_binary: Path, tmp_path: Pa
 def test_devbox_explains_a_rejected_file_with_the_generators_words(
     quadlet_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from devbox import quadlet
+    from devbox.units import quadlet
 
     monkeypatch.setenv("DEVBOX_QUADLET", str(quadlet_binary))
     (tmp_path / "drone-bad.container").write_text("[Container]\nImage=x\nBogusKey=1\n")

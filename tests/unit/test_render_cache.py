@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from jinja2.bccache import bc_magic
 
-from devbox import render
+from devbox.units import render
 from tests.unit.cases import HOST, cases
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devbox.render import render_drone
+from devbox.units.render import render_drone
 from tests.unit.cases import HOST, cases
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -33,7 +33,7 @@ def test_rendered_units_match_golden_files(case: str) -> None:
 def test_a_control_character_never_becomes_a_line_break_in_a_unit() -> None:
     import pytest
 
-    from devbox.render import systemd_word
+    from devbox.units.render import systemd_word
 
     for bad in ("a\nExecStartPre=/bin/true", "a\x00b", "a\rb", "\x1b[31m"):
         with pytest.raises(ValueError):

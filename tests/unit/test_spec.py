@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from devbox.drone.spec import DroneSpec, name_from_repo, parse_memory, validate_name
 from devbox.errors import DevboxError, ExitCode
-from devbox.spec import DroneSpec, name_from_repo, parse_memory, validate_name
 from tests.fakes import FIXED_NOW
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from devbox import systemd
 from devbox.errors import DevboxError, ExitCode
+from devbox.host import systemd
 
 SHOW_OUTPUT = """Id=drone-a.service
 LoadState=loaded

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from devbox.render import systemd_word
-from devbox.unitfile import image, is_ours, labels, parse_sections, split_words
+from devbox.units.render import systemd_word
+from devbox.units.unitfile import image, is_ours, labels, parse_sections, split_words
 from tests.unit.cases import HOSTILE_ENV
 
 SAMPLES = [*HOSTILE_ENV.values(), "plain", "a=b", "%", "$", "\\", '"', "'", "a'b\"c", "-x", "ünï"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from devbox.drone.workspace import name_from_path, validate_workspace
 from devbox.errors import DevboxError, ExitCode
-from devbox.workspace import name_from_path, validate_workspace
 from tests.fakes import World
 from tests.unit.test_cli import _running, devbox
 from tests.unit.test_drone_access import write_config

@@ -19,9 +19,9 @@ from devbox import __version__
 from devbox.errors import DevboxError, ExitCode, exit_with, flavour_message  # noqa: F401 (flavour_message: tests)
 
 if TYPE_CHECKING:
-    from devbox.access import SshTarget
-    from devbox.lifecycle import Context, CreateRequest
-    from devbox.progress import Spinner
+    from devbox.cli.progress import Spinner
+    from devbox.commands.lifecycle import Context, CreateRequest
+    from devbox.drone.access import SshTarget
 
 app = typer.Typer(
     name="devbox",
@@ -58,13 +58,13 @@ def _progress(text: str) -> None:
 
 def _spinner() -> Spinner:
     """The current step with a spinner on a terminal; nothing when stderr is piped."""
-    from devbox.progress import Spinner
+    from devbox.cli.progress import Spinner
 
     return Spinner(enabled=sys.stderr.isatty() and os.environ.get("TERM") != "dumb")
 
 
 def _colour() -> bool:
-    from devbox.output import colour_wanted
+    from devbox.cli.output import colour_wanted
 
     return colour_wanted()
 
@@ -116,7 +116,7 @@ PermissionOpt = typer.Option(
 
 def complete_drone_names(incomplete: str) -> list[str]:
     """Shell completion for drone names (bash, zsh, fish through typer)."""
-    from devbox.inventory import find_drones
+    from devbox.commands.inventory import find_drones
     from devbox.paths import Paths
 
     return [name for name in find_drones(Paths.from_env()) if name.startswith(incomplete)]
@@ -139,7 +139,7 @@ def _request(options: dict[str, Any]) -> CreateRequest:
     """The options of `create` and `render` (their locals()) as one request; typer wants each declared per command."""
     from dataclasses import fields
 
-    from devbox.lifecycle import CreateRequest
+    from devbox.commands.lifecycle import CreateRequest
 
     known = {f.name for f in fields(CreateRequest)}
     renamed = {_REQUEST_NAMES.get(key, key): value for key, value in options.items()}
@@ -175,7 +175,7 @@ def create(
 ) -> None:
     """Create a drone and start it."""
     options = dict(locals())
-    from devbox import lifecycle
+    from devbox.commands import lifecycle
 
     ctx = make_context()
     with _spinner() as progress:
@@ -233,7 +233,8 @@ def render(
 ) -> None:
     """Print every unit file devbox would write for a drone; write nothing."""
     options = dict(locals())
-    from devbox import install, lifecycle
+    from devbox.commands import lifecycle
+    from devbox.units import install
 
     ctx = make_context()
     spec = lifecycle.build_spec(ctx, _request(options))
@@ -247,7 +248,8 @@ def render(
 @app.command("list")
 def list_(as_json: bool = JsonOpt) -> None:
     """Every drone, its state and address."""
-    from devbox import inventory, output
+    from devbox.cli import output
+    from devbox.commands import inventory
 
     ctx = make_context()
     print(output.list_output(inventory.list_drones(ctx), ctx.clock(), as_json, _colour()))
@@ -259,7 +261,8 @@ def status(
     as_json: bool = JsonOpt,
 ) -> None:
     """One drone in detail: unit, container, image, repos, uptime, restarts, ports, volume."""
-    from devbox import lifecycle, output
+    from devbox.cli import output
+    from devbox.commands import lifecycle
 
     ctx = make_context()
     result = lifecycle.status(ctx, name)
@@ -282,7 +285,7 @@ def _change_state(action: Any, name: str, state: str, as_json: bool) -> None:
 @app.command()
 def start(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     """Start a drone (and bring it back with the user manager)."""
-    from devbox import lifecycle
+    from devbox.commands import lifecycle
 
     _change_state(lifecycle.start, name, "running", as_json)
 
@@ -290,7 +293,7 @@ def start(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
 @app.command()
 def stop(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     """Stop a drone; it stays stopped until `devbox start`, across reboots too."""
-    from devbox import lifecycle
+    from devbox.commands import lifecycle
 
     _change_state(lifecycle.stop, name, "stopped", as_json)
 
@@ -298,7 +301,7 @@ def stop(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
 @app.command()
 def restart(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     """Restart a drone."""
-    from devbox import lifecycle
+    from devbox.commands import lifecycle
 
     _change_state(lifecycle.restart, name, "running", as_json)
 
@@ -311,7 +314,7 @@ def destroy(
     as_json: bool = JsonOpt,
 ) -> None:
     """Stop a drone and remove its units, container and (unless --keep-volume) its home volume."""
-    from devbox import inventory, lifecycle
+    from devbox.commands import inventory, lifecycle
 
     ctx = make_context()
     inventory.require_drone(ctx.paths, name)
@@ -345,7 +348,8 @@ def logs(
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines to show."),
 ) -> None:
     """The drone's journal."""
-    from devbox import inventory, systemd
+    from devbox.commands import inventory
+    from devbox.host import systemd
 
     ctx = make_context()
     inventory.require_drone(ctx.paths, name)
@@ -355,7 +359,7 @@ def logs(
 @app.command()
 def doctor(as_json: bool = JsonOpt) -> None:
     """Check that this host can run drones; each failed check says what to do."""
-    from devbox.doctor import run_checks
+    from devbox.commands.doctor import run_checks
 
     checks = run_checks()
     if as_json:
@@ -382,7 +386,7 @@ def exec_(
     name: str = DroneArg,
 ) -> None:
     """Run a command in a drone as the drone user: devbox exec NAME -- CMD [ARGS...] (default: a shell)."""
-    from devbox import inventory
+    from devbox.commands import inventory
 
     inventory.require_drone(make_context().paths, name)
     command = list(ctx.args) or ["bash", "-l"]
@@ -397,7 +401,8 @@ def _ssh_target(ctx: Context, name: str, from_elsewhere: bool = False) -> SshTar
     import getpass
     from dataclasses import replace
 
-    from devbox import access, inventory, lifecycle
+    from devbox.commands import inventory, lifecycle
+    from devbox.drone import access
 
     record = inventory.require_drone(ctx.paths, name)
     key = ctx.paths.drone_key(name)
@@ -419,7 +424,7 @@ def _exec(argv: list[str], what: str) -> None:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def ssh(ctx: typer.Context, name: str = DroneArg) -> None:
     """SSH into a drone, over the tailnet or its local port: devbox ssh NAME [-- CMD ARGS...]"""
-    from devbox import access
+    from devbox.drone import access
 
     _exec(access.ssh_argv(_ssh_target(make_context(), name), list(ctx.args)), "the OpenSSH client")
 
@@ -427,7 +432,8 @@ def ssh(ctx: typer.Context, name: str = DroneArg) -> None:
 @app.command("ssh-config")
 def ssh_config(names: list[str] = typer.Argument(None, help="Drones (default: all).", show_default=False)) -> None:
     """Print ~/.ssh/config blocks so that `ssh NAME` (and editors) reach each drone."""
-    from devbox import access, inventory
+    from devbox.commands import inventory
+    from devbox.drone import access
 
     context = make_context()
     chosen = names or sorted(inventory.find_drones(context.paths))
@@ -437,7 +443,8 @@ def ssh_config(names: list[str] = typer.Argument(None, help="Drones (default: al
 
 
 def _editor(name: str, build: Any, what: str, path: str | None) -> None:
-    from devbox import access, inventory
+    from devbox.commands import inventory
+    from devbox.drone import access
 
     context = make_context()
     target = _ssh_target(context, name)
@@ -452,7 +459,7 @@ PathOpt = typer.Option(None, "--path", help="Directory in the drone (default: th
 @app.command()
 def code(name: str = DroneArg, path: str | None = PathOpt) -> None:
     """Open the drone in VS Code (Remote-SSH; needs the Host from `devbox ssh-config`)."""
-    from devbox import access
+    from devbox.drone import access
 
     _editor(name, access.code_argv, "VS Code's `code` command", path)
 
@@ -460,7 +467,7 @@ def code(name: str = DroneArg, path: str | None = PathOpt) -> None:
 @app.command()
 def zed(name: str = DroneArg, path: str | None = PathOpt) -> None:
     """Open the drone in Zed over SSH."""
-    from devbox import access
+    from devbox.drone import access
 
     _editor(name, access.zed_argv, "Zed's `zed` command", path)
 
@@ -472,7 +479,7 @@ def open_(
     https: bool = typer.Option(False, "--https", help="An https:// URL."),
 ) -> None:
     """Print the URL of a port on the drone over the tailnet."""
-    from devbox import access
+    from devbox.drone import access
 
     print(access.port_url(_ssh_target(make_context(), name, from_elsewhere=True), port, "https" if https else "http"))
 
@@ -503,7 +510,9 @@ def cleanup(
     uninstall_timer: bool = typer.Option(False, "--uninstall", help="Disable and remove devbox-cleanup.timer."),
 ) -> None:
     """Stop idle drones, destroy long-idle ones whose work is safe; say what and why for each."""
-    from devbox import cleanup_report, sweep, timer
+    from devbox.cleanup import timer
+    from devbox.cli import cleanup_report
+    from devbox.commands import sweep
 
     ctx = make_context()
     if install_timer and uninstall_timer:
@@ -531,7 +540,7 @@ def cleanup(
 @app.command()
 def touch(name: str = typer.Argument(..., help="Drone name.")) -> None:
     """Mark a drone as in use now, for the idle clean-up."""
-    from devbox import sweep
+    from devbox.commands import sweep
 
     sweep.touch(make_context(), name)
     print(f"drone {name} is marked active")
@@ -598,7 +607,7 @@ def backup(
     as_json: bool = JsonOpt,
 ) -> None:
     """Save a drone's home volume and unit files to one tar file (a running drone is stopped meanwhile)."""
-    from devbox import backup as backups
+    from devbox.commands import backup as backups
 
     if output == "-" and as_json:
         raise DevboxError("--json and -o - both write to stdout: choose one", ExitCode.USAGE)
@@ -648,7 +657,7 @@ def restore(
     """Recreate a drone from a backup: its home volume, and its units rendered anew from its labels."""
     from pathlib import Path
 
-    from devbox import backup as backups
+    from devbox.commands import backup as backups
 
     _terminate_cleanly()
     counter = _ByteCounter("importing the home volume")
@@ -701,7 +710,7 @@ def image_build(
     ),
 ) -> None:
     """Build the default drone image with podman build (templates/image/Containerfile)."""
-    from devbox import image
+    from devbox.commands import image
 
     display = image.StepDisplay()
     request = image.BuildRequest(tag=tag or image.DEFAULT_TAG, base=base, tailscale=tailscale, pull=pull)
@@ -720,7 +729,7 @@ def image_load(
     path: str = typer.Argument(..., help="Image archive, e.g. ./result of nix build .#drone-image."),
 ) -> None:
     """Load an image archive with podman load (the Nix-built drone image)."""
-    from devbox import image
+    from devbox.commands import image
 
     for name in image.load(path, lambda line: _err(line)):
         print(f"loaded {name}")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from devbox.errors import DevboxError, ExitCode
 from devbox.paths import Paths
-from devbox.render import Place, RenderedFile
-from devbox.unitfile import is_ours
+from devbox.units.render import Place, RenderedFile
+from devbox.units.unitfile import is_ours
 
 
 class Change(Enum):

@@ -14,21 +14,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devbox import __version__, install, quadlet, timer
+from devbox import __version__
+from devbox.cleanup import timer
+from devbox.commands.inventory import DroneRecord, DroneStatus, find_drones, require_drone, status_of
 from devbox.config import parse_permission
 from devbox.context import Context
-from devbox.errors import DevboxError, ExitCode
-from devbox.inventory import DroneRecord, DroneStatus, find_drones, require_drone, status_of
-from devbox.paths import Paths
-from devbox.render import (
-    HostFacts,
-    RenderedFile,
-    drone_files,
-    render_autostart,
-    render_drone,
-    render_drone_tools,
-)
-from devbox.spec import (
+from devbox.drone.spec import (
     PLAIN_PATH,
     SOCKET_PATH_MAX,
     DroneSpec,
@@ -38,11 +29,22 @@ from devbox.spec import (
     tailscale_secret,
     unit_service,
 )
-from devbox.systemd import details, journal_lines
+from devbox.errors import DevboxError, ExitCode
+from devbox.host.systemd import details, journal_lines
+from devbox.paths import Paths
+from devbox.units import install, quadlet
+from devbox.units.render import (
+    HostFacts,
+    RenderedFile,
+    drone_files,
+    render_autostart,
+    render_drone,
+    render_drone_tools,
+)
 
 if TYPE_CHECKING:
-    from devbox.access import SshTarget
-    from devbox.secrets import Secret
+    from devbox.drone.access import SshTarget
+    from devbox.host.secrets import Secret
 
 Progress = Callable[[str], None]
 
@@ -125,8 +127,8 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
             permissions.pop(perm, None)
         else:
             permissions.update([parse_permission(perm, level)])
-    from devbox.sshkeys import gather_keys
-    from devbox.workspace import validate_workspace
+    from devbox.drone.sshkeys import gather_keys
+    from devbox.drone.workspace import validate_workspace
 
     tailscale = ctx.config.tailscale
     on_tailnet = tailscale.enabled if request.tailscale is None else request.tailscale
@@ -189,7 +191,7 @@ def github_key_path(ctx: Context) -> str | None:
 
 
 def host_facts(ctx: Context) -> HostFacts:
-    from devbox.workspace import selinux_enabled
+    from devbox.drone.workspace import selinux_enabled
 
     return HostFacts(
         devbox_command=ctx.devbox_command,
@@ -212,12 +214,12 @@ def _install_shared(ctx: Context) -> None:
     """What every drone shares: the drone tools, and the GitHub App key when it is not a plain file."""
     reference = ctx.config.github.private_key
     if ctx.config.github.enabled and reference and not reference.startswith("file:"):
-        from devbox.secrets import Resolver
+        from devbox.host.secrets import Resolver
 
         key = Resolver(op_token_file=ctx.paths.state_dir / "op-token").resolve(reference)  # fails before any write
         ctx.paths.github_key_copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         install.atomic_write(ctx.paths.github_key_copy, key.value + "\n", mode=0o600)
-    from devbox.identity import git_identity
+    from devbox.drone.identity import git_identity
 
     identity = git_identity(ctx.config.identity.name, ctx.config.identity.email, ctx.paths.home)
     install.apply(install.plan(render_drone_tools(ctx.config.github.repo_base_url, identity), ctx.paths, force=True))
@@ -235,7 +237,7 @@ class CreateResult:
 def _resolve_tailscale_key(ctx: Context) -> Secret:
     import getpass
 
-    from devbox.secrets import Resolver
+    from devbox.host.secrets import Resolver
 
     reference = ctx.config.tailscale.auth_key_reference(getpass.getuser())
     return Resolver(op_token_file=ctx.paths.state_dir / "op-token").resolve(reference)
@@ -264,7 +266,7 @@ def create(
     anything is written: restore fills the home volume there, so the first start finds it populated."""
     keypair = None
     if request.new_ssh_key:
-        from devbox.sshkeys import generate_keypair
+        from devbox.drone.sshkeys import generate_keypair
 
         keypair = generate_keypair(f"devbox-{request.name or 'drone'}")
     spec = build_spec(ctx, request, extra_keys=[keypair[1]] if keypair else [])
@@ -388,7 +390,7 @@ def stop(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     ctx.systemd.stop(unit_service(name))
     for unit in (f"drone-{name}-creds.socket", f"drone-{name}-creds.service"):
         ctx.systemd.stop(unit)
-    from devbox.sweep import record_stop
+    from devbox.commands.sweep import record_stop
 
     record_stop(ctx, name)  # systemd forgets a stopped Quadlet unit's stop time; the idle clean-up needs it
 
@@ -472,7 +474,7 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
         path = install.target_path(ctx.paths, place, relative)
         if install.remove_file(path):
             result.removed_files.append(path)
-    from devbox.sweep import forget_drone
+    from devbox.commands.sweep import forget_drone
 
     try:
         forget_drone(ctx, name)  # its activity records; the clean-up timer's files go with the last drone's
@@ -483,7 +485,7 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
 
 
 def _update_known_hosts(paths: Paths, alias: str, key: str | None) -> Path:
-    from devbox.access import known_hosts_text
+    from devbox.drone.access import known_hosts_text
 
     path = paths.known_hosts
     previous = path.read_text(encoding="utf-8") if path.exists() else ""

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from devbox.drone.spec import PLAIN_PATH
 from devbox.errors import DevboxError, ExitCode
-from devbox.spec import PLAIN_PATH
 
 # Mounted at the same path, these would shadow the drone's own system, or hand it the host's.
 SYSTEM_DIRS = tuple(
@@ -67,7 +67,7 @@ def validate_workspace(given: str, home: Path, private: tuple[Path, ...] = ()) -
 
 def name_from_path(path: str) -> str:
     """`/home/dev/code/My_App.v2` -> `my-app-v2`; refused when that is not a valid drone name."""
-    from devbox.spec import validate_name
+    from devbox.drone.spec import validate_name
 
     base = Path(path).name
     candidate = base.lower().replace("_", "-").replace(".", "-")

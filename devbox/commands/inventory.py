@@ -12,15 +12,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devbox import unitfile
+from devbox.drone.spec import autostart_dropin, home_volume, unit_service
 from devbox.errors import DevboxError, ExitCode
 from devbox.paths import Paths
-from devbox.spec import autostart_dropin, home_volume, unit_service
+from devbox.units import unitfile
 
 if TYPE_CHECKING:
     from devbox.context import Context
-    from devbox.podman import ContainerInfo
-    from devbox.systemd import UnitState
+    from devbox.host.podman import ContainerInfo
+    from devbox.host.systemd import UnitState
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def run_process(argv: list[str], on_line: Callable[[str], None]) -> int:
 
 
 def context_dir() -> Path:
-    from devbox.render import templates_dir
+    from devbox.paths import templates_dir
 
     path = templates_dir() / "image"
     if not (path / "Containerfile").is_file():
@@ -116,7 +116,7 @@ def build(
 ) -> BuildResult:
     """podman build on the packaged context; every output line goes to on_line. On failure the
     error carries podman's last lines (tail_on_error: when on_line did not show them all)."""
-    from devbox.spec import validate_image
+    from devbox.drone.spec import validate_image
 
     validate_image(request.tag)
     if request.base:

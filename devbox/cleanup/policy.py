@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
-from devbox.spec import format_duration
+from devbox.drone.spec import format_duration
 
 
 class Action(Enum):

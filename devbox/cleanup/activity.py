@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devbox.cleanup import Signal
+from devbox.cleanup.policy import Signal
+from devbox.host.probe import Probe
 from devbox.paths import Paths
-from devbox.probe import Probe
 
 CPU_ACTIVE_SHARE = 0.01  # of one CPU over the time between two checks
 CPU_ACTIVE_MIN_USEC = 1_000_000

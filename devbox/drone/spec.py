@@ -210,7 +210,7 @@ class DroneSpec:
             raise _bad("the same repository is given twice")
         if name is None:
             if path is not None:
-                from devbox.workspace import name_from_path
+                from devbox.drone.workspace import name_from_path
 
                 name = name_from_path(path)
             elif checked_repos:
@@ -222,7 +222,7 @@ class DroneSpec:
         if login_server is not None and not HTTP_URL.fullmatch(login_server):
             raise _bad(f"invalid login server {login_server!r}")
         if dotfiles_url is not None or dotfiles_branch is not None or ssh_keys:
-            from devbox import identity, sshkeys
+            from devbox.drone import identity, sshkeys
 
             dotfiles_url = None if dotfiles_url is None else identity.validate_dotfiles_url(dotfiles_url)
             dotfiles_branch = None if dotfiles_branch is None else identity.validate_branch(dotfiles_branch)

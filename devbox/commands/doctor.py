@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox import quadlet
+from devbox.units import quadlet
 
 PODMAN_MIN = (4, 4)  # Quadlet arrived in 4.4
 PODMAN_RECOMMENDED = (5, 0)

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from devbox.errors import DevboxError, ExitCode
-from devbox.render import GitIdentity
+from devbox.units.render import GitIdentity
 
 _TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 _EMAIL = re.compile(r"[^\s<>\x00-\x1f\x7f]{1,200}")

@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
-from pathlib import Path
 
-from devbox.spec import DroneSpec, autostart_dropin
-from devbox.unitfile import MARKER
+from devbox.drone.spec import DroneSpec, autostart_dropin
+from devbox.paths import templates_dir
+from devbox.units.unitfile import MARKER
 
 HEADER = f"{MARKER} Change it with devbox; hand edits are lost on the next write."
 
@@ -132,15 +132,6 @@ def _bytecode_cache(jinja2):  # -> jinja2.BytecodeCache | None
         return QuietCache(pattern=f"__devbox_{stamp[:16]}_%s.cache")
     except (OSError, RuntimeError):  # no safe directory
         return None
-
-
-def templates_dir() -> Path:
-    """Inside the wheel the templates sit in the package; in a checkout, beside it."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "templates", package.parent / "templates"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("devbox templates are missing from this installation")
 
 
 def _render(template: str, **context: object) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from devbox.inventory import DroneStatus
+from devbox.commands.inventory import DroneStatus
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -31,10 +31,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from devbox import __version__, inventory, lifecycle, unitfile
-from devbox.errors import DevboxError, ExitCode
-from devbox.paths import Paths
-from devbox.spec import (
+from devbox import __version__
+from devbox.commands import inventory, lifecycle
+from devbox.drone.spec import (
     RESERVED_ENV_PREFIX,
     DroneSpec,
     home_volume,
@@ -42,7 +41,10 @@ from devbox.spec import (
     unit_service,
     validate_name,
 )
-from devbox.systemd import journal_lines
+from devbox.errors import DevboxError, ExitCode
+from devbox.host.systemd import journal_lines
+from devbox.paths import Paths
+from devbox.units import unitfile
 
 FORMAT = "devbox-backup"
 FORMAT_VERSION = 1

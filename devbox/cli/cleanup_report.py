@@ -6,9 +6,9 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from devbox.cleanup import describe
-from devbox.spec import format_duration
-from devbox.sweep import DroneReport, Report
+from devbox.cleanup.policy import describe
+from devbox.commands.sweep import DroneReport, Report
+from devbox.drone.spec import format_duration
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from devbox import install, inventory, lifecycle, timer
-from devbox.activity import DroneView, gather
-from devbox.cleanup import Action, Decision, Policy, Rescue, Signal, WorkCheck, decide, settle
+from devbox.cleanup import timer
+from devbox.cleanup.activity import DroneView, gather
+from devbox.cleanup.policy import Action, Decision, Policy, Rescue, Signal, WorkCheck, decide, settle
+from devbox.commands import inventory, lifecycle
+from devbox.drone.spec import home_volume, parse_duration, unit_service
 from devbox.errors import DevboxError
-from devbox.probe import Mounts
-from devbox.spec import home_volume, parse_duration, unit_service
+from devbox.host.probe import Mounts
+from devbox.units import install
 
 
 @dataclass

@@ -42,7 +42,7 @@ def ssh_target(
 ) -> SshTarget:
     """How to reach the drone's sshd: from this server its published 127.0.0.1 port; from your
     other machines (ssh-config, open) its tailnet name."""
-    from devbox.inventory import tailnet_name
+    from devbox.commands.inventory import tailnet_name
 
     on_tailnet = labels.get("tailscale") == "true"
     port = labels.get("ssh-port", "")

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from devbox.cleanup import RepoWork, WorkCheck
-from devbox.render import templates_dir
+from devbox.cleanup.policy import RepoWork, WorkCheck
+from devbox.paths import templates_dir
 
 # Not the user's work: caches, git internals (the clean-up's own git reads stay out too), tool state.
 SKIP_DIRS = (".cache", ".git", ".local", "node_modules", "__pycache__")

@@ -17,7 +17,9 @@ def run(argv: list[str]) -> bool:
     as_json = FAST_LIST.get(tuple(argv))
     if as_json is None:
         return False
-    from devbox import context, inventory, output
+    from devbox import context
+    from devbox.cli import output
+    from devbox.commands import inventory
     from devbox.errors import DevboxError, exit_with
 
     try:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devbox import install
 from devbox.context import Context
-from devbox.render import CLEANUP_SERVICE, CLEANUP_TIMER, render_cleanup
+from devbox.units import install
+from devbox.units.render import CLEANUP_SERVICE, CLEANUP_TIMER, render_cleanup
 
 
 def timer_installed(ctx: Context) -> bool:
@@ -18,7 +18,7 @@ def timer_installed(ctx: Context) -> bool:
 
 
 def _plan(ctx: Context) -> list[install.PlannedFile]:
-    from devbox.lifecycle import host_facts
+    from devbox.commands.lifecycle import host_facts
 
     return install.plan(render_cleanup(host_facts(ctx)), ctx.paths)
 
