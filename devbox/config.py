@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devbox.drone import spec
+from devbox import values
 from devbox.errors import DevboxError, ExitCode
 
 DEFAULT_IMAGE = "localhost/devbox-drone:latest"
@@ -143,25 +143,25 @@ def _count(value: Any) -> int:
 def _env_table(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise DevboxError('expected a table of NAME = "value"', ExitCode.INVALID_INPUT)
-    return {spec.validate_env_key(k): spec.validate_env_value(k, _str(v)) for k, v in value.items()}
+    return {values.validate_env_key(k): values.validate_env_value(k, _str(v)) for k, v in value.items()}
 
 
 def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DevboxError("expected a number", ExitCode.INVALID_INPUT)
-    return spec.parse_cpus(value)
+    return values.parse_cpus(value)
 
 
 _DRONE_KEYS: dict[str, Callable[[Any], Any]] = {
-    "image": lambda v: spec.validate_image(_str(v)),
+    "image": lambda v: values.validate_image(_str(v)),
     "cpus": _number,
-    "memory": lambda v: spec.parse_memory(_str(v)),
+    "memory": lambda v: values.parse_memory(_str(v)),
     "syncthing": _bool,
     "env": _env_table,
 }
 _APP_ID = re.compile(r"[0-9]{1,12}|Iv[0-9A-Za-z.]{4,40}")
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
-_URL = spec.HTTP_URL
+_URL = values.HTTP_URL
 _PERMISSION = re.compile(r"[a-z][a-z_]{0,63}")
 
 
@@ -219,8 +219,8 @@ _GITHUB_KEYS: dict[str, Callable[[Any], Any]] = {
 }
 _BROKER_KEYS: dict[str, Callable[[Any], Any]] = {"idle_exit": _seconds}
 _CLEANUP_KEYS: dict[str, Callable[[Any], Any]] = {
-    "idle_stop": lambda v: spec.parse_duration(_str(v)),
-    "idle_destroy": lambda v: spec.parse_duration(_str(v)),
+    "idle_stop": lambda v: values.parse_duration(_str(v)),
+    "idle_destroy": lambda v: values.parse_duration(_str(v)),
     "keep_timer": _bool,
     "keep_volume": _bool,
 }

@@ -41,6 +41,11 @@ class DevboxError(Exception):
         return self.message
 
 
+def invalid(message: str) -> DevboxError:
+    """The one way to refuse a value: its message says what is allowed."""
+    return DevboxError(message, ExitCode.INVALID_INPUT)
+
+
 def flavour_message(flavor: str, exc: DevboxError) -> str:
     """With `flavor = "zerg"` in the config, a few errors speak the swarm's language first."""
     if flavor != "zerg":

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devbox.cleanup.policy import WorkCheck
 from devbox.commands.lifecycle import Context
 from devbox.config import Config
 from devbox.errors import DevboxError, ExitCode
 from devbox.host.podman import ContainerInfo
-from devbox.host.probe import Mounts, PushResult
+from devbox.host.probe import Mounts, PushResult, WorkCheck
 from devbox.host.systemd import UnitState
 from devbox.paths import Paths
 from devbox.units import unitfile

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
-from devbox.drone.spec import format_duration
+from devbox.host.probe import WorkCheck
+from devbox.values import format_duration
 
 
 class Action(Enum):
@@ -49,50 +50,6 @@ class Policy:
     idle_stop: timedelta
     idle_destroy: timedelta
     keep: bool = False
-
-
-@dataclass(frozen=True)
-class RepoWork:
-    """One git repository in a drone's home, as the work check found it."""
-
-    path: str  # relative to the home
-    changes: int = 0  # lines of `git status --porcelain`
-    stashes: int = 0
-    unpushed: int = 0  # commits on local branches that no remote branch has
-    error: str = ""  # git could not answer: counts as dirty
-    has_remote: bool = True  # without one there is nowhere to push a rescue branch
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self.changes or self.stashes or self.unpushed or self.error)
-
-    def describe(self) -> str:
-        if self.error:
-            return f"~/{self.path}: {self.error}"
-        parts = [
-            f"{count} {what}"
-            for count, what in (
-                (self.changes, "uncommitted changes"),
-                (self.stashes, "stashes"),
-                (self.unpushed, "unpushed commits"),
-            )
-            if count
-        ]
-        return f"~/{self.path}: " + (", ".join(parts) or "clean")
-
-
-@dataclass(frozen=True)
-class WorkCheck:
-    repos: tuple[RepoWork, ...] = ()
-    error: str = ""  # the check itself failed: nothing may be destroyed
-
-    @property
-    def dirty(self) -> tuple[RepoWork, ...]:
-        return tuple(r for r in self.repos if r.dirty)
-
-    @property
-    def safe(self) -> bool:
-        return not self.error and not self.dirty
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import typer
 
 from devbox import __version__
 from devbox.errors import DevboxError, ExitCode, exit_with, flavour_message  # noqa: F401 (flavour_message: tests)
+from devbox.names import names_of
 
 if TYPE_CHECKING:
     from devbox.cli.progress import Spinner
@@ -353,7 +354,7 @@ def logs(
 
     ctx = make_context()
     inventory.require_drone(ctx.paths, name)
-    _exec(systemd.journal_argv(f"drone-{name}.service", lines, follow), "systemd's journal reader")
+    _exec(systemd.journal_argv(names_of(name).service, lines, follow), "systemd's journal reader")
 
 
 @app.command()
@@ -393,7 +394,7 @@ def exec_(
     argv = ["podman", "exec", "--interactive"]
     if sys.stdin.isatty() and sys.stdout.isatty():
         argv.append("--tty")
-    argv += ["--workdir", os.path.expanduser("~"), f"drone-{name}", *command]
+    argv += ["--workdir", os.path.expanduser("~"), names_of(name).container, *command]
     _exec(argv, "the container engine")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from devbox.cleanup.policy import describe
 from devbox.commands.sweep import DroneReport, Report
-from devbox.drone.spec import format_duration
+from devbox.values import format_duration
 
 
 def _iso(when: datetime | None) -> str | None:

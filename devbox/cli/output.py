@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from devbox.commands.inventory import DroneStatus
+from devbox.names import DRONE_SSH_PORT
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -54,7 +55,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
 def address(status: DroneStatus) -> str | None:
     """HOST:PORT of the drone's sshd for your machines: its tailnet name, else the published local port."""
     if status.tailnet_name:
-        return f"{status.tailnet_name}:2222"
+        return f"{status.tailnet_name}:{DRONE_SSH_PORT}"
     return f"127.0.0.1:{status.ssh_port}" if status.ssh_port else None
 
 

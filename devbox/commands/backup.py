@@ -33,18 +33,13 @@ from typing import IO, Any
 
 from devbox import __version__
 from devbox.commands import inventory, lifecycle
-from devbox.drone.spec import (
-    RESERVED_ENV_PREFIX,
-    DroneSpec,
-    home_volume,
-    parse_permissions_label,
-    unit_service,
-    validate_name,
-)
+from devbox.drone.spec import DroneSpec, parse_permissions_label
 from devbox.errors import DevboxError, ExitCode
 from devbox.host.systemd import journal_lines
+from devbox.names import names_of
 from devbox.paths import Paths
 from devbox.units import unitfile
+from devbox.values import RESERVED_ENV_PREFIX, validate_name
 
 FORMAT = "devbox-backup"
 FORMAT_VERSION = 1
@@ -136,9 +131,9 @@ class _TarWriter:
 def unit_members(paths: Paths, name: str) -> list[tuple[str, Path]]:
     """The drone's unit files as (member name, path): the .container, its drop-ins, the creds units."""
     members: list[tuple[str, Path]] = []
-    container = paths.quadlet_dir / f"drone-{name}.container"
+    container = paths.quadlet_dir / names_of(name).container_file
     members.append((QUADLET_PREFIX + container.name, container))
-    dropins = paths.quadlet_dir / f"drone-{name}.container.d"
+    dropins = paths.quadlet_dir / names_of(name).dropin_dir
     if dropins.is_dir():
         for path in sorted(dropins.iterdir()):
             if path.is_file():
@@ -215,7 +210,7 @@ def backup(
     Nothing half-written remains on failure, and a drone stopped for the copy is started again.
     """
     record = inventory.require_drone(ctx.paths, name)
-    volume = home_volume(name)
+    volume = names_of(name).volume
     if not ctx.podman.volume_exists(volume):
         raise DevboxError(
             f"drone {name} has no home volume yet ({volume}: it has never started): nothing to back up",
@@ -236,7 +231,7 @@ def backup(
             raise DevboxError(f"cannot write {target}: {target.parent} is not a directory", ExitCode.INVALID_INPUT)
         spool = target.parent
     members = [(member, path.read_bytes()) for member, path in unit_members(ctx.paths, name)]
-    service = unit_service(name)
+    service = names_of(name).service
     fd, tmp_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".devbox.tar.partial", dir=spool)  # mode 0600
     tmp = Path(tmp_name)
     running = stopped = False
@@ -532,7 +527,7 @@ def restore(
         target = validate_name(name) if name is not None else archive.name
         if target in inventory.find_drones(ctx.paths):
             raise DevboxError(f"drone {target} exists already: restore with --name NEW", ExitCode.EXISTS)
-        volume = home_volume(target)
+        volume = names_of(target).volume
         if ctx.podman.volume_exists(volume):
             raise DevboxError(
                 f"volume {volume} exists already: remove it (podman volume rm {volume}) or restore with --name NEW",
@@ -577,6 +572,6 @@ def _roll_back(ctx: lifecycle.Context, name: str, progress: Progress) -> None:
         if name in inventory.find_drones(ctx.paths):
             lifecycle.destroy(ctx, name)
         else:
-            ctx.podman.remove_volume(home_volume(name))
+            ctx.podman.remove_volume(names_of(name).volume)
     except DevboxError:
         pass  # the original error is the one to report

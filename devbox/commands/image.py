@@ -116,7 +116,7 @@ def build(
 ) -> BuildResult:
     """podman build on the packaged context; every output line goes to on_line. On failure the
     error carries podman's last lines (tail_on_error: when on_line did not show them all)."""
-    from devbox.drone.spec import validate_image
+    from devbox.values import validate_image
 
     validate_image(request.tag)
     if request.base:

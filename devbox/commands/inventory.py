@@ -12,8 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devbox.drone.spec import autostart_dropin, home_volume, unit_service
 from devbox.errors import DevboxError, ExitCode
+from devbox.names import names_of
 from devbox.paths import Paths
 from devbox.units import unitfile
 
@@ -50,14 +50,14 @@ def find_drones(paths: Paths) -> dict[str, DroneRecord]:
             continue
         labels = unitfile.labels(text) if unitfile.is_ours(text) else {}
         name = labels.get("drone")
-        if not name or path.name != f"drone-{name}.container":
+        if not name or path.name != names_of(name).container_file:
             continue
         drones[name] = DroneRecord(
             name=name,
             path=path,
             labels=labels,
             image=unitfile.image(text) or "",
-            autostart=(paths.quadlet_dir / autostart_dropin(name)).is_file(),
+            autostart=(paths.quadlet_dir / names_of(name).autostart_dropin).is_file(),
         )
     return drones
 
@@ -135,7 +135,7 @@ def status_of(
         started=(container.started_at if container else None) or unit.active_since,
         restarts=unit.n_restarts,
         ports=list(container.ports) if container else [],
-        volume=home_volume(record.name),
+        volume=names_of(record.name).volume,
         volume_exists=volume_exists,
         autostart=record.autostart,
         ssh_port=int(port) if port and port.isdigit() else None,
@@ -152,12 +152,12 @@ def list_drones(ctx: Context) -> list[DroneStatus]:
     records = find_drones(ctx.paths)
     if not records:
         return []
-    services = [unit_service(name) for name in records]
+    services = [names_of(name).service for name in records]
     states = ctx.systemd.states(services)
     containers = ctx.podman.drone_containers()
     on_tailnet = any(record.labels.get("tailscale") == "true" for record in records.values())
     tailnet = ctx.config.tailscale.tailnet if on_tailnet else None
     return [
-        status_of(record, states[unit_service(name)], containers.get(name), None, tailnet)
+        status_of(record, states[names_of(name).service], containers.get(name), None, tailnet)
         for name, record in records.items()
     ]

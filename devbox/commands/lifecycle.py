@@ -19,18 +19,10 @@ from devbox.cleanup import timer
 from devbox.commands.inventory import DroneRecord, DroneStatus, find_drones, require_drone, status_of
 from devbox.config import parse_permission
 from devbox.context import Context
-from devbox.drone.spec import (
-    PLAIN_PATH,
-    SOCKET_PATH_MAX,
-    DroneSpec,
-    autostart_dropin,
-    home_volume,
-    parse_env,
-    tailscale_secret,
-    unit_service,
-)
+from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
 from devbox.errors import DevboxError, ExitCode
 from devbox.host.systemd import details, journal_lines
+from devbox.names import names_of
 from devbox.paths import Paths
 from devbox.units import install, quadlet
 from devbox.units.render import (
@@ -41,6 +33,7 @@ from devbox.units.render import (
     render_drone,
     render_drone_tools,
 )
+from devbox.values import PLAIN_PATH, parse_env
 
 if TYPE_CHECKING:
     from devbox.drone.access import SshTarget
@@ -334,10 +327,10 @@ def _ensure_image(ctx: Context, image: str, progress: Progress) -> None:
 
 def _check_generated(ctx: Context, name: str) -> None:
     """After daemon-reload the Quadlet generator must have produced drone-NAME.service."""
-    service = unit_service(name)
+    service = names_of(name).service
     if ctx.systemd.states([service])[service].exists:
         return
-    reasons = quadlet.problems(ctx.paths.quadlet_dir, f"drone-{name}.container")
+    reasons = quadlet.problems(ctx.paths.quadlet_dir, names_of(name).container_file)
     raise DevboxError(
         f"the Quadlet generator produced no {service}" + (f": {reasons[0]}" if reasons else ""),
         ExitCode.SYSTEMD,
@@ -356,39 +349,40 @@ def _start_or_explain(ctx: Context, service: str, action: Callable[[str], None] 
 def _undo_create(ctx: Context, name: str, written: list[install.PlannedFile], volume_was_there: bool) -> None:
     """Leave nothing half-made: stop what may have started, put the files back, remove the key, the
     secret and the volume the first start made. Each step is tried whatever the others do."""
+    names = names_of(name)
     failures: list[str] = []
-    for unit in (unit_service(name), f"drone-{name}-creds.socket", f"drone-{name}-creds.service"):
+    for unit in (names.service, names.creds_socket, names.creds_service):
         _attempt(failures, unit, lambda unit=unit: ctx.systemd.stop(unit))
     _attempt(failures, "the unit files", lambda: install.rollback(written))
     _attempt(failures, "the SSH key", lambda: ctx.paths.drone_key(name).unlink(missing_ok=True))
-    _attempt(failures, "the Tailscale key secret", lambda: ctx.podman.remove_secret(tailscale_secret(name)))
-    _attempt(failures, "the container", lambda: ctx.podman.remove_container(f"drone-{name}"))
+    _attempt(failures, "the Tailscale key secret", lambda: ctx.podman.remove_secret(names.tailscale_secret))
+    _attempt(failures, "the container", lambda: ctx.podman.remove_container(names.container))
     if not volume_was_there:
-        _attempt(failures, "the volume", lambda: ctx.podman.remove_volume(home_volume(name)))
+        _attempt(failures, "the volume", lambda: ctx.podman.remove_volume(names.volume))
     _attempt(failures, "daemon-reload", ctx.systemd.daemon_reload)
 
 
 def _ensure_autostart(ctx: Context, record: DroneRecord) -> None:
     """A started drone comes back with the user manager: write its [Install] drop-in again."""
     if not record.autostart:
-        install.atomic_write(ctx.paths.quadlet_dir / autostart_dropin(record.name), render_autostart())
+        install.atomic_write(ctx.paths.quadlet_dir / names_of(record.name).autostart_dropin, render_autostart())
         ctx.systemd.daemon_reload()
 
 
 def start(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     _ensure_autostart(ctx, require_drone(ctx.paths, name))
-    progress(f"starting {unit_service(name)}")
-    _start_or_explain(ctx, unit_service(name))
+    progress(f"starting {names_of(name).service}")
+    _start_or_explain(ctx, names_of(name).service)
 
 
 def stop(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     """Stop, and stay stopped across a restart of the user manager (the autostart drop-in goes)."""
     require_drone(ctx.paths, name)
-    if install.remove_file(ctx.paths.quadlet_dir / autostart_dropin(name)):
+    if install.remove_file(ctx.paths.quadlet_dir / names_of(name).autostart_dropin):
         ctx.systemd.daemon_reload()
-    progress(f"stopping {unit_service(name)}")
-    ctx.systemd.stop(unit_service(name))
-    for unit in (f"drone-{name}-creds.socket", f"drone-{name}-creds.service"):
+    progress(f"stopping {names_of(name).service}")
+    ctx.systemd.stop(names_of(name).service)
+    for unit in (names_of(name).creds_socket, names_of(name).creds_service):
         ctx.systemd.stop(unit)
     from devbox.commands.sweep import record_stop
 
@@ -397,8 +391,8 @@ def stop(ctx: Context, name: str, progress: Progress = no_progress) -> None:
 
 def restart(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     _ensure_autostart(ctx, require_drone(ctx.paths, name))
-    progress(f"restarting {unit_service(name)}")
-    _start_or_explain(ctx, unit_service(name), ctx.systemd.restart)
+    progress(f"restarting {names_of(name).service}")
+    _start_or_explain(ctx, names_of(name).service, ctx.systemd.restart)
 
 
 @dataclass
@@ -438,10 +432,11 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     A step that fails does not stop the others; the unit files stay until everything else is
     gone, so running destroy again finds the drone and finishes the job.
     """
+    names = names_of(name)
     require_drone(ctx.paths, name)
     result = DestroyResult(name)
-    progress(f"stopping {unit_service(name)}")
-    units = (unit_service(name), f"drone-{name}-creds.service", f"drone-{name}-creds.socket")
+    progress(f"stopping {names.service}")
+    units = (names.service, names.creds_service, names.creds_socket)
     states = ctx.systemd.states(units)
     for unit in units:
         state = states[unit]
@@ -452,17 +447,17 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     result.tokens_revoked = int(
         _attempt(failures, "revoking its GitHub tokens", lambda: _revoke_tokens(ctx, name)) or 0
     )
-    _attempt(failures, "its Tailscale key secret", lambda: ctx.podman.remove_secret(tailscale_secret(name)))
+    _attempt(failures, "its Tailscale key secret", lambda: ctx.podman.remove_secret(names.tailscale_secret))
     key = ctx.paths.drone_key(name)
     if key.exists() and _attempt(failures, f"its SSH key {key}", key.unlink) is None and not key.exists():
         result.removed_files.append(key)
     _attempt(failures, "its host key line", lambda: forget_host_key(ctx.paths, name))
-    _attempt(failures, f"container drone-{name}", lambda: ctx.podman.remove_container(f"drone-{name}"))
+    _attempt(failures, f"container {names.container}", lambda: ctx.podman.remove_container(names.container))
     if keep_volume:
-        result.volume_kept = bool(_attempt(failures, "its volume", lambda: ctx.podman.volume_exists(home_volume(name))))
+        result.volume_kept = bool(_attempt(failures, "its volume", lambda: ctx.podman.volume_exists(names.volume)))
     else:
-        progress(f"removing volume {home_volume(name)}")
-        removed = _attempt(failures, f"volume {home_volume(name)}", lambda: ctx.podman.remove_volume(home_volume(name)))
+        progress(f"removing volume {names.volume}")
+        removed = _attempt(failures, f"volume {names.volume}", lambda: ctx.podman.remove_volume(names.volume))
         result.volume_removed = bool(removed)
     if failures:
         raise DevboxError(
@@ -509,19 +504,19 @@ def record_host_key(ctx: Context, target: SshTarget) -> Path | None:
     """
     if target.on_tailnet or target.host_key_alias is None:
         return None
-    key = ctx.probe.ssh_host_key(f"drone-{target.name}")
+    key = ctx.probe.ssh_host_key(names_of(target.name).container)
     return None if key is None else _update_known_hosts(ctx.paths, target.host_key_alias, key)
 
 
 def status(ctx: Context, name: str) -> DroneStatus:
     record = require_drone(ctx.paths, name)
-    unit = details(ctx.systemd, unit_service(name))
+    unit = details(ctx.systemd, names_of(name).service)
     container = ctx.podman.drone_containers().get(name)
-    volume_exists = ctx.podman.volume_exists(home_volume(name))
+    volume_exists = ctx.podman.volume_exists(names_of(name).volume)
     result = status_of(record, unit, container, volume_exists, ctx.config.tailscale.tailnet)
     if result.state == "running":
         if result.syncthing:
-            result = replace(result, syncthing_id=ctx.probe.syncthing_id(f"drone-{name}"))
+            result = replace(result, syncthing_id=ctx.probe.syncthing_id(names_of(name).container))
         if result.dotfiles:
-            result = replace(result, dotfiles_outcome=ctx.probe.dotfiles_outcome(f"drone-{name}"))
+            result = replace(result, dotfiles_outcome=ctx.probe.dotfiles_outcome(names_of(name).container))
     return result

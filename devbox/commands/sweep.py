@@ -16,10 +16,11 @@ from devbox.cleanup import timer
 from devbox.cleanup.activity import DroneView, gather
 from devbox.cleanup.policy import Action, Decision, Policy, Rescue, Signal, WorkCheck, decide, settle
 from devbox.commands import inventory, lifecycle
-from devbox.drone.spec import home_volume, parse_duration, unit_service
 from devbox.errors import DevboxError
 from devbox.host.probe import Mounts
+from devbox.names import names_of
 from devbox.units import install
+from devbox.values import parse_duration
 
 
 @dataclass
@@ -84,11 +85,11 @@ def run(ctx: lifecycle.Context, *, apply: bool = False, progress: lifecycle.Prog
         view = DroneView(
             name=status.name,
             running=running,
-            container=f"drone-{status.name}",
-            volume=home_volume(status.name),
+            container=names_of(status.name).container,
+            volume=names_of(status.name).volume,
             created=_created(record.labels),
             started=(status.started or now) if running else None,
-            stopped=None if running else ctx.systemd.inactive_since(unit_service(status.name)),
+            stopped=None if running else ctx.systemd.inactive_since(names_of(status.name).service),
         )
         policy = policy_for(ctx, record.labels)
         signals = gather(view, ctx.paths, ctx.probe, now, record=apply, write_state=_write_state)
@@ -105,7 +106,7 @@ def run(ctx: lifecycle.Context, *, apply: bool = False, progress: lifecycle.Prog
 
 def _mounts(ctx: lifecycle.Context, name: str, with_credentials: bool = False) -> Mounts:
     return Mounts(
-        volume=home_volume(name),
+        volume=names_of(name).volume,
         home=os.path.expanduser("~"),
         socket_dir=str(ctx.paths.socket_dir(name)) if with_credentials else None,
         tools_dir=str(ctx.paths.tools_dir) if with_credentials else None,
@@ -113,7 +114,7 @@ def _mounts(ctx: lifecycle.Context, name: str, with_credentials: bool = False) -
 
 
 def _check_work(ctx: lifecycle.Context, name: str, image: str) -> WorkCheck:
-    if not ctx.podman.volume_exists(home_volume(name)):
+    if not ctx.podman.volume_exists(names_of(name).volume):
         return WorkCheck()  # no home, no work to lose
     return ctx.probe.check_work(image, _mounts(ctx, name))
 
@@ -158,7 +159,7 @@ def _rescue(ctx: lifecycle.Context, name: str, image: str, work: WorkCheck, deci
     dirty = [r.path for r in work.dirty]
     broker_file = ctx.paths.activity_file(name, "broker")
     before = broker_file.stat() if broker_file.exists() else None
-    socket = f"drone-{name}-creds.socket"
+    socket = names_of(name).creds_socket
     result, error = None, ""
     try:
         ctx.systemd.start(socket)
@@ -166,7 +167,7 @@ def _rescue(ctx: lifecycle.Context, name: str, image: str, work: WorkCheck, deci
     except DevboxError as exc:
         error = exc.message
     finally:
-        for unit in (socket, f"drone-{name}-creds.service"):
+        for unit in (socket, names_of(name).creds_service):
             try:
                 ctx.systemd.stop(unit)
             except DevboxError:
@@ -181,7 +182,7 @@ def _rescue(ctx: lifecycle.Context, name: str, image: str, work: WorkCheck, deci
         if not result.failed and set(result.pushed) >= set(dirty):
             return Rescue(pushed=tuple(f"~/{p} -> {branch}" for p in result.pushed))
     target = ctx.paths.rescue_dir / f"{name}-{now:%Y%m%d}.tar"
-    export_error = ctx.probe.export_volume(home_volume(name), target)
+    export_error = ctx.probe.export_volume(names_of(name).volume, target)
     pushed = tuple(f"~/{p} -> {branch}" for p in (result.pushed if result else ()))
     return Rescue(pushed=pushed, error=error or "not pushed", export_path=str(target), export_error=export_error)
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from devbox.errors import DevboxError, ExitCode
-
-DRONE_SSH_PORT = 2222
+from devbox.names import DRONE_SSH_PORT
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from devbox.errors import DevboxError, ExitCode
+from devbox.errors import invalid
 from devbox.units.render import GitIdentity
 
 _TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
@@ -25,19 +25,15 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "host.containers.internal")
 _BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
 
 
-def _bad(message: str) -> DevboxError:
-    return DevboxError(message, ExitCode.INVALID_INPUT)
-
-
 def validate_git_name(value: str) -> str:
     if not _TEXT.fullmatch(value):
-        raise _bad("a git user name is 1 to 200 characters on one line")
+        raise invalid("a git user name is 1 to 200 characters on one line")
     return value
 
 
 def validate_email(value: str) -> str:
     if not _EMAIL.fullmatch(value):
-        raise _bad("a git email is 1 to 200 characters without spaces or <>")
+        raise invalid("a git email is 1 to 200 characters without spaces or <>")
     return value
 
 
@@ -45,7 +41,7 @@ def validate_dotfiles_url(value: str) -> str:
     """A URL git clones and whose installer then runs: no secrets in it (it goes into the unit), no plain
     http from elsewhere, nothing a unit file or git's command line could read as more than a URL."""
     if not _URL_TEXT.fullmatch(value) or value.startswith("-"):
-        raise _bad("invalid dotfiles URL: use https://, ssh://, file:// or git@host:path")
+        raise invalid("invalid dotfiles URL: use https://, ssh://, file:// or git@host:path")
     if _SCP_LIKE.fullmatch(value):
         return value
     from urllib.parse import urlsplit
@@ -54,22 +50,22 @@ def validate_dotfiles_url(value: str) -> str:
         url = urlsplit(value)
         host = url.hostname
     except ValueError:
-        raise _bad("invalid dotfiles URL: use https://, ssh://, file:// or git@host:path") from None
+        raise invalid("invalid dotfiles URL: use https://, ssh://, file:// or git@host:path") from None
     if url.scheme in ("http", "https") and ("@" in url.netloc or url.query or url.fragment):
         # The URL goes into a unit file: a user, password or token there is readable by anyone who reads it.
-        raise _bad("the dotfiles URL holds a user name, password, token or query: use a public URL or an SSH URL")
+        raise invalid("the dotfiles URL holds a user name, password, token or query: use a public URL or an SSH URL")
     if url.scheme == "ssh" and (url.password is not None or url.query or url.fragment):
-        raise _bad("the dotfiles URL holds a password or query: use an SSH key")
+        raise invalid("the dotfiles URL holds a password or query: use an SSH key")
     if url.scheme == "http" and host not in LOCAL_HOSTS:
-        raise _bad("dotfiles over plain http only from this machine: their installer runs in the drone; use https")
+        raise invalid("dotfiles over plain http only from this machine: their installer runs in the drone; use https")
     if url.scheme not in ("http", "https", "ssh", "file") or (url.scheme != "file" and not host):
-        raise _bad("invalid dotfiles URL: use https://, ssh://, file:// or git@host:path")
+        raise invalid("invalid dotfiles URL: use https://, ssh://, file:// or git@host:path")
     return value
 
 
 def validate_branch(value: str) -> str:
     if not _BRANCH.fullmatch(value) or ".." in value or value.endswith((".lock", "/")):
-        raise _bad(f"invalid branch name {value!r}")
+        raise invalid(f"invalid branch name {value!r}")
     return value
 
 

@@ -6,151 +6,28 @@ here rewrites a value silently: a name is accepted as given or refused.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from devbox.errors import DevboxError, ExitCode
+from devbox.errors import invalid
+from devbox.names import LABEL_PREFIX, DroneNames, names_of
+from devbox.values import (
+    HTTP_URL,
+    PLAIN_PATH,
+    format_duration,
+    name_from_repo,
+    parse_cpus,
+    parse_duration,
+    parse_memory,
+    parse_port,
+    validate_env_key,
+    validate_env_value,
+    validate_image,
+    validate_name,
+    validate_repo,
+)
 
-LABEL_PREFIX = "io.devbox."
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
-
-# DESIGN.md asks for two characters at least; one letter is as good a hostname
-# and unit name as two, so a single [a-z] is accepted too.
-_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
-_OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
-_REPO = re.compile(r"[A-Za-z0-9._-]{1,100}")
-_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")
-_MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([bkmg]?)", re.IGNORECASE)
-_MEMORY_FACTOR = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-_MEMORY_MIN = 6 * 1024**2  # Podman refuses less than 6 MiB
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-RESERVED_ENV_PREFIX = "DEVBOX_"
-# A path that goes into a unit value (Volume=, LoadCredential=) needing no quoting; Quadlet splits on ':'.
-PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
-# The http(s) URLs the config takes (GitHub API, git, Headscale).
-HTTP_URL = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
-
-
-def _bad(message: str) -> DevboxError:
-    return DevboxError(message, ExitCode.INVALID_INPUT)
-
-
-def validate_name(name: str) -> str:
-    if not _NAME.fullmatch(name) or "--" in name or not name.isascii():
-        raise _bad(
-            f"invalid drone name {name!r}: use 1 to 40 of a-z, 0-9 and '-', "
-            "starting with a letter, not ending with '-', without '--'"
-        )
-    return name
-
-
-def validate_repo(repo: str) -> str:
-    owner, sep, rest = repo.partition("/")
-    valid = (
-        sep == "/"
-        and _OWNER.fullmatch(owner) is not None
-        and _REPO.fullmatch(rest) is not None
-        and rest not in (".", "..")
-        and not rest.endswith(".git")
-    )
-    if not valid:
-        raise _bad(f"invalid repository {repo!r}: expected OWNER/REPO, for example acme/widgets")
-    return repo
-
-
-def name_from_repo(repo: str) -> str:
-    """`Acme/My_Repo.js` -> `acme-my-repo-js`; refused (never rewritten further) when not a valid name."""
-    candidate = validate_repo(repo).lower().replace("/", "-").replace("_", "-").replace(".", "-")
-    try:
-        return validate_name(candidate)
-    except DevboxError:
-        raise _bad(
-            f"cannot derive a drone name from {repo!r} ({candidate!r} is not a valid name): give NAME explicitly"
-        ) from None
-
-
-def validate_image(image: str) -> str:
-    if not _IMAGE.fullmatch(image) or "//" in image:
-        raise _bad(f"invalid image reference {image!r}: expected something like registry/name:tag")
-    return image
-
-
-def parse_memory(value: str) -> str:
-    """Podman's size syntax: a number with an optional b, k, m or g; at least 6m."""
-    match = _MEMORY.fullmatch(value.strip())
-    if not match:
-        raise _bad(f"invalid memory size {value!r}: use a number with b, k, m or g, for example 512m or 4g")
-    number, unit = match.groups()
-    if float(number) * _MEMORY_FACTOR[unit.lower()] < _MEMORY_MIN:
-        raise _bad(f"invalid memory size {value!r}: Podman needs at least 6m")
-    return f"{number}{unit.lower()}"
-
-
-def parse_cpus(value: str | float) -> float:
-    try:
-        cpus = float(value)
-    except (TypeError, ValueError):
-        raise _bad(f"invalid cpu count {value!r}: use a number greater than 0, for example 2 or 0.5") from None
-    if not 0 < cpus <= 1024:
-        raise _bad(f"invalid cpu count {value!r}: use a number greater than 0, for example 2 or 0.5")
-    return cpus
-
-
-def parse_port(value: str | int) -> int:
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        port = 0
-    if not 1 <= port <= 65535:
-        raise _bad(f"invalid port {value!r}: use a number from 1 to 65535")
-    return port
-
-
-_DURATION = re.compile(r"([0-9]{1,6})([smhd])")
-_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: str) -> int:
-    """`90s`, `30m`, `12h`, `14d` -> seconds (at least one second)."""
-    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
-    if not match or int(match.group(1)) == 0:
-        raise _bad(f"invalid duration {value!r}: use a number with s, m, h or d, for example 90s, 30m, 12h or 14d")
-    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact spelling parse_duration reads back: 43200 -> `12h`."""
-    whole = int(seconds)
-    for unit in ("d", "h", "m"):
-        if whole and whole % _DURATION_SECONDS[unit] == 0:
-            return f"{whole // _DURATION_SECONDS[unit]}{unit}"
-    return f"{whole}s"
-
-
-def validate_env_value(key: str, value: str) -> str:
-    if _CONTROL.search(value):
-        raise _bad(f"invalid value for environment variable {key}: newlines and control characters are not allowed")
-    return value
-
-
-def parse_env(item: str) -> tuple[str, str]:
-    """`KEY=VALUE` from the command line."""
-    key, sep, value = item.partition("=")
-    if not sep:
-        raise _bad(f"invalid --env {item!r}: expected KEY=VALUE")
-    return validate_env_key(key), validate_env_value(key, value)
-
-
-def validate_env_key(key: str) -> str:
-    if not _ENV_KEY.fullmatch(key):
-        raise _bad(f"invalid environment variable name {key!r}: use letters, digits and '_', not starting with a digit")
-    if key.startswith(RESERVED_ENV_PREFIX):
-        raise _bad(
-            f"invalid environment variable name {key!r}: names starting with {RESERVED_ENV_PREFIX} are devbox's own"
-        )
-    return key
 
 
 @dataclass(frozen=True)
@@ -207,7 +84,7 @@ class DroneSpec:
     ) -> DroneSpec:
         checked_repos = tuple(validate_repo(r) for r in repos)
         if len(set(checked_repos)) != len(checked_repos):
-            raise _bad("the same repository is given twice")
+            raise invalid("the same repository is given twice")
         if name is None:
             if path is not None:
                 from devbox.drone.workspace import name_from_path
@@ -216,11 +93,11 @@ class DroneSpec:
             elif checked_repos:
                 name = name_from_repo(checked_repos[0])
             else:
-                raise _bad("give a drone NAME, or --repo or --path to derive one from")
+                raise invalid("give a drone NAME, or --repo or --path to derive one from")
         if path is not None and not PLAIN_PATH.fullmatch(path):
-            raise _bad(f"invalid workspace path {path!r}")
+            raise invalid(f"invalid workspace path {path!r}")
         if login_server is not None and not HTTP_URL.fullmatch(login_server):
-            raise _bad(f"invalid login server {login_server!r}")
+            raise invalid(f"invalid login server {login_server!r}")
         if dotfiles_url is not None or dotfiles_branch is not None or ssh_keys:
             from devbox.drone import identity, sshkeys
 
@@ -252,34 +129,38 @@ class DroneSpec:
             dotfiles_branch=dotfiles_branch if dotfiles_url else None,
         )
 
-    # Derived names: one place, so the unit, the container and the volume agree.
+    @property
+    def names(self) -> DroneNames:
+        """The unit, container, volume, secret and socket names (devbox/names.py)."""
+        return names_of(self.name)
+
     @property
     def unit(self) -> str:
-        return f"drone-{self.name}"
+        return self.names.unit
 
     @property
     def service(self) -> str:
-        return unit_service(self.name)
+        return self.names.service
 
     @property
     def container(self) -> str:
-        return f"drone-{self.name}"
+        return self.names.container
 
     @property
     def volume(self) -> str:
-        return home_volume(self.name)
+        return self.names.volume
 
     @property
     def tailscale_secret(self) -> str:
-        return tailscale_secret(self.name)
+        return self.names.tailscale_secret
 
     @property
     def creds_socket_unit(self) -> str:
-        return f"drone-{self.name}-creds.socket"
+        return self.names.creds_socket
 
     @property
     def creds_service_unit(self) -> str:
-        return f"drone-{self.name}-creds.service"
+        return self.names.creds_service
 
     def labels(self) -> dict[str, str]:
         """Everything devbox reads back from the unit file later."""
@@ -317,21 +198,3 @@ class DroneSpec:
 
 def parse_permissions_label(value: str) -> dict[str, str]:
     return dict(item.split(":", 1) for item in value.split(",") if ":" in item)
-
-
-def autostart_dropin(name: str) -> str:
-    """The Quadlet drop-in whose presence means the drone starts with the user manager."""
-    return f"drone-{name}.container.d/autostart.conf"
-
-
-def unit_service(name: str) -> str:
-    return f"drone-{name}.service"
-
-
-def home_volume(name: str) -> str:
-    return f"drone-{name}-home"
-
-
-def tailscale_secret(name: str) -> str:
-    """The Podman secret holding a drone's Tailscale auth key (mounted 0400, never in the environment)."""
-    return f"drone-{name}-tailscale-authkey"

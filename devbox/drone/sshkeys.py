@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from devbox.errors import DevboxError, ExitCode
+from devbox.errors import invalid
 
 KEY_TYPES = (
     "ssh-ed25519",
@@ -27,27 +27,23 @@ _COMMENT = re.compile(r"[\x20-\x7e]{0,200}")
 MAX_KEY_FILE = 64 * 1024
 
 
-def _bad(message: str) -> DevboxError:
-    return DevboxError(message, ExitCode.INVALID_INPUT)
-
-
 def parse_public_key(line: str, source: str) -> str:
     """One OpenSSH public key line, normalised to `TYPE BLOB [COMMENT]`."""
     if "PRIVATE KEY" in line:
-        raise _bad(f"{source} is a private key: give the public key (.pub)")
+        raise invalid(f"{source} is a private key: give the public key (.pub)")
     fields = line.strip().split(None, 2)
     if len(fields) < 2 or fields[0] not in KEY_TYPES:
-        raise _bad(f"{source}: not an SSH public key (expected a line such as 'ssh-ed25519 AAAA... me@laptop')")
+        raise invalid(f"{source}: not an SSH public key (expected a line such as 'ssh-ed25519 AAAA... me@laptop')")
     try:
         blob = base64.b64decode(fields[1], validate=True)
     except (binascii.Error, ValueError):
         blob = b""
     # The blob starts with the key type again, as a length-prefixed string.
     if blob[4 : 4 + len(fields[0])] != fields[0].encode():
-        raise _bad(f"{source}: the key data of this {fields[0]} key is damaged")
+        raise invalid(f"{source}: the key data of this {fields[0]} key is damaged")
     comment = fields[2] if len(fields) == 3 else ""
     if not _COMMENT.fullmatch(comment):
-        raise _bad(f"{source}: the key comment has characters an authorized_keys line cannot hold")
+        raise invalid(f"{source}: the key comment has characters an authorized_keys line cannot hold")
     return " ".join(fields[:2] + ([comment] if comment else []))
 
 
@@ -56,19 +52,19 @@ def read_key_file(path: Path) -> list[str]:
     source = str(path)
     try:
         if path.stat().st_size > MAX_KEY_FILE:
-            raise _bad(f"{source}: too large for a public key file")
+            raise invalid(f"{source}: too large for a public key file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise _bad(f"{source}: no such file") from None
+        raise invalid(f"{source}: no such file") from None
     except IsADirectoryError:
-        raise _bad(f"{source}: is a directory, not a public key file") from None
+        raise invalid(f"{source}: is a directory, not a public key file") from None
     except PermissionError:
-        raise _bad(f"{source}: not readable") from None
+        raise invalid(f"{source}: not readable") from None
     except UnicodeDecodeError:
-        raise _bad(f"{source}: not an SSH public key") from None
+        raise invalid(f"{source}: not an SSH public key") from None
     keys = [parse_public_key(line, source) for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not keys:
-        raise _bad(f"{source}: holds no SSH public key")
+        raise invalid(f"{source}: holds no SSH public key")
     return keys
 
 

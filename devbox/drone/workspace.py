@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from devbox.drone.spec import PLAIN_PATH
-from devbox.errors import DevboxError, ExitCode
+from devbox.errors import DevboxError, invalid
+from devbox.values import PLAIN_PATH
 
 # Mounted at the same path, these would shadow the drone's own system, or hand it the host's.
 SYSTEM_DIRS = tuple(
@@ -18,10 +18,6 @@ SYSTEM_DIRS = tuple(
     for p in ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run")
     + ("/sbin", "/sys", "/usr", "/var/lib", "/var/run", "/var/log", "/var/cache", "/var/spool", "/nix")
 )
-
-
-def _bad(message: str) -> DevboxError:
-    return DevboxError(message, ExitCode.INVALID_INPUT)
 
 
 def _overlaps(path: Path, other: Path) -> bool:
@@ -40,41 +36,41 @@ def validate_workspace(given: str, home: Path, private: tuple[Path, ...] = ()) -
     try:
         resolved = path.resolve(strict=True)
     except FileNotFoundError:
-        raise _bad(f"--path {given}: no such directory") from None
+        raise invalid(f"--path {given}: no such directory") from None
     except (OSError, RuntimeError) as exc:
-        raise _bad(f"--path {given}: cannot be resolved ({exc.strerror or exc})") from None
+        raise invalid(f"--path {given}: cannot be resolved ({exc.strerror or exc})") from None
     if not resolved.is_dir():
-        raise _bad(f"--path {given}: not a directory")
+        raise invalid(f"--path {given}: not a directory")
     home_resolved = home.resolve()
     if resolved == Path("/"):
-        raise _bad(f"--path {given}: refusing to mount / into a drone")
+        raise invalid(f"--path {given}: refusing to mount / into a drone")
     if resolved == home_resolved or resolved in home_resolved.parents:
-        raise _bad(f"--path {given}: refusing to mount your whole home into a drone: give a project directory")
+        raise invalid(f"--path {given}: refusing to mount your whole home into a drone: give a project directory")
     if home_resolved in resolved.parents and resolved.relative_to(home_resolved).parts[0].startswith("."):
-        raise _bad(f"--path {given}: refusing a hidden directory of your home (keys, settings, devbox's state)")
+        raise invalid(f"--path {given}: refusing a hidden directory of your home (keys, settings, devbox's state)")
     for other in (*private, *SYSTEM_DIRS):
         try:
             other = other.resolve()
         except OSError:
             pass
         if _overlaps(resolved, other):
-            raise _bad(f"--path {given}: refusing to mount {other} or what is in or above it into a drone")
+            raise invalid(f"--path {given}: refusing to mount {other} or what is in or above it into a drone")
     text = str(resolved)
     if not PLAIN_PATH.fullmatch(text):
-        raise _bad(f"--path {given}: use a path of letters, digits and ._@+- only (it goes into a unit file)")
+        raise invalid(f"--path {given}: use a path of letters, digits and ._@+- only (it goes into a unit file)")
     return text
 
 
 def name_from_path(path: str) -> str:
     """`/home/dev/code/My_App.v2` -> `my-app-v2`; refused when that is not a valid drone name."""
-    from devbox.drone.spec import validate_name
+    from devbox.values import validate_name
 
     base = Path(path).name
     candidate = base.lower().replace("_", "-").replace(".", "-")
     try:
         return validate_name(candidate)
     except DevboxError:
-        raise _bad(
+        raise invalid(
             f"cannot derive a drone name from {path!r} ({candidate!r} is not a valid name): give NAME explicitly"
         ) from None
 

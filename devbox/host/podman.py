@@ -14,10 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from devbox.drone.spec import LABEL_PREFIX
 from devbox.errors import DevboxError, ExitCode
-
-DRONE_LABEL = LABEL_PREFIX + "drone"
+from devbox.names import DRONE_LABEL, LABEL_PREFIX
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from devbox.cleanup.policy import RepoWork, WorkCheck
+from devbox.names import DRONE_SSH_PORT
 from devbox.paths import templates_dir
 
 # Not the user's work: caches, git internals (the clean-up's own git reads stay out too), tool state.
@@ -27,8 +27,51 @@ SKIP_DIRS = (".cache", ".git", ".local", "node_modules", "__pycache__")
 # Where the image's init keeps the drone's identities in the home (templates/image/CONTRACT.md).
 DRONE_STATE = ".local/state/devbox-drone"
 IDENTITY_DIRS = ("ssh", "tailscale", "syncthing")  # host key, tailnet node, Syncthing device
-SSH_PORT = 2222  # the drone's sshd, published by --ssh-port and reached over the tailnet
 _TCP_ESTABLISHED = "01"
+
+
+@dataclass(frozen=True)
+class RepoWork:
+    """One git repository in a drone's home, as the work check found it."""
+
+    path: str  # relative to the home
+    changes: int = 0  # lines of `git status --porcelain`
+    stashes: int = 0
+    unpushed: int = 0  # commits on local branches that no remote branch has
+    error: str = ""  # git could not answer: counts as dirty
+    has_remote: bool = True  # without one there is nowhere to push a rescue branch
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.changes or self.stashes or self.unpushed or self.error)
+
+    def describe(self) -> str:
+        if self.error:
+            return f"~/{self.path}: {self.error}"
+        parts = [
+            f"{count} {what}"
+            for count, what in (
+                (self.changes, "uncommitted changes"),
+                (self.stashes, "stashes"),
+                (self.unpushed, "unpushed commits"),
+            )
+            if count
+        ]
+        return f"~/{self.path}: " + (", ".join(parts) or "clean")
+
+
+@dataclass(frozen=True)
+class WorkCheck:
+    repos: tuple[RepoWork, ...] = ()
+    error: str = ""  # the check itself failed: nothing may be destroyed
+
+    @property
+    def dirty(self) -> tuple[RepoWork, ...]:
+        return tuple(r for r in self.repos if r.dirty)
+
+    @property
+    def safe(self) -> bool:
+        return not self.error and not self.dirty
 
 
 @dataclass(frozen=True)
@@ -60,7 +103,7 @@ class Probe(Protocol):
     def forget_identity(self, volume: str) -> str: ...  # "" or why the drone's node/device/host keys stay
 
 
-def count_ssh_sessions(proc_net_tcp: str, port: int = SSH_PORT) -> int:
+def count_ssh_sessions(proc_net_tcp: str, port: int = DRONE_SSH_PORT) -> int:
     """Established TCP connections whose local port is PORT, from /proc/net/tcp and tcp6 text."""
     count = 0
     for line in proc_net_tcp.splitlines():

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 
-from devbox.drone.spec import DroneSpec, autostart_dropin
+from devbox.drone.spec import DroneSpec
+from devbox.names import DRONE_SSH_PORT, names_of
 from devbox.paths import templates_dir
 from devbox.units.unitfile import MARKER
 
@@ -144,13 +145,19 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
     return [
         RenderedFile(
             Place.QUADLET,
-            f"drone-{name}.container",
-            _render("quadlet/drone.container.j2", spec=spec, host=host, labels=sorted(spec.labels().items())),
+            names_of(name).container_file,
+            _render(
+                "quadlet/drone.container.j2",
+                spec=spec,
+                host=host,
+                labels=sorted(spec.labels().items()),
+                drone_ssh_port=DRONE_SSH_PORT,
+            ),
         ),
-        RenderedFile(Place.QUADLET, autostart_dropin(name), _render("quadlet/autostart.conf.j2")),
-        RenderedFile(Place.UNITS, f"drone-{name}-creds.socket", _render("units/creds.socket.j2", spec=spec)),
+        RenderedFile(Place.QUADLET, names_of(name).autostart_dropin, _render("quadlet/autostart.conf.j2")),
+        RenderedFile(Place.UNITS, names_of(name).creds_socket, _render("units/creds.socket.j2", spec=spec)),
         RenderedFile(
-            Place.UNITS, f"drone-{name}-creds.service", _render("units/creds.service.j2", spec=spec, host=host)
+            Place.UNITS, names_of(name).creds_service, _render("units/creds.service.j2", spec=spec, host=host)
         ),
         RenderedFile(Place.DRONES, authorized_keys_file(name), _render("drone/authorized_keys.j2", spec=spec)),
     ]
@@ -197,9 +204,9 @@ def render_autostart() -> str:
 def drone_files(name: str) -> list[tuple[Place, str]]:
     """The files a drone has, whether or not they exist: what destroy removes."""
     return [
-        (Place.QUADLET, f"drone-{name}.container"),
-        (Place.QUADLET, autostart_dropin(name)),
-        (Place.UNITS, f"drone-{name}-creds.socket"),
-        (Place.UNITS, f"drone-{name}-creds.service"),
+        (Place.QUADLET, names_of(name).container_file),
+        (Place.QUADLET, names_of(name).autostart_dropin),
+        (Place.UNITS, names_of(name).creds_socket),
+        (Place.UNITS, names_of(name).creds_service),
         (Place.DRONES, authorized_keys_file(name)),
     ]

@@ -8,7 +8,7 @@ are turned back into `%`/`$`.
 
 from __future__ import annotations
 
-from devbox.drone.spec import LABEL_PREFIX
+from devbox.names import LABEL_PREFIX
 
 # The first line of every file devbox writes. install.py refuses to replace a file without it.
 MARKER = "# Managed by devbox."

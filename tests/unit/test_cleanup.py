@@ -7,9 +7,17 @@ from datetime import timedelta
 import pytest
 
 from devbox.cleanup.activity import cpu_signal
-from devbox.cleanup.policy import Action, Policy, RepoWork, Rescue, Signal, WorkCheck, age, decide, settle
+from devbox.cleanup.policy import Action, Policy, Rescue, Signal, age, decide, settle
 from devbox.drone.spec import format_duration, parse_duration
-from devbox.host.probe import count_ssh_sessions, parse_cpu_stat, parse_newest, parse_push, parse_work
+from devbox.host.probe import (
+    RepoWork,
+    WorkCheck,
+    count_ssh_sessions,
+    parse_cpu_stat,
+    parse_newest,
+    parse_push,
+    parse_work,
+)
 from tests.fakes import FIXED_NOW
 
 NOW = FIXED_NOW

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from devbox.cleanup.policy import RepoWork, WorkCheck
 from devbox.config import load_config
 from devbox.errors import ExitCode
 from devbox.host.podman import ContainerInfo
+from devbox.host.probe import RepoWork, WorkCheck
 from devbox.units import unitfile
 from devbox.units.render import render_cleanup
 from tests.fakes import FIXED_NOW, World

@@ -1,0 +1,73 @@
+"""Every name devbox derives from a drone's name, and the prefix of its labels: declared once,
+so the unit, the container, the volume, the secret and the sockets always agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LABEL_PREFIX = "io.devbox."
+# The label every drone carries; Podman filters on it to list drones.
+DRONE_LABEL = LABEL_PREFIX + "drone"
+# The drone's sshd listens here inside the container; --ssh-port publishes it, the tailnet reaches it.
+DRONE_SSH_PORT = 2222
+
+
+@dataclass(frozen=True)
+class DroneNames:
+    """The names of one drone's objects. Make it with `names_of`."""
+
+    drone: str
+
+    @property
+    def unit(self) -> str:
+        """The Quadlet unit's stem, which is also the container's name."""
+        return f"drone-{self.drone}"
+
+    @property
+    def container(self) -> str:
+        return self.unit
+
+    @property
+    def service(self) -> str:
+        return f"{self.unit}.service"
+
+    @property
+    def container_file(self) -> str:
+        """The Quadlet file under ~/.config/containers/systemd."""
+        return f"{self.unit}.container"
+
+    @property
+    def dropin_dir(self) -> str:
+        return f"{self.container_file}.d"
+
+    @property
+    def autostart_dropin(self) -> str:
+        """The Quadlet drop-in whose presence means the drone starts with the user manager."""
+        return f"{self.dropin_dir}/autostart.conf"
+
+    @property
+    def volume(self) -> str:
+        return f"{self.unit}-home"
+
+    @property
+    def tailscale_secret(self) -> str:
+        """The Podman secret holding the Tailscale auth key (mounted 0400, never in the environment)."""
+        return f"{self.unit}-tailscale-authkey"
+
+    @property
+    def creds_socket(self) -> str:
+        return f"{self.unit}-creds.socket"
+
+    @property
+    def creds_service(self) -> str:
+        return f"{self.unit}-creds.service"
+
+    @property
+    def user_units(self) -> tuple[str, str]:
+        """The broker's unit pair under ~/.config/systemd/user."""
+        return (self.creds_socket, self.creds_service)
+
+
+def names_of(drone: str) -> DroneNames:
+    return DroneNames(drone)
