@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 from enum import IntEnum
-from typing import NoReturn
 
 
 class ExitCode(IntEnum):
@@ -44,38 +42,3 @@ class DevboxError(Exception):
 def invalid(message: str) -> DevboxError:
     """The one way to refuse a value: its message says what is allowed."""
     return DevboxError(message, ExitCode.INVALID_INPUT)
-
-
-def flavour_message(flavor: str, exc: DevboxError) -> str:
-    """With `flavor = "zerg"` in the config, a few errors speak the swarm's language first."""
-    if flavor != "zerg":
-        return exc.message
-    line = {
-        ExitCode.EXISTS: "Evolution chamber occupied.",
-        ExitCode.LIMIT: "Spawn more overlords.",
-        ExitCode.CREDENTIALS: "We require more minerals.",  # the App cannot reach the repository
-    }.get(exc.code)
-    return f"{line} ({exc.message})" if line else exc.message
-
-
-def _flavoured(exc: DevboxError) -> str:
-    try:
-        from devbox.config import load_config
-        from devbox.paths import Paths
-
-        flavor = load_config(Paths.from_env().config_file).flavor
-    except DevboxError:
-        return exc.message
-    return flavour_message(flavor, exc)
-
-
-def exit_with(exc: DevboxError, debug: bool = False) -> NoReturn:
-    """The one way a DevboxError reaches the user: one line on stderr (and its details), its exit code."""
-    if debug:
-        import traceback
-
-        traceback.print_exc()
-    print(f"devbox: {_flavoured(exc)}", file=sys.stderr, flush=True)
-    for line in exc.details:
-        print(f"  {line}", file=sys.stderr, flush=True)
-    sys.exit(int(exc.code))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from devbox import __version__
-from devbox.errors import DevboxError, ExitCode, exit_with, flavour_message  # noqa: F401 (flavour_message: tests)
+from devbox.errors import DevboxError, ExitCode
 from devbox.names import names_of
 
 if TYPE_CHECKING:
@@ -552,6 +552,8 @@ def run(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="devbox")
     except DevboxError as exc:
+        from devbox.cli.output import exit_with
+
         exit_with(exc, _debug)
     except KeyboardInterrupt:
         _err("devbox: interrupted")

@@ -4,7 +4,7 @@ Importing typer and building the command tree costs more than the query itself, 
 is what people and scripts run most. These exact argument lists take this path, which
 imports only inventory.py and output.py; any other goes through cli.run. The output comes
 from the same function (output.list_output) and errors from the same one
-(errors.exit_with), so the two paths cannot drift apart.
+(output.exit_with), so the two paths cannot drift apart.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ def run(argv: list[str]) -> bool:
     from devbox import context
     from devbox.cli import output
     from devbox.commands import inventory
-    from devbox.errors import DevboxError, exit_with
+    from devbox.errors import DevboxError
 
     try:
         ctx = context.real_context()
         text = output.list_output(inventory.list_drones(ctx), ctx.clock(), as_json, output.colour_wanted())
     except DevboxError as exc:
-        exit_with(exc)
+        output.exit_with(exc)
     print(text)
     return True

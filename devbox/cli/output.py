@@ -10,10 +10,12 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from devbox.commands.inventory import DroneStatus
+from devbox.errors import DevboxError, ExitCode
 from devbox.names import DRONE_SSH_PORT
+from devbox.paths import Paths
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -164,3 +166,38 @@ def list_output(statuses: Sequence[DroneStatus], now: datetime, as_json: bool, c
     if statuses:
         return list_table(statuses, now, colour=colour)
     return "no drones yet: devbox create NAME --repo ORG/REPO"
+
+
+# The one way a DevboxError reaches the user (both the parsed and the fast path).
+def flavour_message(flavor: str, exc: DevboxError) -> str:
+    """With `flavor = "zerg"` in the config, a few errors speak the swarm's language first."""
+    if flavor != "zerg":
+        return exc.message
+    line = {
+        ExitCode.EXISTS: "Evolution chamber occupied.",
+        ExitCode.LIMIT: "Spawn more overlords.",
+        ExitCode.CREDENTIALS: "We require more minerals.",  # the App cannot reach the repository
+    }.get(exc.code)
+    return f"{line} ({exc.message})" if line else exc.message
+
+
+def _flavoured(exc: DevboxError) -> str:
+    try:
+        from devbox.config import load_config
+
+        flavor = load_config(Paths.from_env().config_file).flavor
+    except DevboxError:
+        return exc.message
+    return flavour_message(flavor, exc)
+
+
+def exit_with(exc: DevboxError, debug: bool = False) -> NoReturn:
+    """The one way a DevboxError reaches the user: one line on stderr (and its details), its exit code."""
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"devbox: {_flavoured(exc)}", file=sys.stderr, flush=True)
+    for line in exc.details:
+        print(f"  {line}", file=sys.stderr, flush=True)
+    sys.exit(int(exc.code))

@@ -44,8 +44,8 @@ def test_zerg_flavour(world: World, capsys) -> None:
 
 def test_minerals_for_a_repository_the_app_cannot_reach() -> None:
     exc = DevboxError("the GitHub App is not installed for acme", ExitCode.CREDENTIALS)
-    assert cli.flavour_message("zerg", exc) == "We require more minerals. (the GitHub App is not installed for acme)"
-    assert cli.flavour_message("plain", exc) == "the GitHub App is not installed for acme"
+    assert output.flavour_message("zerg", exc) == "We require more minerals. (the GitHub App is not installed for acme)"
+    assert output.flavour_message("plain", exc) == "the GitHub App is not installed for acme"
 
 
 def test_states_are_coloured_only_on_request(world: World, capsys) -> None:
