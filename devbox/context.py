@@ -7,13 +7,18 @@ Tests build a `Context` with fakes.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from devbox.errors import DevboxError, ExitCode
 from devbox.paths import Paths
+from devbox.values import PLAIN_PATH
 
 if TYPE_CHECKING:
     from devbox.config import Config
@@ -95,3 +100,55 @@ class Context:
         from devbox.host.probe import PodmanProbe
 
         return PodmanProbe(self.podman_command)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the units need to know about this host, gathered by the caller (render does no I/O)."""
+
+    devbox_command: tuple[str, ...]  # argv that runs devbox here (the broker's ExecStart)
+    podman_command: str  # absolute path of podman
+    tools_dir: str  # Paths.tools_dir
+    git_url: str = "https://github.com"
+    github_key_path: str | None = None  # the App key file for LoadCredential=, when a GitHub App is set
+    drones_dir: str = "/nonexistent/devbox-data/drones"  # Paths.drones_dir
+    uid: int = 1000  # the invoking user: keep-id makes it the drone user
+    gid: int = 1000
+    selinux: bool = False  # bind mounts get :z
+
+
+def selinux_enabled() -> bool:
+    """Bind mounts need a relabel (:z) where SELinux is on."""
+    return Path("/sys/fs/selinux/enforce").exists()
+
+
+def plain_path(path: Path | str, what: str) -> str:
+    """Paths that go into unit values unquoted (Volume=, LoadCredential=) must need no quoting."""
+    text = str(path)
+    if not PLAIN_PATH.fullmatch(text):
+        raise DevboxError(f"{what} {text!r} has characters unit files cannot hold: use a plain path", ExitCode.CONFIG)
+    return text
+
+
+def github_key_path(ctx: Context) -> str | None:
+    """The App key file the broker loads: the file itself for file:, else devbox's private copy."""
+    reference = ctx.config.github.private_key
+    if not ctx.config.github.enabled or reference is None:
+        return None
+    if reference.startswith("file:"):
+        return plain_path(Path(os.path.expanduser(reference[5:])).resolve(), "the GitHub App key path")
+    return plain_path(ctx.paths.github_key_copy, "the devbox state directory")
+
+
+def host_facts(ctx: Context) -> HostFacts:
+    return HostFacts(
+        devbox_command=ctx.devbox_command,
+        podman_command=ctx.podman_command,
+        tools_dir=plain_path(ctx.paths.tools_dir, "the devbox data directory"),
+        git_url=ctx.config.github.repo_base_url,
+        github_key_path=github_key_path(ctx),
+        drones_dir=plain_path(ctx.paths.drones_dir, "the devbox data directory"),
+        uid=os.getuid(),
+        gid=os.getgid(),
+        selinux=selinux_enabled(),
+    )

@@ -71,3 +71,8 @@ class DroneNames:
 
 def names_of(drone: str) -> DroneNames:
     return DroneNames(drone)
+
+
+def tailnet_name(name: str, tailnet: str | None) -> str:
+    """MagicDNS answers the bare node name on the tailnet; the full name works everywhere."""
+    return f"{name}.{tailnet}" if tailnet else name

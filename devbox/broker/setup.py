@@ -8,7 +8,6 @@ from pathlib import Path
 
 from devbox.broker.service import DroneBroker
 from devbox.config import load_config
-from devbox.drone.spec import parse_permissions_label
 from devbox.errors import DevboxError, ExitCode
 from devbox.paths import Paths
 
@@ -28,7 +27,7 @@ def app_key(env: dict[str, str] | None = None) -> bytes:
 
 
 def broker_for(name: str) -> tuple[DroneBroker, float]:
-    from devbox.commands.lifecycle import require_drone
+    from devbox.units.installed import require_drone
 
     paths = Paths.from_env()
     config = load_config(paths.config_file)
@@ -49,7 +48,7 @@ def broker_for(name: str) -> tuple[DroneBroker, float]:
     broker = DroneBroker(
         name=name,
         repos=tuple(record.repos),
-        permissions=parse_permissions_label(record.labels.get("permissions", "")),
+        permissions=dict(record.declared.permissions),
         host=config.github.repo_base_url.split("://", 1)[1].split("/", 1)[0],
         app=app,
         store_path=paths.token_store(name),

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,9 @@ from pathlib import Path
 from devbox.cleanup.policy import Signal
 from devbox.host.probe import Probe
 from devbox.paths import Paths
+
+# The activity records kept per drone, one file each (Paths.activity_file).
+RECORD_KINDS = ("broker", "touch", "cpu", "stopped")
 
 CPU_ACTIVE_SHARE = 0.01  # of one CPU over the time between two checks
 CPU_ACTIVE_MIN_USEC = 1_000_000
@@ -129,3 +133,18 @@ def gather(
         signals.append(Signal("stopped", stopped))
     signals.append(Signal("created", view.created))
     return signals
+
+
+def mark(paths: Paths, name: str, kind: str, when: datetime) -> Path:
+    """Record that KIND happened to the drone at WHEN (the file's mtime is the record)."""
+    path = paths.activity_file(name, kind)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.touch()
+    os.utime(path, (when.timestamp(), when.timestamp()))
+    return path
+
+
+def forget(paths: Paths, name: str) -> None:
+    """Drop a destroyed drone's activity records."""
+    for kind in RECORD_KINDS:
+        paths.activity_file(name, kind).unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devbox.context import Context
+from devbox.context import Context, host_facts
 from devbox.units import install
 from devbox.units.render import CLEANUP_SERVICE, CLEANUP_TIMER, render_cleanup
 
@@ -18,8 +18,6 @@ def timer_installed(ctx: Context) -> bool:
 
 
 def _plan(ctx: Context) -> list[install.PlannedFile]:
-    from devbox.commands.lifecycle import host_facts
-
     return install.plan(render_cleanup(host_facts(ctx)), ctx.paths)
 
 

@@ -117,8 +117,8 @@ PermissionOpt = typer.Option(
 
 def complete_drone_names(incomplete: str) -> list[str]:
     """Shell completion for drone names (bash, zsh, fish through typer)."""
-    from devbox.commands.inventory import find_drones
     from devbox.paths import Paths
+    from devbox.units.installed import find_drones
 
     return [name for name in find_drones(Paths.from_env()) if name.startswith(incomplete)]
 
@@ -315,10 +315,11 @@ def destroy(
     as_json: bool = JsonOpt,
 ) -> None:
     """Stop a drone and remove its units, container and (unless --keep-volume) its home volume."""
-    from devbox.commands import inventory, lifecycle
+    from devbox.commands import lifecycle
+    from devbox.units import installed
 
     ctx = make_context()
-    inventory.require_drone(ctx.paths, name)
+    installed.require_drone(ctx.paths, name)
     if not yes:
         if not sys.stdin.isatty():
             raise DevboxError(f"refusing to destroy {name} without --yes (no terminal to ask on)", ExitCode.USAGE)
@@ -349,11 +350,11 @@ def logs(
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines to show."),
 ) -> None:
     """The drone's journal."""
-    from devbox.commands import inventory
     from devbox.host import systemd
+    from devbox.units import installed
 
     ctx = make_context()
-    inventory.require_drone(ctx.paths, name)
+    installed.require_drone(ctx.paths, name)
     _exec(systemd.journal_argv(names_of(name).service, lines, follow), "systemd's journal reader")
 
 
@@ -387,31 +388,16 @@ def exec_(
     name: str = DroneArg,
 ) -> None:
     """Run a command in a drone as the drone user: devbox exec NAME -- CMD [ARGS...] (default: a shell)."""
-    from devbox.commands import inventory
+    from devbox.commands import reach
 
-    inventory.require_drone(make_context().paths, name)
-    command = list(ctx.args) or ["bash", "-l"]
-    argv = ["podman", "exec", "--interactive"]
-    if sys.stdin.isatty() and sys.stdout.isatty():
-        argv.append("--tty")
-    argv += ["--workdir", os.path.expanduser("~"), names_of(name).container, *command]
-    _exec(argv, "the container engine")
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    _exec(reach.exec_argv(make_context(), name, list(ctx.args), tty), "the container engine")
 
 
 def _ssh_target(ctx: Context, name: str, from_elsewhere: bool = False) -> SshTarget:
-    import getpass
-    from dataclasses import replace
+    from devbox.commands import reach
 
-    from devbox.commands import inventory, lifecycle
-    from devbox.drone import access
-
-    record = inventory.require_drone(ctx.paths, name)
-    key = ctx.paths.drone_key(name)
-    identity = str(key) if key.exists() else None
-    tailnet = ctx.config.tailscale.tailnet
-    target = access.ssh_target(name, record.labels, getpass.getuser(), tailnet, identity, from_elsewhere=from_elsewhere)
-    known_hosts = lifecycle.record_host_key(ctx, target)
-    return replace(target, known_hosts=str(known_hosts)) if known_hosts else target
+    return reach.ssh_target(ctx, name, from_elsewhere)
 
 
 def _exec(argv: list[str], what: str) -> None:
@@ -433,25 +419,22 @@ def ssh(ctx: typer.Context, name: str = DroneArg) -> None:
 @app.command("ssh-config")
 def ssh_config(names: list[str] = typer.Argument(None, help="Drones (default: all).", show_default=False)) -> None:
     """Print ~/.ssh/config blocks so that `ssh NAME` (and editors) reach each drone."""
-    from devbox.commands import inventory
     from devbox.drone import access
+    from devbox.units import installed
 
     context = make_context()
-    chosen = names or sorted(inventory.find_drones(context.paths))
+    chosen = names or sorted(installed.find_drones(context.paths))
     if not chosen:
         raise DevboxError("no drones yet: devbox create NAME", ExitCode.NOT_FOUND)
     print(access.ssh_config([_ssh_target(context, name, from_elsewhere=True) for name in chosen]), end="")
 
 
 def _editor(name: str, build: Any, what: str, path: str | None) -> None:
-    from devbox.commands import inventory
-    from devbox.drone import access
+    from devbox.commands import reach
 
     context = make_context()
-    target = _ssh_target(context, name)
-    record = inventory.require_drone(context.paths, name)
-    where = path or record.labels.get("path") or access.workspace(os.path.expanduser("~"), record.repos)
-    _exec(build(target, where), what)
+    target = reach.ssh_target(context, name)
+    _exec(build(target, reach.editor_workspace(context, name, path)), what)
 
 
 PathOpt = typer.Option(None, "--path", help="Directory in the drone (default: the repository's checkout).")

@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from devbox import __version__
-from devbox.commands import inventory, lifecycle
-from devbox.drone.spec import DroneSpec, parse_permissions_label
+from devbox.commands import lifecycle
+from devbox.drone.spec import LABEL_KEYS, DroneSpec, declared_fields, label_options
 from devbox.errors import DevboxError, ExitCode
 from devbox.host.systemd import journal_lines
 from devbox.names import names_of
 from devbox.paths import Paths
-from devbox.units import unitfile
+from devbox.units import installed, unitfile
 from devbox.values import RESERVED_ENV_PREFIX, validate_name
 
 FORMAT = "devbox-backup"
@@ -51,13 +51,6 @@ MANIFEST_MAX = 1024 * 1024
 CHUNK = 1024 * 1024
 _BLOCK = 512
 _RECORD = 20 * _BLOCK
-
-# The labels restore turns back into create options; any other label is reported as not restored.
-RESTORED_LABELS = frozenset(
-    ("drone", "version", "created", "repos", "syncthing", "ssh-port", "permissions")
-    + ("idle-stop", "idle-destroy", "keep", "path", "dotfiles", "dotfiles-branch")
-    + ("tailscale", "login-server", "tailscale-ssh")  # the tailnet settings come from this host's config
-)
 
 Progress = Callable[[str], None]
 ByteProgress = Callable[[int], None]
@@ -209,7 +202,7 @@ def backup(
     A running drone is stopped for the copy and started again (`live` copies it as it runs).
     Nothing half-written remains on failure, and a drone stopped for the copy is started again.
     """
-    record = inventory.require_drone(ctx.paths, name)
+    record = installed.require_drone(ctx.paths, name)
     volume = names_of(name).volume
     if not ctx.podman.volume_exists(volume):
         raise DevboxError(
@@ -472,31 +465,23 @@ def request_from_unit(
             key, sep, _ = word.partition("=")
             if sep and not key.startswith(RESERVED_ENV_PREFIX):
                 env.append(word)
-    repos = [r for r in labels.get("repos", "").split(",") if r]
+    declared = declared_fields(labels)
     permissions: list[str] = []
-    if repos:  # exactly the archived permissions: the config's others dropped
-        archived = parse_permissions_label(labels.get("permissions", ""))
+    if declared["repos"]:  # exactly the archived permissions: the config's others dropped
+        archived = dict(declared["permissions"])
         permissions = [f"{k}={v}" for k, v in archived.items()]
         permissions += [f"{k}=none" for k in config_permissions if k not in archived]
     request = lifecycle.CreateRequest(
         name=name,
-        repos=repos,
+        repos=list(declared["repos"]),
         image=image,
         cpus=cpus,
         memory=memory,
-        ssh_port=labels.get("ssh-port"),
-        syncthing=labels.get("syncthing") == "true",
         env=env,
         permissions=permissions,
-        idle_stop=labels.get("idle-stop"),
-        idle_destroy=labels.get("idle-destroy"),
-        keep=labels.get("keep") == "true",
-        tailscale=labels.get("tailscale") == "true",
-        path=labels.get("path"),
-        dotfiles=labels.get("dotfiles"),
-        dotfiles_branch=labels.get("dotfiles-branch"),
+        **label_options(labels),
     )
-    return request, sorted(set(labels) - RESTORED_LABELS)
+    return request, sorted(set(labels) - LABEL_KEYS)
 
 
 @dataclass
@@ -525,7 +510,7 @@ def restore(
     archive = open_archive(path)
     try:
         target = validate_name(name) if name is not None else archive.name
-        if target in inventory.find_drones(ctx.paths):
+        if target in installed.find_drones(ctx.paths):
             raise DevboxError(f"drone {target} exists already: restore with --name NEW", ExitCode.EXISTS)
         volume = names_of(target).volume
         if ctx.podman.volume_exists(volume):
@@ -534,7 +519,7 @@ def restore(
                 ExitCode.EXISTS,
             )
         request, ignored = request_from_unit(archive.container_text, target, dict(ctx.config.github.permissions))
-        claimed = {record.labels.get("ssh-port") for record in inventory.find_drones(ctx.paths).values()}
+        claimed = {record.declared.ssh_port for record in installed.find_drones(ctx.paths).values()}
         if request.ssh_port in claimed:  # a copy beside its original: a port of its own
             request = replace(request, ssh_port=None)
         progress(f"checking {VOLUME_MEMBER}")
@@ -569,7 +554,7 @@ def _roll_back(ctx: lifecycle.Context, name: str, progress: Progress) -> None:
     """Remove what a failed restore made: the drone's units (through destroy) and its volume."""
     progress(f"rolling back: removing drone {name} and its volume")
     try:
-        if name in inventory.find_drones(ctx.paths):
+        if name in installed.find_drones(ctx.paths):
             lifecycle.destroy(ctx, name)
         else:
             ctx.podman.remove_volume(names_of(name).volume)

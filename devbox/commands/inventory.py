@@ -9,64 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devbox.errors import DevboxError, ExitCode
-from devbox.names import names_of
-from devbox.paths import Paths
-from devbox.units import unitfile
+from devbox.names import names_of, tailnet_name
+from devbox.units.installed import DroneRecord, find_drones
 
 if TYPE_CHECKING:
     from devbox.context import Context
     from devbox.host.podman import ContainerInfo
     from devbox.host.systemd import UnitState
-
-
-@dataclass(frozen=True)
-class DroneRecord:
-    """A drone as its unit file declares it."""
-
-    name: str
-    path: Path
-    labels: dict[str, str]
-    image: str
-    autostart: bool
-
-    @property
-    def repos(self) -> list[str]:
-        return [r for r in self.labels.get("repos", "").split(",") if r]
-
-
-def find_drones(paths: Paths) -> dict[str, DroneRecord]:
-    """Every drone devbox wrote, from the Quadlet directory alone (one directory read)."""
-    drones: dict[str, DroneRecord] = {}
-    if not paths.quadlet_dir.is_dir():
-        return drones
-    for path in sorted(paths.quadlet_dir.glob("drone-*.container")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        labels = unitfile.labels(text) if unitfile.is_ours(text) else {}
-        name = labels.get("drone")
-        if not name or path.name != names_of(name).container_file:
-            continue
-        drones[name] = DroneRecord(
-            name=name,
-            path=path,
-            labels=labels,
-            image=unitfile.image(text) or "",
-            autostart=(paths.quadlet_dir / names_of(name).autostart_dropin).is_file(),
-        )
-    return drones
-
-
-def require_drone(paths: Paths, name: str) -> DroneRecord:
-    record = find_drones(paths).get(name)
-    if record is None:
-        raise DevboxError(f"no such drone: {name}", ExitCode.NOT_FOUND)
-    return record
 
 
 @dataclass(frozen=True)
@@ -109,11 +60,6 @@ def _summary(unit: UnitState, container: ContainerInfo | None) -> str:
     )
 
 
-def tailnet_name(name: str, tailnet: str | None) -> str:
-    """MagicDNS answers the bare node name on the tailnet; the full name works everywhere."""
-    return f"{name}.{tailnet}" if tailnet else name
-
-
 def status_of(
     record: DroneRecord,
     unit: UnitState,
@@ -121,7 +67,7 @@ def status_of(
     volume_exists: bool | None,
     tailnet: str | None = None,
 ) -> DroneStatus:
-    port = record.labels.get("ssh-port")
+    declared = record.declared
     return DroneStatus(
         name=record.name,
         state=_summary(unit, container),
@@ -138,11 +84,11 @@ def status_of(
         volume=names_of(record.name).volume,
         volume_exists=volume_exists,
         autostart=record.autostart,
-        ssh_port=int(port) if port and port.isdigit() else None,
-        syncthing=record.labels.get("syncthing") == "true",
-        tailnet_name=tailnet_name(record.name, tailnet) if record.labels.get("tailscale") == "true" else None,
-        workspace=record.labels.get("path"),
-        dotfiles=record.labels.get("dotfiles"),
+        ssh_port=declared.ssh_port,
+        syncthing=declared.syncthing,
+        tailnet_name=tailnet_name(record.name, tailnet) if declared.tailscale else None,
+        workspace=declared.path,
+        dotfiles=declared.dotfiles_url,
         killed_for_memory=unit.result == "oom-kill",
     )
 
@@ -155,7 +101,7 @@ def list_drones(ctx: Context) -> list[DroneStatus]:
     services = [names_of(name).service for name in records]
     states = ctx.systemd.states(services)
     containers = ctx.podman.drone_containers()
-    on_tailnet = any(record.labels.get("tailscale") == "true" for record in records.values())
+    on_tailnet = any(record.declared.tailscale for record in records.values())
     tailnet = ctx.config.tailscale.tailnet if on_tailnet else None
     return [
         status_of(record, states[names_of(name).service], containers.get(name), None, tailnet)

@@ -7,7 +7,7 @@ callback the CLI gives for long steps.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,25 +15,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devbox import __version__
-from devbox.cleanup import timer
-from devbox.commands.inventory import DroneRecord, DroneStatus, find_drones, require_drone, status_of
+from devbox.cleanup import activity, timer
+from devbox.commands.inventory import DroneStatus, status_of
 from devbox.config import parse_permission
-from devbox.context import Context
+from devbox.context import Context, host_facts
 from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
 from devbox.errors import DevboxError, ExitCode
 from devbox.host.systemd import details, journal_lines
 from devbox.names import names_of
 from devbox.paths import Paths
 from devbox.units import install, quadlet
+from devbox.units.installed import DroneRecord, find_drones, require_drone
 from devbox.units.render import (
-    HostFacts,
     RenderedFile,
     drone_files,
     render_autostart,
     render_drone,
     render_drone_tools,
 )
-from devbox.values import PLAIN_PATH, parse_env
+from devbox.values import parse_env
 
 if TYPE_CHECKING:
     from devbox.drone.access import SshTarget
@@ -85,9 +85,9 @@ def _port_free(port: int) -> bool:
 def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] | None = None) -> int:
     """The lowest port in SSH_PORTS no drone claims and nothing listens on."""
     is_free = is_free or _port_free
-    claimed = {record.labels.get("ssh-port") for record in find_drones(paths).values()}
+    claimed = {record.declared.ssh_port for record in find_drones(paths).values()}
     for port in SSH_PORTS:
-        if str(port) not in claimed and is_free(port):
+        if port not in claimed and is_free(port):
             return port
     raise DevboxError(
         f"no free port for SSH in {SSH_PORTS.start}-{SSH_PORTS.stop - 1}: give --ssh-port", ExitCode.LIMIT
@@ -163,40 +163,6 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
             ExitCode.INVALID_INPUT,
         )
     return spec
-
-
-def _plain_path(path: Path | str, what: str) -> str:
-    """Paths that go into unit values unquoted (Volume=, LoadCredential=) must need no quoting."""
-    text = str(path)
-    if not PLAIN_PATH.fullmatch(text):
-        raise DevboxError(f"{what} {text!r} has characters unit files cannot hold: use a plain path", ExitCode.CONFIG)
-    return text
-
-
-def github_key_path(ctx: Context) -> str | None:
-    """The App key file the broker loads: the file itself for file:, else devbox's private copy."""
-    reference = ctx.config.github.private_key
-    if not ctx.config.github.enabled or reference is None:
-        return None
-    if reference.startswith("file:"):
-        return _plain_path(Path(os.path.expanduser(reference[5:])).resolve(), "the GitHub App key path")
-    return _plain_path(ctx.paths.github_key_copy, "the devbox state directory")
-
-
-def host_facts(ctx: Context) -> HostFacts:
-    from devbox.drone.workspace import selinux_enabled
-
-    return HostFacts(
-        devbox_command=ctx.devbox_command,
-        podman_command=ctx.podman_command,
-        tools_dir=_plain_path(ctx.paths.tools_dir, "the devbox data directory"),
-        git_url=ctx.config.github.repo_base_url,
-        github_key_path=github_key_path(ctx),
-        drones_dir=_plain_path(ctx.paths.drones_dir, "the devbox data directory"),
-        uid=os.getuid(),
-        gid=os.getgid(),
-        selinux=selinux_enabled(),
-    )
 
 
 def render_files(ctx: Context, spec: DroneSpec) -> list[RenderedFile]:
@@ -384,9 +350,9 @@ def stop(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     ctx.systemd.stop(names_of(name).service)
     for unit in (names_of(name).creds_socket, names_of(name).creds_service):
         ctx.systemd.stop(unit)
-    from devbox.commands.sweep import record_stop
-
-    record_stop(ctx, name)  # systemd forgets a stopped Quadlet unit's stop time; the idle clean-up needs it
+    # systemd forgets a stopped Quadlet unit's stop time; the idle clean-up needs it.
+    with contextlib.suppress(OSError):
+        activity.mark(ctx.paths, name, "stopped", ctx.clock())
 
 
 def restart(ctx: Context, name: str, progress: Progress = no_progress) -> None:
@@ -469,10 +435,11 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
         path = install.target_path(ctx.paths, place, relative)
         if install.remove_file(path):
             result.removed_files.append(path)
-    from devbox.commands.sweep import forget_drone
-
     try:
-        forget_drone(ctx, name)  # its activity records; the clean-up timer's files go with the last drone's
+        activity.forget(ctx.paths, name)
+        # The clean-up timer goes with the last drone (destroy's own daemon-reload follows).
+        if not find_drones(ctx.paths) and not ctx.config.cleanup.keep_timer:
+            timer.remove_timer(ctx)
     finally:  # the drone's units are gone from disk: systemd must forget them whatever happened to the timer
         ctx.systemd.daemon_reload()
         shutil.rmtree(ctx.paths.socket_dir(name), ignore_errors=True)

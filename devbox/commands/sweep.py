@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from devbox.cleanup import timer
+from devbox.cleanup import activity
 from devbox.cleanup.activity import DroneView, gather
 from devbox.cleanup.policy import Action, Decision, Policy, Rescue, Signal, WorkCheck, decide, settle
 from devbox.commands import inventory, lifecycle
+from devbox.drone.spec import DroneSpec
 from devbox.errors import DevboxError
 from devbox.host.probe import Mounts
 from devbox.names import names_of
-from devbox.units import install
-from devbox.values import parse_duration
+from devbox.units import install, installed
 
 
 @dataclass
@@ -45,28 +45,14 @@ class Report:
         return [d for d in self.drones if d.error]
 
 
-def policy_for(ctx: lifecycle.Context, labels: dict[str, str]) -> Policy:
-    """The config's [cleanup] windows, overridden by the drone's io.devbox.idle-* labels."""
+def policy_for(ctx: lifecycle.Context, declared: DroneSpec) -> Policy:
+    """The config's [cleanup] windows, overridden by the drone's own (its io.devbox.idle-* labels)."""
     config = ctx.config.cleanup
-
-    def window(label: str, default: int) -> timedelta:
-        try:
-            return timedelta(seconds=parse_duration(labels[label])) if label in labels else timedelta(seconds=default)
-        except DevboxError:  # a hand-edited label: the config's window, not a crash
-            return timedelta(seconds=default)
-
     return Policy(
-        idle_stop=window("idle-stop", config.idle_stop),
-        idle_destroy=window("idle-destroy", config.idle_destroy),
-        keep=labels.get("keep") == "true",
+        idle_stop=timedelta(seconds=declared.idle_stop or config.idle_stop),
+        idle_destroy=timedelta(seconds=declared.idle_destroy or config.idle_destroy),
+        keep=declared.keep,
     )
-
-
-def _created(labels: dict[str, str]) -> datetime | None:
-    try:
-        return datetime.fromisoformat(labels["created"].replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return None
 
 
 def _write_state(path: Path, text: str) -> None:
@@ -77,7 +63,7 @@ def _write_state(path: Path, text: str) -> None:
 def run(ctx: lifecycle.Context, *, apply: bool = False, progress: lifecycle.Progress = lifecycle.no_progress) -> Report:
     now = ctx.clock()
     report = Report(now, apply)
-    records = inventory.find_drones(ctx.paths)
+    records = installed.find_drones(ctx.paths)
     for status in inventory.list_drones(ctx):
         record = records[status.name]
         progress(f"checking drone {status.name}")
@@ -87,11 +73,11 @@ def run(ctx: lifecycle.Context, *, apply: bool = False, progress: lifecycle.Prog
             running=running,
             container=names_of(status.name).container,
             volume=names_of(status.name).volume,
-            created=_created(record.labels),
+            created=record.declared.created,
             started=(status.started or now) if running else None,
             stopped=None if running else ctx.systemd.inactive_since(names_of(status.name).service),
         )
-        policy = policy_for(ctx, record.labels)
+        policy = policy_for(ctx, record.declared)
         signals = gather(view, ctx.paths, ctx.probe, now, record=apply, write_state=_write_state)
         candidate = decide(running, signals, policy, now)
         decision = candidate
@@ -187,30 +173,7 @@ def _rescue(ctx: lifecycle.Context, name: str, image: str, work: WorkCheck, deci
     return Rescue(pushed=pushed, error=error or "not pushed", export_path=str(target), export_error=export_error)
 
 
-def record_stop(ctx: lifecycle.Context, name: str) -> None:
-    path = ctx.paths.activity_file(name, "stopped")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.touch()
-        os.utime(path, (ctx.clock().timestamp(), ctx.clock().timestamp()))
-    except OSError:
-        pass
-
-
 def touch(ctx: lifecycle.Context, name: str) -> Path:
     """`devbox touch NAME`: the user says the drone is in use."""
-    inventory.require_drone(ctx.paths, name)
-    path = ctx.paths.activity_file(name, "touch")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.touch()
-    os.utime(path, (ctx.clock().timestamp(), ctx.clock().timestamp()))
-    return path
-
-
-def forget_drone(ctx: lifecycle.Context, name: str) -> None:
-    """During destroy: drop the drone's activity records; the timer goes with the last drone
-    (disabled and its files removed; destroy's own daemon-reload follows)."""
-    for kind in ("broker", "touch", "cpu", "stopped"):
-        ctx.paths.activity_file(name, kind).unlink(missing_ok=True)
-    if not inventory.find_drones(ctx.paths) and not ctx.config.cleanup.keep_timer:
-        timer.remove_timer(ctx)
+    installed.require_drone(ctx.paths, name)
+    return activity.mark(ctx.paths, name, "touch", ctx.clock())

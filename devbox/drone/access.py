@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from devbox.drone.spec import DroneSpec
 from devbox.errors import DevboxError, ExitCode
-from devbox.names import DRONE_SSH_PORT
+from devbox.names import DRONE_SSH_PORT, tailnet_name
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,7 @@ class SshTarget:
 
 
 def ssh_target(
-    name: str,
-    labels: dict[str, str],
+    declared: DroneSpec,
     user: str,
     tailnet: str | None,
     identity_file: str | None = None,
@@ -41,17 +41,14 @@ def ssh_target(
 ) -> SshTarget:
     """How to reach the drone's sshd: from this server its published 127.0.0.1 port; from your
     other machines (ssh-config, open) its tailnet name."""
-    from devbox.commands.inventory import tailnet_name
-
-    on_tailnet = labels.get("tailscale") == "true"
-    port = labels.get("ssh-port", "")
-    if on_tailnet and (from_elsewhere or not port.isdigit()):
+    name, port = declared.name, declared.ssh_port
+    if declared.tailscale and (from_elsewhere or port is None):
         return SshTarget(name, tailnet_name(name, tailnet), DRONE_SSH_PORT, user, True, identity_file)
-    if not port.isdigit():
+    if port is None:
         raise DevboxError(
             f"drone {name} has no tailnet and no published SSH port: recreate it with --ssh-port", ExitCode.CONFLICT
         )
-    return SshTarget(name, "127.0.0.1", int(port), user, False, identity_file)
+    return SshTarget(name, "127.0.0.1", port, user, False, identity_file)
 
 
 def ssh_argv(target: SshTarget, command: list[str]) -> list[str]:

@@ -10,10 +10,10 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from devbox.errors import invalid
-from devbox.units.render import GitIdentity
 
 _TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 _EMAIL = re.compile(r"[^\s<>\x00-\x1f\x7f]{1,200}")
@@ -23,6 +23,12 @@ _SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/+-]{1,400}
 _URL_TEXT = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]{1,500}")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "host.containers.internal")
 _BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
+
+
+@dataclass(frozen=True)
+class GitIdentity:
+    name: str | None = None
+    email: str | None = None
 
 
 def validate_git_name(value: str) -> str:

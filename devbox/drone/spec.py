@@ -6,10 +6,12 @@ here rewrites a value silently: a name is accepted as given or refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from devbox.errors import invalid
+from devbox.errors import DevboxError, invalid
 from devbox.names import LABEL_PREFIX, DroneNames, names_of
 from devbox.values import (
     HTTP_URL,
@@ -163,38 +165,118 @@ class DroneSpec:
         return self.names.creds_service
 
     def labels(self) -> dict[str, str]:
-        """Everything devbox reads back from the unit file later."""
-        labels = {
-            "drone": self.name,
-            "version": self.version,
-            "created": self.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "repos": ",".join(self.repos),
-            "syncthing": "true" if self.syncthing else "false",
-        }
-        if self.ssh_port is not None:
-            labels["ssh-port"] = str(self.ssh_port)
-        if self.permissions:
-            labels["permissions"] = ",".join(f"{k}:{v}" for k, v in self.permissions)
-        if self.idle_stop is not None:
-            labels["idle-stop"] = format_duration(self.idle_stop)
-        if self.idle_destroy is not None:
-            labels["idle-destroy"] = format_duration(self.idle_destroy)
-        if self.keep:
-            labels["keep"] = "true"
-        if self.path:
-            labels["path"] = self.path
-        if self.dotfiles_url:
-            labels["dotfiles"] = self.dotfiles_url
-            if self.dotfiles_branch:
-                labels["dotfiles-branch"] = self.dotfiles_branch
-        if self.tailscale:
-            labels["tailscale"] = "true"
-            if self.login_server:
-                labels["login-server"] = self.login_server
-            if self.tailscale_ssh:
-                labels["tailscale-ssh"] = "true"
-        return {LABEL_PREFIX + k: v for k, v in labels.items()}
+        """Everything devbox reads back from the unit file later (the LABELS table)."""
+        found = ((label.key, label.format(getattr(self, label.field))) for label in LABELS)
+        return {LABEL_PREFIX + key: text for key, text in found if text is not None}
 
 
 def parse_permissions_label(value: str) -> dict[str, str]:
     return dict(item.split(":", 1) for item in value.split(",") if ":" in item)
+
+
+# --- the drone's labels: one table ---------------------------------------------------------------
+# Each label declares one DroneSpec field in the unit file. From this table come the labels a
+# drone's unit carries, what `restore` carries over as a create option, and the typed reading of
+# an installed unit (declared_fields). Formats return None for "no label"; parsers are lenient
+# (a damaged label reads as the field's default), because one bad unit must not stop `list`.
+
+
+def _text(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _flag(value: object) -> str | None:
+    """A label present only when true."""
+    return "true" if value else None
+
+
+def _boolean(value: object) -> str:
+    return "true" if value else "false"
+
+
+def _duration(value: object) -> str | None:
+    return None if value is None else format_duration(int(value))  # type: ignore[call-overload]
+
+
+def _created(value: object) -> str:
+    assert isinstance(value, datetime)
+    return value.strftime(CREATED_FORMAT)
+
+
+def _permissions(value: object) -> str | None:
+    pairs = tuple(value)  # type: ignore[call-overload]
+    return ",".join(f"{k}:{v}" for k, v in pairs) or None
+
+
+def _is_true(text: str) -> bool:
+    return text == "true"
+
+
+def _read_created(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, CREATED_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _read_optional_int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+def _read_duration(text: str) -> int | None:
+    try:
+        return parse_duration(text)
+    except DevboxError:
+        return None
+
+
+CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@dataclass(frozen=True)
+class Label:
+    key: str  # after io.devbox.
+    field: str  # the DroneSpec field it declares
+    format: Callable[[Any], str | None]
+    parse: Callable[[str], Any]  # the label's text -> the field's value
+    default: Any = None  # the field's value when the label is absent
+    option: str | None = None  # the create option (CreateRequest field) `restore` fills from the label
+    to_option: Callable[[str], Any] = str  # the label's text -> that option's value
+
+
+LABELS: tuple[Label, ...] = (
+    Label("drone", "name", str, str, ""),
+    Label("version", "version", str, str, ""),
+    Label("created", "created", _created, _read_created),
+    Label("repos", "repos", lambda repos: ",".join(repos), lambda text: tuple(r for r in text.split(",") if r), ()),
+    Label("syncthing", "syncthing", _boolean, _is_true, False, "syncthing", _is_true),
+    Label("ssh-port", "ssh_port", _text, _read_optional_int, None, "ssh_port", _read_optional_int),
+    # restore gives exactly these permissions (and drops the config's others): lifecycle.request_from_unit
+    Label("permissions", "permissions", _permissions, lambda text: tuple(parse_permissions_label(text).items()), ()),
+    Label("idle-stop", "idle_stop", _duration, _read_duration, None, "idle_stop"),
+    Label("idle-destroy", "idle_destroy", _duration, _read_duration, None, "idle_destroy"),
+    Label("keep", "keep", _flag, _is_true, False, "keep", _is_true),
+    Label("path", "path", _text, str, None, "path"),
+    Label("dotfiles", "dotfiles_url", _text, str, None, "dotfiles"),
+    Label("dotfiles-branch", "dotfiles_branch", _text, str, None, "dotfiles_branch"),
+    Label("tailscale", "tailscale", _flag, _is_true, False, "tailscale", _is_true),
+    # The tailnet's own settings come from the config of the host that (re)creates the drone.
+    Label("login-server", "login_server", _text, str),
+    Label("tailscale-ssh", "tailscale_ssh", _flag, _is_true, False),
+)
+LABEL_KEYS = frozenset(label.key for label in LABELS)
+
+
+def declared_fields(labels: Mapping[str, str]) -> dict[str, Any]:
+    """The DroneSpec fields a unit's labels (prefix removed) declare, typed; defaults for absent ones."""
+    return {label.field: label.parse(labels[label.key]) if label.key in labels else label.default for label in LABELS}
+
+
+def label_options(labels: Mapping[str, str]) -> dict[str, Any]:
+    """The create options (CreateRequest field -> value) a unit's labels carry over; an absent label
+    gives its field's default (a drone without `tailscale` stays off the tailnet)."""
+    return {
+        label.option: label.to_option(labels[label.key]) if label.key in labels else label.default
+        for label in LABELS
+        if label.option
+    }

@@ -73,8 +73,3 @@ def name_from_path(path: str) -> str:
         raise invalid(
             f"cannot derive a drone name from {path!r} ({candidate!r} is not a valid name): give NAME explicitly"
         ) from None
-
-
-def selinux_enabled() -> bool:
-    """Bind mounts need a relabel (:z) where SELinux is on."""
-    return Path("/sys/fs/selinux/enforce").exists()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 
+from devbox.context import HostFacts
+from devbox.drone.identity import GitIdentity
 from devbox.drone.spec import DroneSpec
 from devbox.names import DRONE_SSH_PORT, names_of
 from devbox.paths import templates_dir
@@ -64,21 +66,6 @@ class RenderedFile:
     relative_path: str
     text: str
     mode: int = 0o644
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    """What the units need to know about this host, gathered by the caller (render does no I/O)."""
-
-    devbox_command: tuple[str, ...]  # argv that runs devbox here (the broker's ExecStart)
-    podman_command: str  # absolute path of podman
-    tools_dir: str  # Paths.tools_dir
-    git_url: str = "https://github.com"
-    github_key_path: str | None = None  # the App key file for LoadCredential=, when a GitHub App is set
-    drones_dir: str = "/nonexistent/devbox-data/drones"  # Paths.drones_dir
-    uid: int = 1000  # the invoking user: keep-id makes it the drone user
-    gid: int = 1000
-    selinux: bool = False  # bind mounts get :z
 
 
 # How the templates are compiled; part of the compiled-template cache's key (see _bytecode_cache).
@@ -168,12 +155,6 @@ def authorized_keys_file(name: str) -> str:
 
 
 DRONE_TOOLS = ("git-credential-devbox", "gh", "clone-repos", "dotfiles")
-
-
-@dataclass(frozen=True)
-class GitIdentity:
-    name: str | None = None
-    email: str | None = None
 
 
 def render_drone_tools(git_url: str, identity: GitIdentity | None = None) -> list[RenderedFile]:

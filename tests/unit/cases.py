@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from devbox.context import HostFacts
 from devbox.drone.spec import DroneSpec
-from devbox.units.render import HostFacts
 from tests.fakes import FIXED_NOW
 
 HOSTILE_ENV = {

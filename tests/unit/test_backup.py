@@ -432,7 +432,7 @@ def test_request_from_unit_drops_config_permissions_the_drone_did_not_have(world
     )
     assert ignored == []
     assert sorted(request.permissions) == ["contents=write", "issues=none", "pull_requests=none"]
-    assert (request.cpus, request.memory, request.ssh_port) == ("1.5", "512m", "2201")
+    assert (request.cpus, request.memory, request.ssh_port) == ("1.5", "512m", 2201)
     assert request.env == ["EDITOR=vim", 'ODD=a "b" 100% $x'] and request.keep and request.syncthing
     assert (request.idle_stop, request.idle_destroy) == ("4h", None)
 

@@ -57,3 +57,52 @@ def test_spec_labels_and_names() -> None:
 def test_the_same_repo_twice_is_refused() -> None:
     with pytest.raises(DevboxError, match="the same repository is given twice"):
         DroneSpec.build(name="a", repos=["acme/x", "acme/x"], image="i", created=FIXED_NOW, version="1")
+
+
+def test_labels_read_back_as_the_spec_that_wrote_them() -> None:
+    """The one table: labels() written, declared_fields() read, give the same fields back."""
+    from datetime import UTC, datetime
+
+    from devbox.drone.spec import LABEL_KEYS, declared_fields
+    from devbox.names import LABEL_PREFIX
+
+    spec = DroneSpec.build(
+        name="demo",
+        repos=["acme/demo", "acme/lib"],
+        image="localhost/devbox-drone:latest",
+        created=datetime(2026, 11, 30, 12, 0, tzinfo=UTC),
+        version="1.2.3",
+        ssh_port=2205,
+        syncthing=True,
+        permissions={"contents": "write", "issues": "read"},
+        idle_stop="12h",
+        idle_destroy="14d",
+        keep=True,
+        tailscale=True,
+        login_server="https://hs.example.org",
+        tailscale_ssh=True,
+        dotfiles_url="https://github.com/me/dotfiles",
+        dotfiles_branch="main",
+        path="/home/dev/src/demo",
+    )
+    labels = {key.removeprefix(LABEL_PREFIX): value for key, value in spec.labels().items()}
+    assert set(labels) == LABEL_KEYS  # every label of the table is written for a drone that has them all
+    for field, value in declared_fields(labels).items():
+        assert value == getattr(spec, field), field
+
+
+def test_restore_options_keep_absent_flags_off() -> None:
+    """A unit without io.devbox.tailscale restores as off the tailnet, never as 'the config decides'."""
+    from devbox.drone.spec import label_options
+
+    options = label_options({"drone": "demo", "repos": "acme/demo", "syncthing": "true", "ssh-port": "2201"})
+    assert options["tailscale"] is False and options["keep"] is False
+    assert options["syncthing"] is True and options["ssh_port"] == 2201
+    assert options["idle_stop"] is None
+
+
+def test_a_damaged_label_reads_as_its_default_not_a_crash() -> None:
+    from devbox.drone.spec import declared_fields
+
+    fields = declared_fields({"drone": "demo", "ssh-port": "22x", "idle-stop": "soon", "created": "yesterday"})
+    assert fields["ssh_port"] is None and fields["idle_stop"] is None and fields["created"] is None
