@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test unit e2e demo install quadlet clean
+.PHONY: test unit e2e demo install quadlet check clean
 
 $(PY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,15 @@ install: $(PY)
 quadlet:
 	tests/tools/get-quadlet.sh >/dev/null
 
-# Everything: unit tests, the real Quadlet generator, and the end-to-end machine
+# Lint and types: ruff (style, imports, bugs) and mypy (every module of devbox/ type-checked).
+check: install
+	$(VENV)/bin/ruff check devbox tests bench
+	$(VENV)/bin/ruff format --check devbox
+	$(VENV)/bin/mypy
+
+# Everything: the checks, unit tests, the real Quadlet generator, and the end-to-end machine
 # (as root with systemd-nspawn; skipped with the reason printed otherwise).
-test: install quadlet
+test: install quadlet check
 	$(PY) -m pytest -v -rs $(PYTEST_ARGS)
 
 unit: install quadlet

@@ -201,9 +201,9 @@ class GitHubApp:
                 clock_fixed = True  # one more try, with GitHub's time; not counted as a retry
                 continue
             fault = self._fault(reply, retries)
-            if fault is None:
+            if fault is None and not isinstance(reply, str):  # a transport failure (str) is always a fault
                 return reply
-            problem, wait = fault
+            problem, wait = fault or (str(reply), 0.0)
             if retries == len(BACKOFF):
                 raise DevboxError(
                     f"GitHub API {method} {path} failed after {retries + 1} attempts: {problem}", ExitCode.CREDENTIALS

@@ -409,7 +409,9 @@ def _check(path: Path, tar: tarfile.TarFile) -> Archive:
     except DevboxError as exc:
         raise _bad(path, exc.message) from None
     volume = manifest.get("volume")
-    sha = volume.get("sha256") if isinstance(volume, dict) else None
+    if not isinstance(volume, dict):
+        raise _bad(path, "manifest.json has no sha256 for the volume")
+    sha = volume.get("sha256")
     if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise _bad(path, "manifest.json has no sha256 for the volume")
     if VOLUME_MEMBER not in members:

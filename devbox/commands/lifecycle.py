@@ -8,11 +8,12 @@ callback the CLI gives for long steps.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from devbox import __version__
 from devbox.cleanup import activity, timer
@@ -67,6 +68,8 @@ class CreateRequest:
     dotfiles: str | None = None  # a git URL; None: the config's [dotfiles] repo
     dotfiles_branch: str | None = None
 
+
+T = TypeVar("T")
 
 SSH_PORTS = range(2201, 3000)  # where a drone without a tailnet gets its 127.0.0.1 SSH port
 
@@ -318,7 +321,7 @@ def _undo_create(ctx: Context, name: str, written: list[install.PlannedFile], vo
     names = names_of(name)
     failures: list[str] = []
     for unit in (names.service, names.creds_socket, names.creds_service):
-        _attempt(failures, unit, lambda unit=unit: ctx.systemd.stop(unit))
+        _attempt(failures, unit, functools.partial(ctx.systemd.stop, unit))
     _attempt(failures, "the unit files", lambda: install.rollback(written))
     _attempt(failures, "the SSH key", lambda: ctx.paths.drone_key(name).unlink(missing_ok=True))
     _attempt(failures, "the Tailscale key secret", lambda: ctx.podman.remove_secret(names.tailscale_secret))
@@ -383,7 +386,7 @@ def _revoke_tokens(ctx: Context, name: str) -> int:
     return revoke_stored(store_path, app)
 
 
-def _attempt(failures: list[str], what: str, step: Callable[[], object]) -> object:
+def _attempt(failures: list[str], what: str, step: Callable[[], T]) -> T | None:
     """One clean-up step that must not stop the others; what failed is collected for one message."""
     try:
         return step()

@@ -194,17 +194,15 @@ def _boolean(value: object) -> str:
     return "true" if value else "false"
 
 
-def _duration(value: object) -> str | None:
-    return None if value is None else format_duration(int(value))  # type: ignore[call-overload]
+def _duration(value: int | None) -> str | None:
+    return None if value is None else format_duration(value)
 
 
-def _created(value: object) -> str:
-    assert isinstance(value, datetime)
+def _created(value: datetime) -> str:
     return value.strftime(CREATED_FORMAT)
 
 
-def _permissions(value: object) -> str | None:
-    pairs = tuple(value)  # type: ignore[call-overload]
+def _permissions(pairs: tuple[tuple[str, str], ...]) -> str | None:
     return ",".join(f"{k}:{v}" for k, v in pairs) or None
 
 

@@ -38,7 +38,7 @@ def validate_workspace(given: str, home: Path, private: tuple[Path, ...] = ()) -
     except FileNotFoundError:
         raise invalid(f"--path {given}: no such directory") from None
     except (OSError, RuntimeError) as exc:
-        raise invalid(f"--path {given}: cannot be resolved ({exc.strerror or exc})") from None
+        raise invalid(f"--path {given}: cannot be resolved ({getattr(exc, 'strerror', None) or exc})") from None
     if not resolved.is_dir():
         raise invalid(f"--path {given}: not a directory")
     home_resolved = home.resolve()

@@ -51,7 +51,8 @@ class UnitState:
 
 
 class Systemd(Protocol):
-    backend: str
+    @property
+    def backend(self) -> str: ...  # "pystemd" or "systemctl": which one acts
 
     def daemon_reload(self) -> None: ...
     def start(self, unit: str) -> None: ...
@@ -233,8 +234,8 @@ class PystemdSystemd:
     def open(self) -> None:
         """Import pystemd and connect to the user bus; every action does this on first use."""
         if self._connection is None:
-            from pystemd.dbuslib import DBus  # type: ignore[import-not-found]
-            from pystemd.systemd1 import Manager  # type: ignore[import-not-found]
+            from pystemd.dbuslib import DBus
+            from pystemd.systemd1 import Manager
 
             bus = DBus(user_mode=True)
             bus.open()
@@ -253,7 +254,7 @@ class PystemdSystemd:
         return self._connection[1]
 
     def _unit(self, unit: str):  # -> pystemd.systemd1.Unit
-        from pystemd.systemd1 import Unit  # type: ignore[import-not-found]
+        from pystemd.systemd1 import Unit
 
         return Unit(unit.encode(), bus=self._bus, _autoload=True)
 
@@ -365,7 +366,7 @@ def _user_bus_reachable() -> bool:
                 return os.path.exists(part[len("path=") :])
         return True
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return bool(runtime) and os.path.exists(os.path.join(runtime, "bus"))
+    return runtime is not None and os.path.exists(os.path.join(runtime, "bus"))
 
 
 class AutoSystemd:

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from devbox.context import HostFacts
 from devbox.drone.identity import GitIdentity
@@ -17,6 +19,10 @@ from devbox.drone.spec import DroneSpec
 from devbox.names import DRONE_SSH_PORT, names_of
 from devbox.paths import templates_dir
 from devbox.units.unitfile import MARKER
+
+if TYPE_CHECKING:
+    import jinja2
+    import jinja2.bccache
 
 HEADER = f"{MARKER} Change it with devbox; hand edits are lost on the next write."
 
@@ -69,11 +75,16 @@ class RenderedFile:
 
 
 # How the templates are compiled; part of the compiled-template cache's key (see _bytecode_cache).
-_SYNTAX = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True, "autoescape": False}
+_SYNTAX: dict[str, Any] = {
+    "trim_blocks": True,
+    "lstrip_blocks": True,
+    "keep_trailing_newline": True,
+    "autoescape": False,
+}
 
 
 @cache
-def _environment():  # -> jinja2.Environment, imported lazily for a fast CLI start
+def _environment() -> jinja2.Environment:  # jinja2 is imported here, lazily, for a fast CLI start
     import jinja2
 
     env = jinja2.Environment(
@@ -88,8 +99,8 @@ def _environment():  # -> jinja2.Environment, imported lazily for a fast CLI sta
     return env
 
 
-def _bytecode_cache(jinja2):  # -> jinja2.BytecodeCache | None
-    """Compiled templates kept between runs: compiling ours takes 25-35 ms of every `create`.
+def _bytecode_cache(jinja: ModuleType) -> jinja2.BytecodeCache | None:
+    """Compiled templates kept between runs, so that `create` does not compile them every time.
 
     Jinja's own per-user directory (TMPDIR/_jinja2-cache-UID, 0700, refused if it is not the
     user's). Jinja keys an entry on the template's path and source and on Python's version;
@@ -101,16 +112,16 @@ def _bytecode_cache(jinja2):  # -> jinja2.BytecodeCache | None
 
     from devbox import __version__
 
-    stamp = hashlib.sha256(f"{jinja2.__version__} {__version__} {sorted(_SYNTAX.items())}".encode()).hexdigest()
+    stamp = hashlib.sha256(f"{jinja.__version__} {__version__} {sorted(_SYNTAX.items())}".encode()).hexdigest()
 
-    class QuietCache(jinja2.FileSystemBytecodeCache):
-        def load_bytecode(self, bucket) -> None:  # type: ignore[no-untyped-def]
+    class QuietCache(jinja.FileSystemBytecodeCache):  # type: ignore[name-defined]
+        def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
             try:
                 super().load_bytecode(bucket)
             except Exception:  # a truncated or foreign entry: pickle, marshal and OS errors alike
                 bucket.reset()
 
-        def dump_bytecode(self, bucket) -> None:  # type: ignore[no-untyped-def]
+        def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
             try:
                 super().dump_bytecode(bucket)
             except OSError:
