@@ -6,9 +6,13 @@ stderr with its exit code; `--debug` adds the traceback.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,29 +95,6 @@ def main(
 
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 
-# Options shared by `create` and `render`.
-RepoOpt = typer.Option([], "--repo", "-r", help="GitHub repository ORG/REPO the drone may use (repeatable).")
-ImageOpt = typer.Option(None, "--image", help="Container image (default from config).")
-CpusOpt = typer.Option(None, "--cpus", help="CPU limit, for example 2 or 0.5.")
-MemoryOpt = typer.Option(None, "--memory", help="Memory limit, for example 4g or 512m.")
-SshPortOpt = typer.Option(None, "--ssh-port", help="Publish the drone's SSH port on 127.0.0.1:PORT.")
-SyncthingOpt = typer.Option(None, "--with-syncthing/--without-syncthing", help="Run Syncthing in the drone.")
-EnvOpt = typer.Option([], "--env", "-e", help="KEY=VALUE for the drone's environment (repeatable).")
-SshKeyOpt = typer.Option(
-    [], "--ssh-key", help="Public key file the drone's sshd accepts (repeatable; default ~/.ssh/*.pub)."
-)
-WorkspaceOpt = typer.Option(
-    None, "--path", help="Host directory to mount as the workspace, at the same path (NAME defaults to its name)."
-)
-DotfilesOpt = typer.Option(None, "--dotfiles", help="Git URL of your dotfiles (over [dotfiles] repo).")
-DotfilesBranchOpt = typer.Option(None, "--dotfiles-branch", help="Branch of the dotfiles repository.")
-TailscaleOpt = typer.Option(
-    None, "--tailscale/--no-tailscale", help="Join the tailnet (default: on when the config has [tailscale])."
-)
-PermissionOpt = typer.Option(
-    [], "--permission", help="GitHub token permission NAME=LEVEL over the config's (read, write, admin, none)."
-)
-
 
 def complete_drone_names(incomplete: str) -> list[str]:
     """Shell completion for drone names (bash, zsh, fish through typer)."""
@@ -124,48 +105,158 @@ def complete_drone_names(incomplete: str) -> list[str]:
 
 
 DroneArg = typer.Argument(..., help="Drone name.", autocompletion=complete_drone_names, show_default=False)
-IdleStopOpt = typer.Option(None, "--idle-stop", help="Stop after this long idle, e.g. 12h (over [cleanup]).")
-IdleDestroyOpt = typer.Option(None, "--idle-destroy", help="Destroy after this long idle and stopped, e.g. 14d.")
-KeepOpt = typer.Option(False, "--keep", help="Never touch this drone in the idle clean-up.")
-NameArg = typer.Argument(
-    None, help="Drone name; derived from --path or the first --repo when omitted.", show_default=False
+
+
+@dataclass(frozen=True)
+class DroneOption:
+    """One option of `create` and `render`: its parameter, type and typer declaration, and the
+    CreateRequest field it fills."""
+
+    param: str
+    annotation: Any
+    declaration: Any  # typer.Option or typer.Argument
+    field: str
+
+
+# The options `create` and `render` share, declared once; drone_options gives them to both.
+DRONE_OPTIONS: tuple[DroneOption, ...] = (
+    DroneOption(
+        "name",
+        str | None,
+        typer.Argument(
+            None, help="Drone name; derived from --path or the first --repo when omitted.", show_default=False
+        ),
+        "name",
+    ),
+    DroneOption(
+        "repo",
+        list[str],
+        typer.Option([], "--repo", "-r", help="GitHub repository ORG/REPO the drone may use (repeatable)."),
+        "repos",
+    ),
+    DroneOption(
+        "image", str | None, typer.Option(None, "--image", help="Container image (default from config)."), "image"
+    ),
+    DroneOption("cpus", str | None, typer.Option(None, "--cpus", help="CPU limit, for example 2 or 0.5."), "cpus"),
+    DroneOption(
+        "memory", str | None, typer.Option(None, "--memory", help="Memory limit, for example 4g or 512m."), "memory"
+    ),
+    DroneOption(
+        "ssh_port",
+        str | None,
+        typer.Option(None, "--ssh-port", help="Publish the drone's SSH port on 127.0.0.1:PORT."),
+        "ssh_port",
+    ),
+    DroneOption(
+        "with_syncthing",
+        bool | None,
+        typer.Option(None, "--with-syncthing/--without-syncthing", help="Run Syncthing in the drone."),
+        "syncthing",
+    ),
+    DroneOption(
+        "env",
+        list[str],
+        typer.Option([], "--env", "-e", help="KEY=VALUE for the drone's environment (repeatable)."),
+        "env",
+    ),
+    DroneOption(
+        "permission",
+        list[str],
+        typer.Option(
+            [], "--permission", help="GitHub token permission NAME=LEVEL over the config's (read, write, admin, none)."
+        ),
+        "permissions",
+    ),
+    DroneOption(
+        "idle_stop",
+        str | None,
+        typer.Option(None, "--idle-stop", help="Stop after this long idle, e.g. 12h (over [cleanup])."),
+        "idle_stop",
+    ),
+    DroneOption(
+        "idle_destroy",
+        str | None,
+        typer.Option(None, "--idle-destroy", help="Destroy after this long idle and stopped, e.g. 14d."),
+        "idle_destroy",
+    ),
+    DroneOption(
+        "keep", bool, typer.Option(False, "--keep", help="Never touch this drone in the idle clean-up."), "keep"
+    ),
+    DroneOption(
+        "ssh_key",
+        list[Path],
+        typer.Option(
+            [], "--ssh-key", help="Public key file the drone's sshd accepts (repeatable; default ~/.ssh/*.pub)."
+        ),
+        "ssh_keys",
+    ),
+    DroneOption(
+        "tailscale",
+        bool | None,
+        typer.Option(
+            None, "--tailscale/--no-tailscale", help="Join the tailnet (default: on when the config has [tailscale])."
+        ),
+        "tailscale",
+    ),
+    DroneOption(
+        "path",
+        str | None,
+        typer.Option(
+            None,
+            "--path",
+            help="Host directory to mount as the workspace, at the same path (NAME defaults to its name).",
+        ),
+        "path",
+    ),
+    DroneOption(
+        "dotfiles",
+        str | None,
+        typer.Option(None, "--dotfiles", help="Git URL of your dotfiles (over [dotfiles] repo)."),
+        "dotfiles",
+    ),
+    DroneOption(
+        "dotfiles_branch",
+        str | None,
+        typer.Option(None, "--dotfiles-branch", help="Branch of the dotfiles repository."),
+        "dotfiles_branch",
+    ),
 )
 
 
-# CLI option names that differ from CreateRequest's fields.
-_REQUEST_NAMES = {"repo": "repos", "with_syncthing": "syncthing", "permission": "permissions", "ssh_key": "ssh_keys"}
+def drone_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give COMMAND the drone options (DRONE_OPTIONS) before its own; it receives them as one
+    CreateRequest named `request`. Typer reads the combined signature."""
+    # The command's own annotations are strings (postponed evaluation); `request`'s type is only
+    # imported for the type checker, so it is left out before the others are evaluated.
+    own = [
+        p.replace(annotation=eval(p.annotation, command.__globals__) if isinstance(p.annotation, str) else p.annotation)
+        for p in inspect.signature(command).parameters.values()
+        if p.name != "request"
+    ]
+    shared = [
+        inspect.Parameter(
+            o.param, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=o.declaration, annotation=o.annotation
+        )
+        for o in DRONE_OPTIONS
+    ]
 
+    @functools.wraps(command)
+    def with_request(**given: Any) -> None:
+        from devbox.commands.lifecycle import CreateRequest
 
-def _request(options: dict[str, Any]) -> CreateRequest:
-    """The options of `create` and `render` (their locals()) as one request; typer wants each declared per command."""
-    from dataclasses import fields
+        request = CreateRequest(**{o.field: given.pop(o.param) for o in DRONE_OPTIONS})
+        command(request=request, **given)
 
-    from devbox.commands.lifecycle import CreateRequest
-
-    known = {f.name for f in fields(CreateRequest)}
-    renamed = {_REQUEST_NAMES.get(key, key): value for key, value in options.items()}
-    return CreateRequest(**{key: value for key, value in renamed.items() if key in known})
+    parameters = [*shared, *own]
+    with_request.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    with_request.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    return with_request
 
 
 @app.command()
+@drone_options
 def create(
-    name: str | None = NameArg,
-    repo: list[str] = RepoOpt,
-    image: str | None = ImageOpt,
-    cpus: str | None = CpusOpt,
-    memory: str | None = MemoryOpt,
-    ssh_port: str | None = SshPortOpt,
-    with_syncthing: bool | None = SyncthingOpt,
-    env: list[str] = EnvOpt,
-    permission: list[str] = PermissionOpt,
-    idle_stop: str | None = IdleStopOpt,
-    idle_destroy: str | None = IdleDestroyOpt,
-    keep: bool = KeepOpt,
-    ssh_key: list[Path] = SshKeyOpt,
-    tailscale: bool | None = TailscaleOpt,
-    path: str | None = WorkspaceOpt,
-    dotfiles: str | None = DotfilesOpt,
-    dotfiles_branch: str | None = DotfilesBranchOpt,
+    request: CreateRequest,
     new_ssh_key: bool = typer.Option(
         False, "--new-ssh-key", help="Make a key pair for this drone (devbox ssh uses it)."
     ),
@@ -175,14 +266,15 @@ def create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a drone and start it."""
-    options = dict(locals())
+    from dataclasses import replace
+
     from devbox.commands import lifecycle
 
     ctx = make_context()
     with _spinner() as progress:
         result = lifecycle.create(
             ctx,
-            _request(options),
+            replace(request, new_ssh_key=new_ssh_key),
             start=not no_start,
             dry_run=dry_run,
             force=force,
@@ -213,32 +305,14 @@ def create(
 
 
 @app.command()
-def render(
-    name: str | None = NameArg,
-    repo: list[str] = RepoOpt,
-    image: str | None = ImageOpt,
-    cpus: str | None = CpusOpt,
-    memory: str | None = MemoryOpt,
-    ssh_port: str | None = SshPortOpt,
-    with_syncthing: bool | None = SyncthingOpt,
-    env: list[str] = EnvOpt,
-    permission: list[str] = PermissionOpt,
-    idle_stop: str | None = IdleStopOpt,
-    idle_destroy: str | None = IdleDestroyOpt,
-    keep: bool = KeepOpt,
-    ssh_key: list[Path] = SshKeyOpt,
-    tailscale: bool | None = TailscaleOpt,
-    path: str | None = WorkspaceOpt,
-    dotfiles: str | None = DotfilesOpt,
-    dotfiles_branch: str | None = DotfilesBranchOpt,
-) -> None:
+@drone_options
+def render(request: CreateRequest) -> None:
     """Print every unit file devbox would write for a drone; write nothing."""
-    options = dict(locals())
     from devbox.commands import lifecycle
     from devbox.units import install
 
     ctx = make_context()
-    spec = lifecycle.build_spec(ctx, _request(options))
+    spec = lifecycle.build_spec(ctx, request)
     for index, rendered in enumerate(lifecycle.render_files(ctx, spec)):
         if index:
             print()

@@ -179,3 +179,24 @@ def test_a_drone_killed_for_memory_says_so_and_the_swarm_says_it_its_way(world: 
     assert "last exit  Nuclear launch detected. (killed for memory" in zerg
     world.systemd.results["drone-demo.service"] = "success"
     assert "last exit" not in devbox(capsys, "status", "demo")[1]
+
+
+def test_drone_options_fill_every_create_request_field() -> None:
+    """create and render share DRONE_OPTIONS; each names a CreateRequest field, and only
+    --new-ssh-key (create alone) is outside the list. A misnamed field fails here, not silently."""
+    from dataclasses import fields
+
+    from devbox.commands.lifecycle import CreateRequest
+
+    named = [option.field for option in cli.DRONE_OPTIONS]
+    assert len(named) == len(set(named))
+    assert set(named) | {"new_ssh_key"} == {f.name for f in fields(CreateRequest)}
+
+
+def test_an_unknown_request_field_is_an_error_not_silence() -> None:
+    import pytest as _pytest
+
+    from devbox.commands.lifecycle import CreateRequest
+
+    with _pytest.raises(TypeError):
+        CreateRequest(name="demo", repo=["acme/demo"])  # type: ignore[call-arg]
