@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from devbox import __version__
+from devbox.cli import output
 from devbox.errors import DevboxError, ExitCode
 from devbox.names import names_of
 
@@ -69,9 +70,7 @@ def _spinner() -> Spinner:
 
 
 def _colour() -> bool:
-    from devbox.cli.output import colour_wanted
-
-    return colour_wanted()
+    return output.colour_wanted()
 
 
 def _print_json(data: Any) -> None:
@@ -281,16 +280,7 @@ def create(
             progress=progress,
         )
     if as_json:
-        _print_json(
-            {
-                "name": result.spec.name,
-                "unit": result.spec.service,
-                "files": [{"path": str(item.path), "change": item.change.value} for item in result.files],
-                "started": result.started,
-                "dry_run": result.dry_run,
-                "notes": result.notes,
-            }
-        )
+        _print_json(output.create_dict(result))
         return
     for item in result.files:
         print(f"{item.change.value:<9}  {item.path}")
@@ -323,7 +313,6 @@ def render(request: CreateRequest) -> None:
 @app.command("list")
 def list_(as_json: bool = JsonOpt) -> None:
     """Every drone, its state and address."""
-    from devbox.cli import output
     from devbox.commands import inventory
 
     ctx = make_context()
@@ -336,7 +325,6 @@ def status(
     as_json: bool = JsonOpt,
 ) -> None:
     """One drone in detail: unit, container, image, repos, uptime, restarts, ports, volume."""
-    from devbox.cli import output
     from devbox.commands import lifecycle
 
     ctx = make_context()
@@ -352,7 +340,7 @@ def _change_state(action: Any, name: str, state: str, as_json: bool) -> None:
     with _spinner() as progress:
         action(make_context(), name, progress=progress)
     if as_json:
-        _print_json({"name": name, "state": state})
+        _print_json(output.state_dict(name, state))
     else:
         print(f"drone {name} is {state}")
 
@@ -403,15 +391,7 @@ def destroy(
     with _spinner() as progress:
         result = lifecycle.destroy(ctx, name, keep_volume=keep_volume, progress=progress)
     if as_json:
-        _print_json(
-            {
-                "name": name,
-                "removed_files": [str(path) for path in result.removed_files],
-                "volume_removed": result.volume_removed,
-                "volume_kept": result.volume_kept,
-                "tokens_revoked": result.tokens_revoked,
-            }
-        )
+        _print_json(output.destroy_dict(name, result))
         return
     volume = "volume kept" if keep_volume else ("volume removed" if result.volume_removed else "no volume")
     print(f"drone {name} is destroyed ({len(result.removed_files)} files removed, {volume})")
@@ -439,7 +419,7 @@ def doctor(as_json: bool = JsonOpt) -> None:
 
     checks = run_checks()
     if as_json:
-        _print_json([{"check": c.name, "status": c.status, "detail": c.detail, "fix": c.fix} for c in checks])
+        _print_json(output.doctor_list(checks))
     else:
         for check in checks:
             line = f"{check.status.upper():<4}  {check.name}: {check.detail}"
@@ -569,7 +549,6 @@ def cleanup(
 ) -> None:
     """Stop idle drones, destroy long-idle ones whose work is safe; say what and why for each."""
     from devbox.cleanup import timer
-    from devbox.cli import cleanup_report
     from devbox.commands import sweep
 
     ctx = make_context()
@@ -587,9 +566,9 @@ def cleanup(
     with _spinner() as progress:
         report = sweep.run(ctx, apply=apply, progress=progress)
     if as_json:
-        _print_json(cleanup_report.report_dict(report))
+        _print_json(output.report_dict(report))
     else:
-        print(cleanup_report.report_text(report), flush=True)
+        print(output.report_text(report), flush=True)
     if report.errors:
         names = ", ".join(d.name for d in report.errors)
         raise DevboxError(f"the clean-up could not finish for {names}", ExitCode.FAILURE)
@@ -609,9 +588,7 @@ def run(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="devbox")
     except DevboxError as exc:
-        from devbox.cli.output import exit_with
-
-        exit_with(exc, _debug)
+        output.exit_with(exc, _debug)
     except KeyboardInterrupt:
         _err("devbox: interrupted")
         sys.exit(130)
@@ -660,7 +637,7 @@ def _terminate_cleanly() -> None:
 @app.command()
 def backup(
     name: str = DroneArg,
-    output: str | None = typer.Option(
+    archive: str | None = typer.Option(
         None, "--output", "-o", help="Archive file (default NAME-YYYYmmdd-HHMMSS.devbox.tar here, UTC); - for stdout."
     ),
     live: bool = typer.Option(False, "--live", help="Do not stop a running drone; the copy may be inconsistent."),
@@ -669,9 +646,9 @@ def backup(
     """Save a drone's home volume and unit files to one tar file (a running drone is stopped meanwhile)."""
     from devbox.commands import backup as backups
 
-    if output == "-" and as_json:
+    if archive == "-" and as_json:
         raise DevboxError("--json and -o - both write to stdout: choose one", ExitCode.USAGE)
-    if output == "-" and sys.stdout.isatty():
+    if archive == "-" and sys.stdout.isatty():
         raise DevboxError("refusing to write an archive to a terminal: redirect stdout or use -o FILE", ExitCode.USAGE)
     _terminate_cleanly()
     counter = _ByteCounter(f"exporting drone-{name}-home")
@@ -679,8 +656,8 @@ def backup(
         result = backups.backup(
             make_context(),
             name,
-            output=output,
-            stream=sys.stdout.buffer if output == "-" else None,
+            output=archive,
+            stream=sys.stdout.buffer if archive == "-" else None,
             live=live,
             progress=counter.step,
             progress_bytes=counter,
@@ -690,17 +667,7 @@ def backup(
         counter.end()
     where = str(result.path) if result.path else None
     if as_json:
-        _print_json(
-            {
-                "name": result.name,
-                "file": where,
-                "size": result.size,
-                "volume": {"name": result.volume, "size": result.volume_size, "sha256": result.volume_sha256},
-                "running": result.running,
-                "stopped": result.stopped,
-                "live": result.live,
-            }
-        )
+        _print_json(output.backup_dict(result, where))
     elif where:
         print(f"drone {name} is saved to {where} ({result.size / 1048576:.1f} MiB)")
     else:
@@ -735,18 +702,7 @@ def restore(
     for label in result.ignored_labels:
         _err(f"devbox: warning: label io.devbox.{label} is not known to this devbox and was not restored")
     if as_json:
-        _print_json(
-            {
-                "name": result.name,
-                "from": str(result.source),
-                "original_name": result.original_name,
-                "unit": result.create.spec.service,
-                "files": [{"path": str(i.path), "change": i.change.value} for i in result.create.files],
-                "volume": {"name": result.volume, "size": result.volume_size},
-                "started": result.create.started,
-                "ignored_labels": result.ignored_labels,
-            }
-        )
+        _print_json(output.restore_dict(result))
         return
     state = "running" if result.create.started else f"created, not started: devbox start {result.name}"
     print(f"drone {result.name} is restored from {result.source} and {state}")

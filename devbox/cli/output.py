@@ -9,13 +9,21 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from devbox.commands.inventory import DroneStatus
 from devbox.errors import DevboxError, ExitCode
 from devbox.names import DRONE_SSH_PORT
 from devbox.paths import Paths
+from devbox.values import format_duration
+
+if TYPE_CHECKING:
+    from devbox.commands.backup import BackupResult, RestoreResult
+    from devbox.commands.doctor import Check
+    from devbox.commands.lifecycle import CreateResult, DestroyResult
+    from devbox.commands.sweep import DroneReport, Report
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -166,6 +174,129 @@ def list_output(statuses: Sequence[DroneStatus], now: datetime, as_json: bool, c
     if statuses:
         return list_table(statuses, now, colour=colour)
     return "no drones yet: devbox create NAME --repo ORG/REPO"
+
+
+# --- results of the other commands (their JSON field names are a stable interface too) ----------
+
+
+def create_dict(result: CreateResult) -> dict[str, Any]:
+    return {
+        "name": result.spec.name,
+        "unit": result.spec.service,
+        "files": [{"path": str(item.path), "change": item.change.value} for item in result.files],
+        "started": result.started,
+        "dry_run": result.dry_run,
+        "notes": result.notes,
+    }
+
+
+def state_dict(name: str, state: str) -> dict[str, Any]:
+    return {"name": name, "state": state}
+
+
+def destroy_dict(name: str, result: DestroyResult) -> dict[str, Any]:
+    return {
+        "name": name,
+        "removed_files": [str(path) for path in result.removed_files],
+        "volume_removed": result.volume_removed,
+        "volume_kept": result.volume_kept,
+        "tokens_revoked": result.tokens_revoked,
+    }
+
+
+def doctor_list(checks: Sequence[Check]) -> list[dict[str, Any]]:
+    return [{"check": c.name, "status": c.status, "detail": c.detail, "fix": c.fix} for c in checks]
+
+
+def backup_dict(result: BackupResult, where: str | None) -> dict[str, Any]:
+    return {
+        "name": result.name,
+        "file": where,
+        "size": result.size,
+        "volume": {"name": result.volume, "size": result.volume_size, "sha256": result.volume_sha256},
+        "running": result.running,
+        "stopped": result.stopped,
+        "live": result.live,
+    }
+
+
+def restore_dict(result: RestoreResult) -> dict[str, Any]:
+    return {
+        "name": result.name,
+        "from": str(result.source),
+        "original_name": result.original_name,
+        "unit": result.create.spec.service,
+        "files": [{"path": str(i.path), "change": i.change.value} for i in result.create.files],
+        "volume": {"name": result.volume, "size": result.volume_size},
+        "started": result.create.started,
+        "ignored_labels": result.ignored_labels,
+    }
+
+
+# --- the clean-up's report, as text for people (and the journal) and as JSON for scripts ---------
+
+
+def drone_dict(drone: DroneReport, now: datetime) -> dict[str, Any]:
+    decision = drone.decision
+    return {
+        "name": drone.name,
+        "state": drone.state,
+        "action": decision.action.value,
+        "reasons": list(decision.reasons),
+        "idle_seconds": int(decision.idle.total_seconds()) if decision.idle is not None else None,
+        "last_signal": decision.last.kind if decision.last else None,
+        "policy": {
+            "idle_stop": format_duration(drone.policy.idle_stop.total_seconds()),
+            "idle_destroy": format_duration(drone.policy.idle_destroy.total_seconds()),
+            "keep": drone.policy.keep,
+        },
+        "signals": [
+            {
+                "kind": s.kind,
+                "at": _iso(s.at),
+                "age_seconds": int((now - s.at).total_seconds()) if s.at else None,
+                "live": s.live,
+                "detail": s.detail,
+            }
+            for s in drone.signals
+        ],
+        "work": None
+        if decision.work is None
+        else {"error": decision.work.error, "repos": [asdict(r) for r in decision.work.repos]},
+        "rescue": None if decision.rescue is None else asdict(decision.rescue),
+        "done": drone.done or None,
+        "error": drone.error or None,
+    }
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    return {
+        "time": _iso(report.now),
+        "applied": report.applied,
+        "drones": [drone_dict(d, report.now) for d in report.drones],
+    }
+
+
+def report_text(report: Report) -> str:
+    from devbox.cleanup.policy import describe
+
+    mode = "applied" if report.applied else "dry run, nothing done (devbox cleanup --apply acts)"
+    lines = [f"devbox cleanup at {report.now:%Y-%m-%d %H:%M:%S} UTC: {mode}"]
+    if not report.drones:
+        lines.append("no drones")
+    for drone in report.drones:
+        decision = drone.decision
+        verb = decision.action.value if report.applied else f"would {decision.action.value}"
+        if decision.action.value == "keep":
+            verb = "keep"
+        lines.append(f"{drone.name} ({drone.state}): {verb}: {decision.reasons[0]}")
+        lines.extend(f"  {reason}" for reason in decision.reasons[1:])
+        lines.append("  signals: " + "; ".join(describe(s, report.now) for s in drone.signals))
+        if drone.done:
+            lines.append(f"  done: {drone.done}")
+        if drone.error:
+            lines.append(f"  error: {drone.error}")
+    return "\n".join(lines)
 
 
 # The one way a DevboxError reaches the user (both the parsed and the fast path).
