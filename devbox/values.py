@@ -143,3 +143,19 @@ def validate_env_key(key: str) -> str:
             f"invalid environment variable name {key!r}: names starting with {RESERVED_ENV_PREFIX} are devbox's own"
         )
     return key
+
+
+def rough_duration(seconds: float | None) -> str:
+    """For people: the two largest units, `2d3h`, `4m10s`; `-` for unknown (format_duration is exact)."""
+    if seconds is None:
+        return "-"
+    days, rest = divmod(round(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"

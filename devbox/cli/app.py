@@ -25,7 +25,7 @@ from devbox.errors import DevboxError, ExitCode
 from devbox.names import names_of
 
 if TYPE_CHECKING:
-    from devbox.cli.progress import Spinner
+    from devbox.cli.spinner import Spinner
     from devbox.commands.lifecycle import Context, CreateRequest
     from devbox.drone.access import SshTarget
 
@@ -64,7 +64,7 @@ def _progress(text: str) -> None:
 
 def _spinner() -> Spinner:
     """The current step with a spinner on a terminal; nothing when stderr is piped."""
-    from devbox.cli.progress import Spinner
+    from devbox.cli.spinner import Spinner
 
     return Spinner(enabled=sys.stderr.isatty() and os.environ.get("TERM") != "dumb")
 

@@ -17,7 +17,7 @@ from devbox.commands.inventory import DroneStatus
 from devbox.errors import DevboxError, ExitCode
 from devbox.names import DRONE_SSH_PORT
 from devbox.paths import Paths
-from devbox.values import format_duration
+from devbox.values import format_duration, rough_duration
 
 if TYPE_CHECKING:
     from devbox.commands.backup import BackupResult, RestoreResult
@@ -73,21 +73,6 @@ def ssh_command(status: DroneStatus) -> str | None:
     return f"devbox ssh {status.name}" if address(status) else None
 
 
-def duration(seconds: int | None) -> str:
-    if seconds is None:
-        return "-"
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes}m"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
-
-
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = [
@@ -109,7 +94,7 @@ def list_table(statuses: Sequence[DroneStatus], now: datetime, colour: bool = Fa
         [
             s.name,
             s.state,
-            duration(s.uptime_seconds(now)),
+            rough_duration(s.uptime_seconds(now)),
             s.image,
             ",".join(s.repos) or "-",
             address(s) or "-",
@@ -136,7 +121,7 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         ("image", status.image),
         ("repos", ", ".join(status.repos) or "-"),
         ("created", status.created or "-"),
-        ("uptime", duration(data["uptime_seconds"])),
+        ("uptime", rough_duration(data["uptime_seconds"])),
         ("restarts", "-" if status.restarts is None else str(status.restarts)),
         ("ports", ", ".join(status.ports) or "-"),
         (

@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from devbox import __version__
 from devbox.commands import lifecycle
+from devbox.commands.progress import ByteProgress, Progress, no_progress
 from devbox.drone.spec import LABEL_KEYS, DroneSpec, declared_fields, label_options
 from devbox.errors import DevboxError, ExitCode
 from devbox.host.systemd import journal_lines
@@ -51,13 +52,6 @@ MANIFEST_MAX = 1024 * 1024
 CHUNK = 1024 * 1024
 _BLOCK = 512
 _RECORD = 20 * _BLOCK
-
-Progress = Callable[[str], None]
-ByteProgress = Callable[[int], None]
-
-
-def no_progress(_: object) -> None:
-    pass
 
 
 def _sha256(data: bytes) -> str:

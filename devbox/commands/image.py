@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from devbox.errors import DevboxError, ExitCode
+from devbox.values import rough_duration
 
 DEFAULT_TAG = "localhost/devbox-drone:latest"  # devbox.config.DEFAULT_IMAGE
 TAILSCALE_MODES = ("auto", "required", "skip")
@@ -82,7 +83,8 @@ class BuildResult:
         return self.info.get("tailscale", "unknown")
 
     def summary(self) -> str:
-        return f"built {self.tag} (image {self.image_id[:12]}, {_duration(self.seconds)}; tailscale: {self.tailscale})"
+        took = rough_duration(self.seconds)
+        return f"built {self.tag} (image {self.image_id[:12]}, {took}; tailscale: {self.tailscale})"
 
     def warning(self) -> str | None:
         if self.tailscale == "installed":
@@ -197,11 +199,6 @@ def _last_error(lines: deque[str] | list[str]) -> str:
         if line.strip().lower().startswith(("error", "devbox-image: error")):
             return line.strip()
     return next((line.strip() for line in reversed(lines) if line.strip()), "no output")
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 class StepDisplay:

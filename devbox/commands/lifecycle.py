@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 from devbox import __version__
 from devbox.cleanup import activity, timer
 from devbox.commands.inventory import DroneStatus, status_of
+from devbox.commands.progress import Progress, no_progress
 from devbox.config import parse_permission
 from devbox.context import Context, host_facts
 from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
@@ -39,12 +40,6 @@ from devbox.values import parse_env
 if TYPE_CHECKING:
     from devbox.drone.access import SshTarget
     from devbox.host.secrets import Secret
-
-Progress = Callable[[str], None]
-
-
-def no_progress(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)

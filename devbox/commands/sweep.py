@@ -16,6 +16,7 @@ from devbox.cleanup import activity
 from devbox.cleanup.activity import DroneView, gather
 from devbox.cleanup.policy import Action, Decision, Policy, Rescue, Signal, WorkCheck, decide, settle
 from devbox.commands import inventory, lifecycle
+from devbox.commands.progress import Progress, no_progress
 from devbox.drone.spec import DroneSpec
 from devbox.errors import DevboxError
 from devbox.host.probe import Mounts
@@ -60,7 +61,7 @@ def _write_state(path: Path, text: str) -> None:
     install.atomic_write(path, text, mode=0o600)
 
 
-def run(ctx: lifecycle.Context, *, apply: bool = False, progress: lifecycle.Progress = lifecycle.no_progress) -> Report:
+def run(ctx: lifecycle.Context, *, apply: bool = False, progress: Progress = no_progress) -> Report:
     now = ctx.clock()
     report = Report(now, apply)
     records = installed.find_drones(ctx.paths)

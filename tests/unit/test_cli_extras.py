@@ -136,7 +136,7 @@ def test_spinner_shows_the_current_step_on_a_terminal_and_nothing_when_piped() -
     import io
     import time
 
-    from devbox.cli.progress import Spinner
+    from devbox.cli.spinner import Spinner
 
     shown = io.StringIO()
     with Spinner(shown, interval=0.01, enabled=True) as progress:
