@@ -19,6 +19,7 @@ It re-renders the units from the archived labels through `lifecycle.create`, so
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -180,6 +181,81 @@ def _publish(tmp: Path, target: Path) -> None:
         os.close(dir_fd)
 
 
+@dataclass
+class _Stillness:
+    """What `_held_still` did to the drone for the copy."""
+
+    running: bool = False
+    stopped: bool = False
+    restart_error: DevboxError | None = None
+
+
+@contextlib.contextmanager
+def _held_still(
+    ctx: lifecycle.Context, name: str, live: bool, notice: Progress, progress: Progress
+) -> Iterator[_Stillness]:
+    """Stop a running drone for a consistent copy (unless LIVE) and start it again after the copy,
+    whether the copy worked or not. A failed start after a good copy is kept in `restart_error`."""
+    service = names_of(name).service
+    state = _Stillness(running=_is_running(ctx, service))
+    if state.running and not live:
+        notice(f"drone {name} is running: stopping it for a consistent copy, starting it again afterwards")
+        progress(f"stopping {service}")
+        ctx.systemd.stop(service)
+        state.stopped = True
+    elif state.running:
+        notice(f"drone {name} is running and --live copies it as it is: the copy may be inconsistent")
+    try:
+        yield state
+    except BaseException as exc:
+        if state.stopped:
+            progress(f"starting {service} again")
+            failed = _start_again(ctx, service)
+            if failed and isinstance(exc, DevboxError):
+                exc.details.append(f"and {service} did not start again: {failed.message}")
+        raise
+    if state.stopped:
+        progress(f"starting {service} again")
+        state.restart_error = _start_again(ctx, service)
+
+
+def _exporter(
+    ctx: lifecycle.Context, volume: str, progress_bytes: ByteProgress
+) -> Callable[[Callable[[bytes], None]], None]:
+    """The volume's export as a stream of chunks, counting the bytes for the progress display."""
+
+    def export(write: Callable[[bytes], None]) -> None:
+        total = 0
+
+        def counted(chunk: bytes) -> None:
+            nonlocal total
+            write(chunk)
+            total += len(chunk)
+            progress_bytes(total)
+
+        ctx.podman.export_volume(volume, counted)
+
+    return export
+
+
+def _destination(
+    ctx: lifecycle.Context, name: str, output: str | None, stream: IO[bytes] | None, now: datetime
+) -> tuple[Path | None, Path]:
+    """(the archive's path, or None for the stream; the directory the partial file is written in)."""
+    if output == "-":
+        if stream is None:
+            raise DevboxError("-o - needs an output stream", ExitCode.USAGE)
+        spool = ctx.paths.state_dir / "tmp"
+        spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return None, spool
+    target = Path(os.path.abspath(output or default_file_name(name, now)))
+    if target.exists():
+        raise DevboxError(f"{target} exists already: choose another name with -o", ExitCode.EXISTS)
+    if not target.parent.is_dir():
+        raise DevboxError(f"cannot write {target}: {target.parent} is not a directory", ExitCode.INVALID_INPUT)
+    return target, target.parent
+
+
 def backup(
     ctx: lifecycle.Context,
     name: str,
@@ -204,62 +280,17 @@ def backup(
             ExitCode.NOT_FOUND,
         )
     now = ctx.clock()
-    target: Path | None = None
-    if output == "-":
-        if stream is None:
-            raise DevboxError("-o - needs an output stream", ExitCode.USAGE)
-        spool = ctx.paths.state_dir / "tmp"
-        spool.mkdir(parents=True, exist_ok=True, mode=0o700)
-    else:
-        target = Path(os.path.abspath(output or default_file_name(name, now)))
-        if target.exists():
-            raise DevboxError(f"{target} exists already: choose another name with -o", ExitCode.EXISTS)
-        if not target.parent.is_dir():
-            raise DevboxError(f"cannot write {target}: {target.parent} is not a directory", ExitCode.INVALID_INPUT)
-        spool = target.parent
+    target, spool = _destination(ctx, name, output, stream, now)
     members = [(member, path.read_bytes()) for member, path in unit_members(ctx.paths, name)]
-    service = names_of(name).service
     fd, tmp_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".devbox.tar.partial", dir=spool)  # mode 0600
     tmp = Path(tmp_name)
-    running = stopped = False
-    restart_error: DevboxError | None = None
     try:
         with os.fdopen(fd, "w+b") as handle:
             writer = _TarWriter(handle, int(now.timestamp()))
             files = {member: writer.add(member, data) for member, data in members}
-            running = _is_running(ctx, service)
-            if running and not live:
-                notice(f"drone {name} is running: stopping it for a consistent copy, starting it again afterwards")
-                progress(f"stopping {service}")
-                ctx.systemd.stop(service)
-                stopped = True
-            elif running:
-                notice(f"drone {name} is running and --live copies it as it is: the copy may be inconsistent")
-            progress(f"exporting {volume}")
-
-            def export(write: Callable[[bytes], None]) -> None:
-                total = 0
-
-                def counted(chunk: bytes) -> None:
-                    nonlocal total
-                    write(chunk)
-                    total += len(chunk)
-                    progress_bytes(total)
-
-                ctx.podman.export_volume(volume, counted)
-
-            try:
-                volume_size, volume_sha = writer.add_stream(VOLUME_MEMBER, export)
-            except BaseException as exc:
-                if stopped:
-                    progress(f"starting {service} again")
-                    failed = _start_again(ctx, service)
-                    if failed and isinstance(exc, DevboxError):
-                        exc.details.append(f"and {service} did not start again: {failed.message}")
-                raise
-            if stopped:
-                progress(f"starting {service} again")
-                restart_error = _start_again(ctx, service)
+            with _held_still(ctx, name, live, notice, progress) as copy:
+                progress(f"exporting {volume}")
+                volume_size, volume_sha = writer.add_stream(VOLUME_MEMBER, _exporter(ctx, volume, progress_bytes))
             manifest = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -267,8 +298,8 @@ def backup(
                 "name": name,
                 "labels": record.labels,
                 "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "running": running,
-                "live": running and live,
+                "running": copy.running,
+                "live": copy.running and live,
                 "volume": {"name": volume, "member": VOLUME_MEMBER, "size": volume_size, "sha256": volume_sha},
                 "files": files,
             }
@@ -286,13 +317,15 @@ def backup(
             _publish(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    if restart_error is not None:
+    if copy.restart_error is not None:
         where = str(target) if target else "stdout"
+        service = names_of(name).service
         raise DevboxError(
-            f"the backup is written to {where}, but {service} did not start again: {restart_error.message}",
-            restart_error.code,
-            details=restart_error.details,
+            f"the backup is written to {where}, but {service} did not start again: {copy.restart_error.message}",
+            copy.restart_error.code,
+            details=copy.restart_error.details,
         )
+    running, stopped = copy.running, copy.stopped
     return BackupResult(name, target, size, volume, volume_size, volume_sha, running, stopped, running and live)
 
 
