@@ -61,7 +61,7 @@ class BrokerConfig:
 
 @dataclass(frozen=True)
 class CleanupConfig:
-    """The daily idle clean-up (see cleanup.py); drones override the windows with labels."""
+    """The daily idle clean-up (see cleanup/policy.py); drones override the windows with labels."""
 
     idle_stop: int = 12 * 3600  # seconds without activity before a running drone is stopped
     idle_destroy: int = 14 * 86400  # seconds without activity before a stopped drone is destroyed

@@ -1,7 +1,7 @@
 """The idle clean-up's policy: pure functions from what was measured to a decision.
 
-No I/O here. `activity.py` gathers the signals, `probe.py` checks and rescues
-work, `sweep.py` runs the whole thing. Rules, in order:
+No I/O here. `cleanup/activity.py` gathers the signals, `host/probe.py` checks and rescues
+work, `commands/sweep.py` runs the whole thing. Rules, in order:
 
 1. a drone with `keep` (label `io.devbox.keep=true`) is never touched;
 2. an open SSH session means active, whatever the clock says;

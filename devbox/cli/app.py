@@ -35,7 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain click help: rich costs ~0.3 s of imports on every start
+    rich_markup_mode=None,  # plain click help: importing rich would slow every start (README: speed)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -537,7 +537,7 @@ for alias, command in (("spawn", create), ("burrow", stop), ("unburrow", start),
     app.command(alias, hidden=True, help=f"Alias of {command.__name__}.")(command)
 
 
-# --- idle clean-up (issue 6): `cleanup`, `touch` ---
+# --- idle clean-up: `cleanup`, `touch` ---
 
 
 @app.command()
@@ -594,7 +594,7 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
-# --- backup and restore (issue 9) ---
+# --- backup and restore ---
 
 
 class _ByteCounter:
@@ -708,7 +708,7 @@ def restore(
     print(f"drone {result.name} is restored from {result.source} and {state}")
 
 
-# --- the drone image (issue 5): `image build`, `image load` ---
+# --- the drone image: `image build`, `image load` ---
 
 image_app = typer.Typer(help="Build or load the default drone image.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(image_app, name="image")

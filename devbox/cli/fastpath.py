@@ -2,9 +2,9 @@
 
 Importing typer and building the command tree costs more than the query itself, and `list`
 is what people and scripts run most. These exact argument lists take this path, which
-imports only inventory.py and output.py; any other goes through cli.run. The output comes
-from the same function (output.list_output) and errors from the same one
-(output.exit_with), so the two paths cannot drift apart.
+imports only commands/inventory.py and cli/output.py; any other goes through cli/app.py's
+run. The output comes from the same function (output.list_output) and errors from the
+same one (output.exit_with), so the two paths cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ FAST_LIST = {("list",): False, ("list", "--json"): True}
 
 
 def run(argv: list[str]) -> bool:
-    """Run ARGV here when it is one of the fast forms; False when cli.run must take it."""
+    """Run ARGV here when it is one of the fast forms; False when cli/app.py's run must take it."""
     as_json = FAST_LIST.get(tuple(argv))
     if as_json is None:
         return False

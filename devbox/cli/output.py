@@ -153,7 +153,7 @@ def colour_wanted() -> bool:
 
 
 def list_output(statuses: Sequence[DroneStatus], now: datetime, as_json: bool, colour: bool) -> str:
-    """What `devbox list` prints, whichever way it was started (cli.py or fastpath.py)."""
+    """What `devbox list` prints, whichever way it was started (cli/app.py or cli/fastpath.py)."""
     if as_json:
         return json.dumps([status_dict(s, now) for s in statuses], indent=2, sort_keys=False)
     if statuses:

@@ -2,7 +2,7 @@
 
 `find_drones` reads the Quadlet directory alone; `list_drones` adds one systemd query and
 one Podman query, however many drones there are. `devbox list` imports this module and
-little else (see fastpath.py).
+little else (see cli/fastpath.py).
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] | None = None) ->
 
 
 def _private_dirs(paths: Paths) -> tuple[Path, ...]:
-    """What no drone may have mounted: sockets, settings, devbox's own files (see workspace.py)."""
+    """What no drone may have mounted: sockets, settings, devbox's own files (see drone/workspace.py)."""
     return (
         paths.runtime_dir,
         paths.config_file.parent,

@@ -1,6 +1,6 @@
-"""The idle clean-up as use-cases: `devbox cleanup [--apply]`, `devbox touch` (the timer is timer.py).
+"""The idle clean-up as use-cases: `devbox cleanup [--apply]`, `devbox touch` (the timer is cleanup/timer.py).
 
-`run` measures every drone (activity.py), decides (cleanup.py), and with
+`run` measures every drone (cleanup/activity.py), decides (cleanup/policy.py), and with
 `apply` acts: stop, destroy, or push dirty work to rescue branches first, or
 keep the drone and export its home volume. It returns a report; the CLI prints it.
 """

@@ -53,9 +53,9 @@ class DroneSpec:
     tailscale: bool = False  # joins the tailnet; its auth key is the Podman secret `tailscale_secret`
     login_server: str | None = None  # Headscale; None: Tailscale's control plane
     tailscale_ssh: bool = False
-    ssh_keys: tuple[str, ...] = ()  # checked public key lines (sshkeys.py) for the drone's authorized_keys
-    path: str | None = None  # a host directory mounted at the same path as the workspace (workspace.py checks it)
-    dotfiles_url: str | None = None  # cloned into ~/.dotfiles on first start (identity.py checks it)
+    ssh_keys: tuple[str, ...] = ()  # checked public key lines (drone/sshkeys.py) for the drone's authorized_keys
+    path: str | None = None  # a host directory mounted at the same path as the workspace (drone/workspace.py checks it)
+    dotfiles_url: str | None = None  # cloned into ~/.dotfiles on first start (drone/identity.py checks it)
     dotfiles_branch: str | None = None
 
     @classmethod

@@ -82,8 +82,8 @@ def api_request(
 ) -> tuple[int, bytes]:
     """One request on the libpod API over its Unix socket: status and body.
 
-    Written on a bare socket because `http.client` imports email and ssl (about 25 ms, as
-    long as the request itself takes), and importing podman-py costs about 0.2-0.3 s. An
+    Written on a bare socket because `http.client` imports email and ssl (as long as the
+    request itself takes), and importing podman-py costs many times that (README). An
     HTTP/1.0 request makes the server answer with a plain body and close the connection.
     """
     import socket
@@ -208,8 +208,7 @@ class PodmanPy:
         """One `GET /containers/json` for all drones.
 
         On the local socket it is a plain stdlib request: importing podman-py (requests,
-        urllib3) costs about 0.28 s, more than the query, and `list` is the command people
-        run most. Any other CONTAINER_HOST goes through podman-py.
+        urllib3) costs more than the query, and `list` is the command people run most. Any other CONTAINER_HOST goes through podman-py.
         """
         if self._local_socket is not None:
             raw = self._call("list containers", list_containers_json, self._local_socket)

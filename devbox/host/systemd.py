@@ -8,9 +8,9 @@
   picks one of the two at the first action.
 
 Both answer `states()` for many units with one D-Bus call, ListUnitsByNames, made by
-`busctl`: about 10 ms in one process, where importing pystemd alone (it loads lxml)
-takes about 30 ms and `systemctl show` asks once per unit. That keeps `devbox list`
-from importing pystemd at all. Without a user bus (no dbus-user-session) the systemctl
+`busctl`: one short process, where importing pystemd alone (it loads lxml) takes
+longer and `systemctl show` asks once per unit (figures in the README). That keeps
+`devbox list` from importing pystemd at all. Without a user bus (no dbus-user-session) the systemctl
 backend falls back to `systemctl show`, which reaches the manager on its private socket.
 """
 

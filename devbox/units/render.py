@@ -49,7 +49,7 @@ def systemd_word(value: object) -> str:
 
 
 def gitconfig_value(value: object) -> str:
-    """A gitconfig value in double quotes; the caller refuses newlines (identity.py)."""
+    """A gitconfig value in double quotes; the caller refuses newlines (drone/identity.py)."""
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
