@@ -208,7 +208,8 @@ class PodmanPy:
         """One `GET /containers/json` for all drones.
 
         On the local socket it is a plain stdlib request: importing podman-py (requests,
-        urllib3) costs more than the query, and `list` is the command people run most. Any other CONTAINER_HOST goes through podman-py.
+        urllib3) costs more than the query, and `list` is the command people run most. Any
+        other CONTAINER_HOST goes through podman-py.
         """
         if self._local_socket is not None:
             raw = self._call("list containers", list_containers_json, self._local_socket)
