@@ -2,17 +2,20 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# Marks a finished install. Not $(PY) itself: that is a symlink to the system's python, so
+# touching it would change the system interpreter's time stamp (or fail without root).
+STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: test unit e2e demo install quadlet clean
 
-$(PY): pyproject.toml
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(PY)
+	touch $(STAMP)
 
-install: $(PY)
+install: $(STAMP)
 
 quadlet:
 	tests/tools/get-quadlet.sh >/dev/null
