@@ -46,6 +46,12 @@ def invalid(message: str) -> DevboxError:
     return DevboxError(message, ExitCode.INVALID_INPUT)
 
 
+def cannot_run(program: str, exc: OSError, code: ExitCode = ExitCode.ENVIRONMENT) -> DevboxError:
+    """A program that could not be started: not executable, or looked up on a PATH with a
+    directory the user cannot read (PermissionError then, not FileNotFoundError)."""
+    return DevboxError(f"cannot run {program}: {exc.strerror or exc}", code)
+
+
 def flavour_message(flavor: str, exc: DevboxError) -> str:
     """With `flavor = "zerg"` in the config, a few errors speak the swarm's language first."""
     if flavor != "zerg":

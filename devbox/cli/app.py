@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from devbox import __version__
-from devbox.errors import DevboxError, ExitCode, exit_with, flavour_message  # noqa: F401 (flavour_message: tests)
+from devbox.errors import DevboxError, ExitCode, cannot_run, exit_with, flavour_message  # noqa: F401 (flavour_message: tests)
 from devbox.names import names_of
 
 if TYPE_CHECKING:
@@ -420,6 +420,8 @@ def _exec(argv: list[str], what: str) -> None:
         os.execvp(argv[0], argv)
     except FileNotFoundError:
         raise DevboxError(f"{argv[0]} is not installed ({what})", ExitCode.ENVIRONMENT) from None
+    except OSError as exc:
+        raise cannot_run(argv[0], exc) from None
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -31,9 +31,12 @@ def dryrun(unit_dir: Path | None = None) -> subprocess.CompletedProcess[str] | N
     env = dict(os.environ)
     if unit_dir is not None:
         env["QUADLET_UNIT_DIRS"] = str(unit_dir)
-    return subprocess.run(
-        [str(generator), "-dryrun", "-user"], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
+    try:
+        return subprocess.run(
+            [str(generator), "-dryrun", "-user"], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):  # it only explains a failure: one it cannot give is no answer
+        return None
 
 
 def problems(unit_dir: Path, filename: str) -> list[str]:
