@@ -53,6 +53,7 @@ class Context:
         podman_command: str | None = None,
         config: Config | None = None,
         probe_factory: Callable[[], Probe] | None = None,
+        quadlet_version_factory: Callable[[], tuple[int, int] | None] | None = None,
     ) -> None:
         self.paths = paths
         self._systemd_factory = systemd_factory
@@ -62,6 +63,7 @@ class Context:
         self._podman_command = podman_command
         self._config = config
         self._probe_factory = probe_factory
+        self._quadlet_version_factory = quadlet_version_factory
 
     @cached_property
     def podman_command(self) -> str:
@@ -69,6 +71,15 @@ class Context:
         import shutil
 
         return self._podman_command or shutil.which("podman") or "/usr/bin/podman"
+
+    @cached_property
+    def quadlet_version(self) -> tuple[int, int] | None:
+        """The Quadlet generator's (major, minor): rendering uses the keys it reads."""
+        if self._quadlet_version_factory is not None:
+            return self._quadlet_version_factory()
+        from devbox.units.quadlet import generator_version
+
+        return generator_version()
 
     @cached_property
     def config(self) -> Config:

@@ -196,6 +196,7 @@ def host_facts(ctx: Context) -> HostFacts:
         uid=os.getuid(),
         gid=os.getgid(),
         selinux=selinux_enabled(),
+        quadlet_version=ctx.quadlet_version,
     )
 
 

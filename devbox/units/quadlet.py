@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +22,24 @@ def generator_path() -> Path | None:
             return Path(candidate)
     found = shutil.which("quadlet")
     return Path(found) if found else None
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    """(major, minor) of `quadlet -version`'s answer, e.g. "5.4.2"."""
+    match = re.match(r"\s*(\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def generator_version() -> tuple[int, int] | None:
+    """The Quadlet generator's version (Podman's): which keys it reads. None when it cannot be asked."""
+    generator = generator_path()
+    if generator is None:
+        return None
+    try:
+        result = subprocess.run([str(generator), "-version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_version(result.stdout) if result.returncode == 0 else None
 
 
 def dryrun(unit_dir: Path | None = None) -> subprocess.CompletedProcess[str] | None:
