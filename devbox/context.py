@@ -58,6 +58,7 @@ class Context:
         podman_command: str | None = None,
         config: Config | None = None,
         probe_factory: Callable[[], Probe] | None = None,
+        quadlet_version_factory: Callable[[], tuple[int, int] | None] | None = None,
     ) -> None:
         self.paths = paths
         self._systemd_factory = systemd_factory
@@ -67,6 +68,7 @@ class Context:
         self._podman_command = podman_command
         self._config = config
         self._probe_factory = probe_factory
+        self._quadlet_version_factory = quadlet_version_factory
 
     @cached_property
     def podman_command(self) -> str:
@@ -74,6 +76,15 @@ class Context:
         import shutil
 
         return self._podman_command or shutil.which("podman") or "/usr/bin/podman"
+
+    @cached_property
+    def quadlet_version(self) -> tuple[int, int] | None:
+        """The Quadlet generator's (major, minor): rendering uses the keys it reads."""
+        if self._quadlet_version_factory is not None:
+            return self._quadlet_version_factory()
+        from devbox.host.quadlet import generator_version
+
+        return generator_version()
 
     @cached_property
     def config(self) -> Config:
@@ -115,6 +126,9 @@ class HostFacts:
     uid: int = 1000  # the invoking user: keep-id makes it the drone user
     gid: int = 1000
     selinux: bool = False  # bind mounts get :z
+    # The host's Quadlet generator, (major, minor); None when unknown: then only keys every
+    # Quadlet devbox supports (4.4 on) reads, with PodmanArgs= for the rest.
+    quadlet_version: tuple[int, int] | None = None
 
 
 def selinux_enabled() -> bool:
@@ -151,4 +165,5 @@ def host_facts(ctx: Context) -> HostFacts:
         uid=os.getuid(),
         gid=os.getgid(),
         selinux=selinux_enabled(),
+        quadlet_version=ctx.quadlet_version,
     )

@@ -42,3 +42,9 @@ class DevboxError(Exception):
 def invalid(message: str) -> DevboxError:
     """The one way to refuse a value: its message says what is allowed."""
     return DevboxError(message, ExitCode.INVALID_INPUT)
+
+
+def cannot_run(program: str, exc: OSError, code: ExitCode = ExitCode.ENVIRONMENT) -> DevboxError:
+    """A program that could not be started: not executable, or looked up on a PATH with a
+    directory the user cannot read (PermissionError then, not FileNotFoundError)."""
+    return DevboxError(f"cannot run {program}: {exc.strerror or exc}", code)

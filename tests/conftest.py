@@ -2,26 +2,44 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The Quadlet generators every rendered unit goes through (tests/tools/get-quadlet.sh SUITE
+# fetches each): Debian 13's, the Podman devbox's end-to-end machine runs, and Debian sid's,
+# which reads keys 5.4 does not (Memory=).
+GENERATOR_SUITES = {"trixie": "Podman 5.4", "sid": "Podman 5.8"}
 
-def _quadlet_candidates() -> list[Path]:
-    env = os.environ.get("DEVBOX_QUADLET")
-    return [Path(p) for p in (env, ROOT / ".cache/quadlet/quadlet", "/usr/libexec/podman/quadlet") if p]
+
+@dataclass(frozen=True)
+class Generator:
+    suite: str
+    path: Path
+    version: tuple[int, int]
 
 
-@pytest.fixture(scope="session")
-def quadlet_binary() -> Path:
-    """Podman 5's real Quadlet generator (tests/tools/get-quadlet.sh fetches it from Debian 13)."""
-    for candidate in _quadlet_candidates():
-        if not os.access(candidate, os.X_OK):
-            continue
-        result = subprocess.run([candidate, "-version"], capture_output=True, text=True, check=False)
-        if result.returncode == 0 and result.stdout.strip().split(".")[0].isdigit():
-            if int(result.stdout.strip().split(".")[0]) >= 5:
-                return candidate
-    pytest.skip("no Podman 5 Quadlet generator here: run tests/tools/get-quadlet.sh (or set DEVBOX_QUADLET)")
+def _version(path: Path) -> tuple[int, int] | None:
+    from devbox.host.quadlet import parse_version
+
+    if not os.access(path, os.X_OK):
+        return None
+    result = subprocess.run([path, "-version"], capture_output=True, text=True, check=False)
+    return parse_version(result.stdout) if result.returncode == 0 else None
+
+
+@pytest.fixture(scope="session", params=sorted(GENERATOR_SUITES))
+def generator(request: pytest.FixtureRequest) -> Generator:
+    """A real Quadlet generator (Podman 5.4 and 5.8), each test run through both."""
+    suite = request.param
+    path = ROOT / ".cache" / "quadlet" / suite / "quadlet"
+    version = _version(path)
+    if version is None or version < (5, 0):
+        pytest.skip(
+            f"no {GENERATOR_SUITES[suite]} Quadlet generator from Debian {suite} at {path}:"
+            f" run tests/tools/get-quadlet.sh {suite}"
+        )
+    return Generator(suite, path, version)

@@ -247,6 +247,7 @@ class World:
     podman: FakePodman
     probe: FakeProbe = field(default_factory=FakeProbe)
     now: datetime = FIXED_NOW
+    quadlet_version: tuple[int, int] | None = (5, 4)  # Debian 13's
 
     def context(self, config: Config | None = None) -> Context:
         return Context(
@@ -257,6 +258,7 @@ class World:
             devbox_command=("/opt/devbox/bin/python3", "-m", "devbox"),
             config=config,
             probe_factory=lambda: self.probe,
+            quadlet_version_factory=lambda: self.quadlet_version,
         )
 
     def leftovers(self) -> list[str]:

@@ -21,7 +21,7 @@ import typer
 
 from devbox import __version__
 from devbox.cli import output
-from devbox.errors import DevboxError, ExitCode
+from devbox.errors import DevboxError, ExitCode, cannot_run
 from devbox.names import names_of
 
 if TYPE_CHECKING:
@@ -460,6 +460,8 @@ def _exec(argv: list[str], what: str) -> None:
         os.execvp(argv[0], argv)
     except FileNotFoundError:
         raise DevboxError(f"{argv[0]} is not installed ({what})", ExitCode.ENVIRONMENT) from None
+    except OSError as exc:
+        raise cannot_run(argv[0], exc) from None
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

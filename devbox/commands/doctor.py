@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devbox.units import quadlet
+from devbox.errors import cannot_run
+from devbox.host import quadlet
 
 PODMAN_MIN = (4, 4)  # Quadlet arrived in 4.4
 PODMAN_RECOMMENDED = (5, 0)
@@ -33,10 +34,13 @@ class Host:
         self.runtime_dir = Path(os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{self.uid}")
 
     def run(self, argv: list[str]) -> tuple[int, str]:
+        """Exit status and output; a program that cannot be started is a status (127, 126), never an exception."""
         try:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
         except FileNotFoundError:
             return 127, f"{argv[0]}: not found"
+        except OSError as exc:
+            return 126, cannot_run(argv[0], exc).message
         except subprocess.TimeoutExpired:
             return 124, f"{argv[0]}: timed out"
         return result.returncode, (result.stdout + result.stderr).strip()
@@ -56,6 +60,9 @@ class Host:
 
 def check_podman(host: Host) -> Check:
     code, out = host.run(["podman", "--version"])
+    if code == 126:
+        fix = "install Podman 5 (Debian 13: apt install podman), or make it and every directory on PATH readable"
+        return Check("podman", "fail", out, fix)
     if code != 0:
         return Check("podman", "fail", "podman is not installed", "install Podman 5 (Debian 13: apt install podman)")
     match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)

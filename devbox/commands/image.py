@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from devbox.errors import DevboxError, ExitCode
+from devbox.errors import DevboxError, ExitCode, cannot_run
 from devbox.values import rough_duration
 
 DEFAULT_TAG = "localhost/devbox-drone:latest"  # devbox.config.DEFAULT_IMAGE
@@ -191,7 +191,7 @@ def _run(runner: Runner | None, argv: list[str], on_line: Callable[[str], None])
     except FileNotFoundError:
         raise DevboxError(f"{argv[0]} is not installed", ExitCode.ENVIRONMENT) from None
     except OSError as exc:
-        raise DevboxError(f"cannot run {argv[0]}: {exc.strerror or exc}", ExitCode.IMAGE) from None
+        raise cannot_run(argv[0], exc, ExitCode.IMAGE) from None
 
 
 def _last_error(lines: deque[str] | list[str]) -> str:

@@ -23,10 +23,11 @@ from devbox.config import parse_permission
 from devbox.context import Context, host_facts
 from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
 from devbox.errors import DevboxError, ExitCode
+from devbox.host import quadlet
 from devbox.host.systemd import details, journal_lines
 from devbox.names import names_of
 from devbox.paths import Paths
-from devbox.units import install, quadlet
+from devbox.units import install
 from devbox.units.installed import DroneRecord, find_drones, require_drone
 from devbox.units.render import (
     RenderedFile,

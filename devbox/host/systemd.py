@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from devbox.errors import DevboxError, ExitCode
+from devbox.errors import DevboxError, ExitCode, cannot_run
 
 START_TIMEOUT = 900.0  # a first start may pull an image
 STOP_TIMEOUT = 120.0
@@ -87,6 +87,8 @@ class SystemctlSystemd:
             )
         except FileNotFoundError:
             raise DevboxError("systemctl is not installed: devbox needs systemd", ExitCode.ENVIRONMENT) from None
+        except OSError as exc:
+            raise cannot_run("systemctl", exc) from None
         except subprocess.TimeoutExpired:
             raise DevboxError(
                 f"systemctl --user {' '.join(args)} did not finish in {timeout:.0f} s", ExitCode.SYSTEMD
@@ -164,6 +166,8 @@ def list_units(units: Sequence[str], timeout: float = 30.0) -> dict[str, UnitSta
         )
     except FileNotFoundError:
         raise DevboxError("busctl is not installed: devbox needs systemd", ExitCode.ENVIRONMENT) from None
+    except OSError as exc:
+        raise cannot_run("busctl", exc) from None
     except subprocess.TimeoutExpired:
         raise _failed("read the state of", ", ".join(units), f"busctl did not answer in {timeout:.0f} s") from None
     if result.returncode != 0:

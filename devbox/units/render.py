@@ -74,6 +74,15 @@ class RenderedFile:
     mode: int = 0o644
 
 
+# The first Quadlet that reads each key devbox would otherwise pass as PodmanArgs=.
+QUADLET_KEYS_SINCE = {"Memory": (5, 5)}
+
+
+def quadlet_keys(version: tuple[int, int] | None) -> frozenset[str]:
+    """The keys of QUADLET_KEYS_SINCE a generator of this version reads."""
+    return frozenset(key for key, since in QUADLET_KEYS_SINCE.items() if version is not None and version >= since)
+
+
 # How the templates are compiled; part of the compiled-template cache's key (see _bytecode_cache).
 _SYNTAX: dict[str, Any] = {
     "trim_blocks": True,
@@ -150,6 +159,7 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
                 host=host,
                 labels=sorted(spec.labels().items()),
                 drone_ssh_port=DRONE_SSH_PORT,
+                quadlet_keys=quadlet_keys(host.quadlet_version),
             ),
         ),
         RenderedFile(Place.QUADLET, names_of(name).autostart_dropin, _render("quadlet/autostart.conf.j2")),

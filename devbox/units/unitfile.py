@@ -8,6 +8,8 @@ are turned back into `%`/`$`.
 
 from __future__ import annotations
 
+import re
+
 from devbox.names import LABEL_PREFIX
 
 # The first line of every file devbox writes. install.py refuses to replace a file without it.
@@ -49,6 +51,14 @@ def parse_sections(text: str) -> Sections:
     return sections
 
 
+# systemd's numeric C escapes; Quadlet 5.8 writes a space inside ExecStart= quotes as \x20.
+_NUMERIC_ESCAPE = re.compile(r"x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}")
+
+
+def _numeric_escape(code: str) -> str:
+    return chr(int(code, 8) if code[0].isdigit() else int(code[1:], 16))
+
+
 def split_words(value: str) -> list[str]:
     """systemd's word splitting (quotes, C escapes), then `%%` -> `%` and `$$` -> `$`."""
     words: list[str] = []
@@ -68,6 +78,9 @@ def split_words(value: str) -> list[str]:
                 quote = ch
             elif quote is not None and ch == quote:
                 quote = None
+            elif ch == "\\" and i + 1 < n and (code := _NUMERIC_ESCAPE.match(value, i + 1)):
+                word.append(_numeric_escape(code.group()))
+                i = code.end() - 1
             elif ch == "\\" and i + 1 < n:
                 i += 1
                 word.append(_ESCAPES.get(value[i], value[i]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from devbox.context import HostFacts
 from devbox.drone.spec import DroneSpec
 from tests.fakes import FIXED_NOW
@@ -79,4 +81,12 @@ HOST = HostFacts(
     drones_dir="/home/dev/.local/share/devbox/drones",
     uid=1000,
     gid=1000,
+    quadlet_version=(5, 4),
 )
+HOST_QUADLET_5_8 = replace(HOST, quadlet_version=(5, 8))
+
+
+def golden_cases() -> dict[str, tuple[DroneSpec, HostFacts]]:
+    """Every case rendered for Podman 5.4's Quadlet, and those whose units differ for 5.8's."""
+    for_5_4 = {name: (spec, HOST) for name, spec in cases().items()}
+    return for_5_4 | {"all-options-quadlet-5.8": (cases()["all-options"], HOST_QUADLET_5_8)}

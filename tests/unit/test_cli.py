@@ -417,6 +417,13 @@ def test_render_prints_every_unit_and_writes_nothing(world: World, capsys) -> No
     assert world.files() == [] and world.systemd.calls == []
 
 
+@pytest.mark.parametrize(("version", "line"), [((5, 4), "PodmanArgs=--memory=4g"), ((5, 8), "Memory=4g")])
+def test_render_uses_the_keys_of_the_hosts_quadlet(world: World, capsys, version, line) -> None:
+    world.quadlet_version = version
+    out = devbox(capsys, "render", "demo", "--memory", "4g")[1]
+    assert line in out.splitlines() and "--memory" not in out.replace(line, "")
+
+
 def test_version(capsys) -> None:
     from devbox import __version__
 

@@ -25,10 +25,29 @@ from devbox import config
 ROOT = Path(__file__).resolve().parents[2]
 NIX = ROOT / "nix"
 CONTRACT = ROOT / "templates" / "image" / "CONTRACT.md"
-NIX_INSTANTIATE = shutil.which("nix-instantiate")
-needs_nix = pytest.mark.skipif(
-    NIX_INSTANTIATE is None, reason="nix-instantiate is not installed (Debian: apt-get install nix-bin)"
-)
+
+
+def _nix_instantiate() -> tuple[list[str], str]:
+    """nix-instantiate on Nix's dummy store, and why not when it cannot evaluate `1 + 1` there.
+
+    Parsing and evaluating need no store (nothing is built here), and the default store is
+    the daemon's, whose socket a plain user cannot reach.
+    """
+    found = shutil.which("nix-instantiate")
+    if found is None:
+        return [], "nix-instantiate is not installed (Debian: apt-get install nix-bin)"
+    argv = [found, "--store", "dummy://"]
+    try:
+        probe = subprocess.run([*argv, "--eval", "-E", "1 + 1"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [], f"cannot run {found}: {exc}"
+    if probe.returncode != 0 or probe.stdout.strip() != "2":
+        return [], f"nix-instantiate cannot evaluate on the dummy store: {probe.stderr.strip()}"
+    return argv, ""
+
+
+NIX_INSTANTIATE, NO_NIX = _nix_instantiate()
+needs_nix = pytest.mark.skipif(not NIX_INSTANTIATE, reason=NO_NIX)
 
 FULL_SETTINGS = {
     "maxDrones": 5,
@@ -62,7 +81,7 @@ def nix_files() -> list[Path]:
 def evaluate(settings: dict | None = None) -> dict:
     out = subprocess.run(
         [
-            NIX_INSTANTIATE,
+            *NIX_INSTANTIATE,
             "--eval",
             "--strict",
             "--json",
@@ -115,7 +134,7 @@ def test_there_are_nix_files():
 @needs_nix
 @pytest.mark.parametrize("path", nix_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_nix_file_parses(path):
-    out = subprocess.run([NIX_INSTANTIATE, "--parse", str(path)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([*NIX_INSTANTIATE, "--parse", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
 
 

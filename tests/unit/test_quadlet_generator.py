@@ -1,4 +1,5 @@
-"""Every rendered .container through Podman 5's real Quadlet generator (`quadlet -dryrun -user`).
+"""Every rendered .container through two real Quadlet generators (`quadlet -dryrun -user`),
+Podman 5.4's and 5.8's (tests/conftest.py), each given the units devbox renders for its version.
 
 Assertions are on the `podman run` argv that systemd will execute, split the way
 systemd splits ExecStart= (unitfile.split_words), so a hostile value that added a
@@ -9,13 +10,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from devbox.drone.spec import DroneSpec
-from devbox.units.render import render_drone
+from devbox.units.render import HostFacts, render_drone
 from devbox.units.unitfile import parse_sections, split_words, values
+from tests.conftest import Generator
 from tests.unit.cases import HOST, HOSTILE_ENV, cases
 
 
@@ -30,14 +33,17 @@ def dryrun(quadlet: Path, quadlet_dir: Path) -> subprocess.CompletedProcess[str]
     )
 
 
-def generate(quadlet: Path, spec: DroneSpec, tmp_path: Path) -> tuple[dict[str, str], str]:
+def generate(
+    generator: Generator, spec: DroneSpec, tmp_path: Path, host: HostFacts | None = None
+) -> tuple[dict[str, str], str]:
+    """The services the generator makes of SPEC's units, rendered for its version unless HOST says otherwise."""
     quadlet_dir = tmp_path / "containers" / "systemd"
-    for rendered in render_drone(spec, HOST):
+    for rendered in render_drone(spec, host or replace(HOST, quadlet_version=generator.version)):
         if rendered.place.value == "quadlet":
             path = quadlet_dir / rendered.relative_path
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(rendered.text)
-    result = dryrun(quadlet, quadlet_dir)
+    result = dryrun(generator.path, quadlet_dir)
     assert result.returncode == 0, result.stderr
     units: dict[str, str] = {}
     current = None
@@ -62,9 +68,9 @@ def option_values(argv: list[str], option: str) -> list[str]:
 
 
 @pytest.mark.parametrize("case", sorted(cases()))
-def test_generator_accepts_every_key(quadlet_binary: Path, tmp_path: Path, case: str) -> None:
+def test_generator_accepts_every_key(generator: Generator, tmp_path: Path, case: str) -> None:
     spec = cases()[case]
-    units, stderr = generate(quadlet_binary, spec, tmp_path)
+    units, stderr = generate(generator, spec, tmp_path)
     assert list(units) == [f"drone-{spec.name}.service"]
     assert "unsupported key" not in stderr and "converting" not in stderr, stderr
     service = units[f"drone-{spec.name}.service"]
@@ -79,9 +85,9 @@ def test_generator_accepts_every_key(quadlet_binary: Path, tmp_path: Path, case:
 
 
 @pytest.mark.parametrize("case", sorted(cases()))
-def test_podman_run_arguments(quadlet_binary: Path, tmp_path: Path, case: str) -> None:
+def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -> None:
     spec = cases()[case]
-    units, _ = generate(quadlet_binary, spec, tmp_path)
+    units, _ = generate(generator, spec, tmp_path)
     argv = podman_run_argv(units[f"drone-{spec.name}.service"])
     assert argv[:2] == ["/usr/bin/podman", "run"]
     assert argv[-1] == spec.image, "the image must be the last argument: nothing after it"
@@ -129,9 +135,9 @@ def test_podman_run_arguments(quadlet_binary: Path, tmp_path: Path, case: str) -
     assert option_values(argv, "--publish") == expected_publish
 
 
-def test_hostile_env_values_stay_one_argument_each(quadlet_binary: Path, tmp_path: Path) -> None:
+def test_hostile_env_values_stay_one_argument_each(generator: Generator, tmp_path: Path) -> None:
     spec = cases()["hostile-env"]
-    units, _ = generate(quadlet_binary, spec, tmp_path)
+    units, _ = generate(generator, spec, tmp_path)
     service = units["drone-x.service"]
     argv = podman_run_argv(service)
     env_args = option_values(argv, "--env")
@@ -145,24 +151,64 @@ def test_hostile_env_values_stay_one_argument_each(quadlet_binary: Path, tmp_pat
     assert every_option.count("--env") == len(HOSTILE_ENV) + 4
 
 
-def test_generator_reports_an_unsupported_key(quadlet_binary: Path, tmp_path: Path) -> None:
+def test_generator_reports_an_unsupported_key(generator: Generator, tmp_path: Path) -> None:
     """The failure mode create relies on: a bad key gives no service and names the key."""
     quadlet_dir = tmp_path / "q"
     quadlet_dir.mkdir()
-    (quadlet_dir / "drone-bad.container").write_text("[Container]\nImage=x\nMemory=4g\n")
-    result = dryrun(quadlet_binary, quadlet_dir)
-    assert "unsupported key 'Memory'" in result.stderr
+    (quadlet_dir / "drone-bad.container").write_text("[Container]\nImage=x\nBogusKey=4g\n")
+    result = dryrun(generator.path, quadlet_dir)
+    assert "unsupported key 'BogusKey'" in result.stderr
     assert "---drone-bad.service---" not in result.stdout
 
 
 def test_devbox_explains_a_rejected_file_with_the_generators_words(
-    quadlet_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    generator: Generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from devbox.units import quadlet
+    from devbox.host import quadlet
 
-    monkeypatch.setenv("DEVBOX_QUADLET", str(quadlet_binary))
+    monkeypatch.setenv("DEVBOX_QUADLET", str(generator.path))
     (tmp_path / "drone-bad.container").write_text("[Container]\nImage=x\nBogusKey=1\n")
     (tmp_path / "drone-good.container").write_text("[Container]\nImage=localhost/x:1\n")
     problems = quadlet.problems(tmp_path, "drone-bad.container")
     assert "unsupported key 'BogusKey'" in problems[0]
     assert quadlet.problems(tmp_path, "drone-good.container") == []
+
+
+def test_devbox_reads_the_generators_version(generator: Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devbox.host import quadlet
+
+    monkeypatch.setenv("DEVBOX_QUADLET", str(generator.path))
+    assert quadlet.generator_version() == generator.version
+
+
+def test_memory_is_the_memory_key_where_the_generator_reads_it(generator: Generator, tmp_path: Path) -> None:
+    """Memory= from Quadlet 5.5 on, PodmanArgs=--memory= before: both give podman run --memory."""
+    spec = cases()["all-options"]
+    (container,) = [
+        f.text
+        for f in render_drone(spec, replace(HOST, quadlet_version=generator.version))
+        if f.relative_path.endswith(".container")
+    ]
+    reads_memory_key = generator.version >= (5, 5)
+    assert (f"Memory={spec.memory}" in container.splitlines()) == reads_memory_key
+    assert (f"PodmanArgs=--memory={spec.memory}" in container.splitlines()) != reads_memory_key
+    units, stderr = generate(generator, spec, tmp_path)
+    assert "unsupported key" not in stderr, stderr
+    assert option_values(podman_run_argv(units["drone-acme-widgets.service"]), "--memory") == [spec.memory]
+
+
+def test_what_each_form_means_to_each_generator(generator: Generator, tmp_path: Path) -> None:
+    """Why rendering asks the version: 5.4 refuses Memory=, and every version still reads PodmanArgs=."""
+    spec = cases()["all-options"]
+    _, stderr = generate(generator, spec, tmp_path / "old", replace(HOST, quadlet_version=None))
+    assert "unsupported key" not in stderr, stderr
+    newest = replace(HOST, quadlet_version=(5, 8))
+    if generator.version >= (5, 5):
+        _, stderr = generate(generator, spec, tmp_path / "new", newest)
+        assert "unsupported key" not in stderr, stderr
+    else:
+        quadlet_dir = tmp_path / "refused"
+        quadlet_dir.mkdir()
+        (container,) = [f for f in render_drone(spec, newest) if f.relative_path.endswith(".container")]
+        (quadlet_dir / container.relative_path).write_text(container.text)
+        assert "unsupported key 'Memory'" in dryrun(generator.path, quadlet_dir).stderr

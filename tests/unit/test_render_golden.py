@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from devbox.units.render import render_drone
-from tests.unit.cases import HOST, cases
+from devbox.units.render import quadlet_keys, render_drone
+from tests.unit.cases import golden_cases
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
 
-@pytest.mark.parametrize("case", sorted(cases()))
+@pytest.mark.parametrize("case", sorted(golden_cases()))
 def test_rendered_units_match_golden_files(case: str) -> None:
-    rendered = {f"{f.place.value}/{f.relative_path}": f.text for f in render_drone(cases()[case], HOST)}
+    rendered = {f"{f.place.value}/{f.relative_path}": f.text for f in render_drone(*golden_cases()[case])}
     directory = GOLDEN / case
     if os.environ.get("DEVBOX_UPDATE_GOLDEN") == "1":
         for relative, text in rendered.items():
@@ -28,6 +28,11 @@ def test_rendered_units_match_golden_files(case: str) -> None:
     assert sorted(on_disk) == sorted(rendered)
     for relative, text in rendered.items():
         assert text == on_disk[relative], f"{case}/{relative} differs from its golden file"
+
+
+def test_keys_newer_than_the_hosts_quadlet_are_never_rendered() -> None:
+    assert quadlet_keys(None) == quadlet_keys((4, 4)) == quadlet_keys((5, 4)) == frozenset()
+    assert quadlet_keys((5, 5)) == quadlet_keys((6, 0)) == {"Memory"}
 
 
 def test_a_control_character_never_becomes_a_line_break_in_a_unit() -> None:

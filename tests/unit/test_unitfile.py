@@ -25,6 +25,11 @@ def test_doubling_of_specifiers_and_variables() -> None:
     assert systemd_word("a b") == '"a b"'
 
 
+def test_numeric_c_escapes_as_systemd_reads_them() -> None:
+    """Quadlet 5.8 writes `"a;\\x20rm"` in ExecStart=, where 5.4 wrote `"a; rm"`."""
+    assert split_words('"a;\\x20rm" \\101\\u00fc\\U0001F600 "C:\\\\x20"') == ["a; rm", "Aü\U0001f600", "C:\\x20"]
+
+
 def test_unterminated_quote_is_refused() -> None:
     with pytest.raises(ValueError):
         split_words('"abc')
