@@ -49,8 +49,8 @@ class DroneBroker:
         for repo in self.repos:
             owner, name = repo.split("/", 1)
             self._by_owner[owner.lower()].append(name)
-        for key, token in store.load(self.store_path):
-            self._cache.put(key, token)
+        for key, held in store.load(self.store_path):
+            self._cache.put(key, held)
 
     def touch(self) -> None:
         """Record this request's time for the idle clean-up."""
@@ -105,9 +105,9 @@ def revoke_stored(store_path: Path, app: TokenSource | None) -> int:
     entries = store.load(store_path)
     revoked = 0
     if app is not None:
-        for _, token in entries:
+        for _, held in entries:
             try:
-                app.revoke(token.token)
+                app.revoke(held.token.token)
                 revoked += 1
             except DevboxError:
                 pass
