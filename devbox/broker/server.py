@@ -101,7 +101,10 @@ def make_handler(broker: DroneBroker) -> Handler:
         if parsed.path not in ("/token", "/git-credential"):
             return Response(404, "not found\n")
         if method == "DELETE" and parsed.path == "/token":
-            return Response(200, f"revoked {broker.revoke_all()}\n")
+            revoked, left = broker.revoke_all()
+            if left:
+                return Response(502, f"revoked {revoked}; {left} could not be revoked yet and will be retried\n")
+            return Response(200, f"revoked {revoked}\n")
         if method != "GET":
             return Response(405, "only GET\n")
         broker.touch()
