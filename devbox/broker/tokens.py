@@ -55,19 +55,19 @@ class TokenCache:
         self._held: dict[Key, Held] = {}
         self._flights: dict[Key, _Flight] = {}
 
-    def fresh(self, held: Held) -> bool:
+    def _fresh(self, held: Held, wall: float, mono: float) -> bool:
         """Both clocks leave more than the margin: the wall clock by expires_at, the monotonic one by elapsed time."""
         if held.mono_expiry is None:
             return False
-        by_wall = held.token.expires_at.timestamp() - self._clock()
-        by_elapsed = held.mono_expiry - self._monotonic()
-        return min(by_wall, by_elapsed) > self.refresh_margin
+        return min(held.token.expires_at.timestamp() - wall, held.mono_expiry - mono) > self.refresh_margin
 
     def get(self, key: Key, mint: Callable[[], Token]) -> Token:
         """The cached token while it is fresh, else one from `mint`."""
+        # Both clocks are read once, before any mint: a token's life counts from no later than this.
+        wall, mono = self._clock(), self._monotonic()
         with self._lock:
             held = self._held.get(key)
-            if held is not None and self.fresh(held):
+            if held is not None and self._fresh(held, wall, mono):
                 return held.token
             flight = self._flights.get(key)
             leader = flight is None
@@ -75,11 +75,9 @@ class TokenCache:
                 flight = self._flights[key] = _Flight()
         if not leader:
             return _follow(flight)
-        return self._lead(key, flight, mint)
+        return self._lead(key, flight, mint, wall, mono)
 
-    def _lead(self, key: Key, flight: _Flight, mint: Callable[[], Token]) -> Token:
-        # Read both clocks before the mint: the token's life counts from no later than this.
-        started_wall, started_mono = self._clock(), self._monotonic()
+    def _lead(self, key: Key, flight: _Flight, mint: Callable[[], Token], wall: float, mono: float) -> Token:
         try:
             flight.token = mint()
         except BaseException as exc:
@@ -89,8 +87,8 @@ class TokenCache:
             with self._lock:
                 del self._flights[key]
                 if flight.token is not None:  # a failed mint caches nothing; the next get tries again
-                    life = min(flight.token.expires_at.timestamp() - started_wall, MAX_TOKEN_LIFE)
-                    self._held[key] = Held(flight.token, started_mono + life)
+                    life = min(flight.token.expires_at.timestamp() - wall, MAX_TOKEN_LIFE)
+                    self._held[key] = Held(flight.token, mono + life)
             flight.done.set()
         return flight.token
 
