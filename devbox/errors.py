@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     ENVIRONMENT = 12  # the host lacks something devbox needs (see `devbox doctor`)
     LIMIT = 13  # a configured limit (such as max_drones) is reached
     CREDENTIALS = 14  # the GitHub App could not mint a token
+    TOKENS_LIVE = 15  # GitHub tokens could not be revoked yet: they stay live until revoked or expired
 
 
 class DevboxError(Exception):

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 API_VERSION = "2022-11-28"
 BACKOFF = (0.5, 1.0, 2.0)  # seconds before each retry; its length is the retry count
 MAX_WAIT = 60.0  # a rate limit that resets later than this is reported, not waited for
+# A new token can be refused for a few seconds until GitHub's replicas know it.
+REPLICATION_WINDOW = 30.0  # seconds after a mint in which a 401 for that token may be lag
+REPLICATION_WAIT = 2.0  # seconds before the one retry
+SKEW_TOLERANCE = 60.0  # seconds between GitHub's Date and our clock that a JWT survives
 LEVELS = {"read": 1, "write": 2, "admin": 3}
 # GitHub adds `metadata: read` to every installation token, asked for or not.
 IMPLICIT = {"metadata": "read"}
@@ -106,14 +110,17 @@ class GitHubApp:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._clock = clock
         self._sleep = sleep
         self._timeout = timeout
+        self._monotonic = monotonic
         self._base = config.api_url.rstrip("/") + "/"
         self._opener = urllib.request.build_opener(_NoRedirect)
         self.clock_offset = 0.0  # GitHub's clock minus ours, learnt from a 401 about iat/exp
+        self._minted: dict[str, float] = {}  # token -> monotonic time of its mint, for replication lag
 
     def now(self) -> float:
         """The time by GitHub's clock, as far as we know it."""
@@ -143,6 +150,7 @@ class GitHubApp:
             raise DevboxError(f"not a repository name or permission level: {', '.join(bad)}", ExitCode.INVALID_INPUT)
         payload = {"repositories": list(repos), "permissions": dict(permissions)}
         reply = self._request("POST", f"app/installations/{installation_id}/access_tokens", payload)
+        minted_at = self._monotonic()
         if reply.status == 422:
             raise DevboxError(
                 f"GitHub App installation {installation_id} cannot grant a token for {', '.join(repos)} "
@@ -161,6 +169,7 @@ class GitHubApp:
             )
         except (AttributeError, KeyError, TypeError, ValueError):
             raise DevboxError("GitHub's token response is malformed", ExitCode.CREDENTIALS) from None
+        self._remember_mint(token.token, minted_at)
         broader = _broader(body.get("repository_selection"), token, repos, permissions)
         if broader:
             self._revoke_quietly(token.token)
@@ -169,8 +178,20 @@ class GitHubApp:
 
     def revoke(self, token: str) -> None:
         reply = self._request("DELETE", "installation/token", token=token)
+        if reply.status == 401 and self._just_minted(token):  # not known everywhere yet, not revoked already
+            self._sleep(REPLICATION_WAIT)
+            reply = self._request("DELETE", "installation/token", token=token)
         if reply.status not in (204, 401):  # 401: expired or revoked already
             self._expect(reply, 204, "revoking a token")
+        self._minted.pop(token, None)
+
+    def _remember_mint(self, token: str, when: float) -> None:
+        self._minted = {t: m for t, m in self._minted.items() if when - m < REPLICATION_WINDOW}
+        self._minted[token] = when
+
+    def _just_minted(self, token: str) -> bool:
+        minted = self._minted.get(token)
+        return minted is not None and self._monotonic() - minted < REPLICATION_WINDOW
 
     def _revoke_quietly(self, token: str) -> None:
         try:
@@ -183,7 +204,7 @@ class GitHubApp:
 
     def _expect(self, reply: _Reply, status: int, doing: str) -> dict[str, Any]:
         if reply.status != status:
-            hint = " (check the App id and its private key)" if reply.status == 401 else ""
+            hint = self._hint_401(reply) if reply.status == 401 else ""
             raise DevboxError(
                 f"GitHub answered {reply.status} while {doing}: {_message(reply)}{hint}", ExitCode.CREDENTIALS
             )
@@ -267,6 +288,16 @@ class GitHubApp:
         self.clock_offset = server - self._clock()
         log.warning("our clock is %+.0f s off GitHub's; signing with GitHub's time", -self.clock_offset)
         return True
+
+    def _hint_401(self, reply: _Reply) -> str:
+        """A refused JWT is a clock problem when GitHub says so or its Date is far from ours, else a key problem."""
+        server = _server_time(reply)
+        skew = None if server is None else server - self._clock()
+        if _CLOCK_COMPLAINT.search(_message(reply)) or (skew is not None and abs(skew) > SKEW_TOLERANCE):
+            side = "behind" if skew is not None and skew > 0 else "ahead of"
+            off = "" if skew is None else f" (this host's clock is {abs(skew):.0f} s {side} GitHub's Date header)"
+            return f"; a clock problem, not a key problem{off}: set this host's time right (NTP, timedatectl)"
+        return " (check the App id and its private key)"
 
     def _rate_limit_wait(self, reply: _Reply) -> float | None:
         """Seconds GitHub asks us to wait before retrying a 403/429, None when it does not say."""

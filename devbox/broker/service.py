@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from devbox.broker import store
+from devbox.broker import pending, store
 from devbox.broker.github import Token
 from devbox.broker.tokens import TokenCache, cache_key
 from devbox.errors import DevboxError, ExitCode
@@ -40,6 +40,7 @@ class DroneBroker:
     store_path: Path
     activity_path: Path
     clock: Callable[[], float]
+    pending_path: Path | None = None  # where tokens that could not be revoked are remembered
 
     def __post_init__(self) -> None:
         self._cache = TokenCache(clock=self.app.now if self.app else self.clock)
@@ -49,8 +50,8 @@ class DroneBroker:
         for repo in self.repos:
             owner, name = repo.split("/", 1)
             self._by_owner[owner.lower()].append(name)
-        for key, token in store.load(self.store_path):
-            self._cache.put(key, token)
+        for key, held in store.load(self.store_path):
+            self._cache.put(key, held)
 
     def touch(self) -> None:
         """Record this request's time for the idle clean-up."""
@@ -95,21 +96,49 @@ class DroneBroker:
         expiry = int(token.expires_at.timestamp())
         return f"username=x-access-token\npassword={token.token}\npassword_expiry_utc={expiry}\n"
 
-    def revoke_all(self) -> int:
-        """Revoke every token this drone holds (devbox destroy)."""
-        return revoke_stored(self.store_path, self.app)
+    def revoke_all(self) -> tuple[int, int]:
+        """Revoke every token this drone holds, dropping them from memory and the store first so
+        none is served again; (revoked, left live and remembered for a retry)."""
+        with self._lock:
+            held = self._cache.clear()
+            stored = [h.token for _, h in store.load(self.store_path)]
+            self.store_path.unlink(missing_ok=True)
+        return revoke_tokens(_unique(held + stored), self.app, self.pending_path, self.name)
+
+    def retry_pending(self) -> int:
+        """Retry the revocations that failed before (at the broker's start); how many remain live."""
+        if self.pending_path is None:
+            return 0
+        return pending.revoke_pending(self.pending_path, self.app)
 
 
-def revoke_stored(store_path: Path, app: TokenSource | None) -> int:
-    """Revoke the tokens kept in a drone's store and remove it; how many were revoked."""
-    entries = store.load(store_path)
-    revoked = 0
-    if app is not None:
-        for _, token in entries:
-            try:
-                app.revoke(token.token)
-                revoked += 1
-            except DevboxError:
-                pass
+def _unique(tokens: list[Token]) -> list[Token]:
+    return list({t.token: t for t in tokens}.values())
+
+
+def revoke_tokens(
+    tokens: list[Token], app: TokenSource | None, pending_path: Path | None, drone: str
+) -> tuple[int, int]:
+    """Revoke each token; the ones GitHub did not confirm are remembered in `pending_path`."""
+    failed = []
+    for token in tokens:
+        try:
+            if app is None:
+                raise DevboxError("no GitHub App to revoke with", ExitCode.CREDENTIALS)
+            app.revoke(token.token)
+        except DevboxError:
+            failed.append(token)
+    if pending_path is not None:
+        pending.remember(pending_path, failed, drone)
+    return len(tokens) - len(failed), len(failed)
+
+
+def revoke_stored(store_path: Path, app: TokenSource | None, pending_path: Path | None = None) -> int:
+    """Revoke the tokens kept in a drone's store and remove it; how many were revoked.
+
+    With `pending_path`, the ones that could not be revoked are remembered there for
+    `pending.revoke_pending` to retry (destroy then reports them as live)."""
+    tokens = [held.token for _, held in store.load(store_path)]
+    revoked, _ = revoke_tokens(tokens, app, pending_path, store_path.stem)
     store_path.unlink(missing_ok=True)
     return revoked

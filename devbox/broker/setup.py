@@ -6,12 +6,16 @@ import os
 import time
 from pathlib import Path
 
+from devbox.broker.pending import pending_file
 from devbox.broker.service import DroneBroker
 from devbox.config import load_config
 from devbox.errors import DevboxError, ExitCode
 from devbox.paths import Paths
 
 KEY_CREDENTIAL = "github-app-key"
+# A floor under the configured idle exit: idle exits are the only starts a drone can cause at will,
+# and this keeps them well inside the unit's start limit.
+MIN_IDLE_EXIT = 5.0
 
 
 def app_key(env: dict[str, str] | None = None) -> bytes:
@@ -54,5 +58,6 @@ def broker_for(name: str) -> tuple[DroneBroker, float]:
         store_path=paths.token_store(name),
         activity_path=paths.activity_file(name),
         clock=time.time,
+        pending_path=pending_file(paths.state_dir),
     )
-    return broker, config.broker.idle_exit
+    return broker, max(config.broker.idle_exit, MIN_IDLE_EXIT)

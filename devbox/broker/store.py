@@ -2,7 +2,9 @@
 
 The broker exits when idle; keeping its tokens here lets the next run reuse them
 (no mint per burst of git calls) and lets `devbox destroy` revoke them. The file is
-outside every drone's mounts and never leaves the runtime directory.
+outside every drone's mounts and never leaves the runtime directory. Each token's
+monotonic expiry is kept with the boot it belongs to: after a reboot it means nothing,
+and the token is then never taken as fresh.
 """
 
 from __future__ import annotations
@@ -12,17 +14,29 @@ from datetime import datetime
 from pathlib import Path
 
 from devbox.broker.github import Token
-from devbox.broker.tokens import Key
+from devbox.broker.tokens import Held, Key
 from devbox.units.install import atomic_write
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
-def load(path: Path) -> list[tuple[Key, Token]]:
+
+def boot_id() -> str:
+    try:
+        return BOOT_ID.read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+def load(path: Path) -> list[tuple[Key, Held]]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
-    entries: list[tuple[Key, Token]] = []
-    for item in raw.get("tokens", []) if isinstance(raw, dict) else []:
+    if not isinstance(raw, dict):
+        return []
+    same_boot = bool(raw.get("boot_id")) and raw.get("boot_id") == boot_id()
+    entries: list[tuple[Key, Held]] = []
+    for item in raw.get("tokens", []):
         try:
             key: Key = (
                 int(item["installation"]),
@@ -35,26 +49,30 @@ def load(path: Path) -> list[tuple[Key, Token]]:
                 permissions=dict(item["granted"]),
                 repositories=tuple(item["repositories"]),
             )
-        except (KeyError, TypeError, ValueError):
+            mono = item.get("mono_expiry")
+            mono_expiry = float(mono) if same_boot and mono is not None else None
+        except (AttributeError, KeyError, TypeError, ValueError):
             continue
-        entries.append((key, token))
+        entries.append((key, Held(token, mono_expiry)))
     return entries
 
 
-def save(path: Path, entries: list[tuple[Key, Token]]) -> None:
+def save(path: Path, entries: list[tuple[Key, Held]]) -> None:
     data = {
+        "boot_id": boot_id(),
         "tokens": [
             {
                 "installation": key[0],
                 "repos": list(key[1]),
                 "permissions": [list(p) for p in key[2]],
-                "token": token.token,
-                "expires_at": token.expires_at.isoformat(),
-                "granted": token.permissions,
-                "repositories": list(token.repositories),
+                "token": held.token.token,
+                "expires_at": held.token.expires_at.isoformat(),
+                "mono_expiry": held.mono_expiry,
+                "granted": held.token.permissions,
+                "repositories": list(held.token.repositories),
             }
-            for key, token in entries
-        ]
+            for key, held in entries
+        ],
     }
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write(path, json.dumps(data), mode=0o600)

@@ -375,11 +375,12 @@ def _revoke_tokens(ctx: Context, name: str) -> int:
     if not store_path.exists():
         return 0
     from devbox.broker.github import AppConfig, GitHubApp
+    from devbox.broker.pending import pending_file
     from devbox.broker.service import revoke_stored
 
     github = ctx.config.github
     app = GitHubApp(AppConfig(github.app_id or "", b"", github.api_url)) if github.enabled else None
-    return revoke_stored(store_path, app)
+    return revoke_stored(store_path, app, pending_file(ctx.paths.state_dir))  # failures are kept for a retry
 
 
 def _attempt(failures: list[str], what: str, step: Callable[[], T]) -> T | None:

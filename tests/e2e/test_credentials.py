@@ -153,3 +153,58 @@ def test_cleanup_pushes_unpushed_work_to_a_rescue_branch_then_destroys(box: Devb
     assert "work to rescue" in history  # the unpushed commit is on the server now (under devbox's snapshot commit)
     assert machine.user(f"git -C {bare} show {branch}:saved.txt").stdout == "saved\n"
     assert "rescue" not in {d["name"] for d in box.json("list")}
+
+
+MOST_EXPOSED = 3.0  # systemd calls up to 3.9 "OK"; the broker's sandbox must stay well inside it
+
+
+def test_the_broker_works_inside_its_sandbox(box: Devbox, githost) -> None:
+    """PrivateUsers, seccomp, no capabilities, no new privileges: in force on the running broker, which
+    still mints, stores, revokes (DELETE /token) and serves git."""
+    curl = "curl -sS --max-time 20 --unix-socket /run/devbox/creds.sock"
+    first = in_drone(box, "cred", f"{curl} http://broker/token").stdout.strip()
+    pid = box.unit_property("drone-cred-creds.service", "MainPID")
+    assert pid not in ("", "0"), "the broker is not running right after a request"
+    status = dict(line.split(":", 1) for line in box.sh(f"cat /proc/{pid}/status").stdout.splitlines())
+    assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1"
+    assert int(status["CapBnd"].strip(), 16) == 0 and int(status["CapEff"].strip(), 16) == 0
+    uid = box.sh("id -u").stdout.strip()
+    assert box.sh(f"cat /proc/{pid}/uid_map").stdout.split() == [uid, uid, "1"]  # PrivateUsers=yes
+    store = f"/run/user/{uid}/devbox/tokens/cred.json"
+    assert box.sh(f"stat -c %a {store}").stdout.strip() == "600"
+
+    revoked = in_drone(box, "cred", f"{curl} -X DELETE http://broker/token").stdout
+    assert revoked.startswith("revoked ") and revoked.strip() != "revoked 0"
+    second = in_drone(box, "cred", f"{curl} http://broker/token").stdout.strip()
+    assert second.startswith("ghs_") and second != first  # the revoked one is never served again
+    assert "refs/heads/main" in in_drone(box, "cred", f"git ls-remote {githost['git_url']}/acme/demo.git").stdout
+
+
+def test_the_brokers_exposure_in_the_user_manager(box: Devbox, capsys: pytest.CaptureFixture[str]) -> None:
+    report = box.sh("systemd-analyze --user security --no-pager drone-cred-creds.service").stdout
+    found = re.search(r"Overall exposure level for drone-cred-creds\.service: (\d+\.\d) (\w+)", report)
+    assert found, report[-500:]
+    with capsys.disabled():
+        print(f"\nsystemd-analyze --user security drone-cred-creds.service: {found[1]} {found[2]}")
+    assert float(found[1]) <= MOST_EXPOSED
+
+
+def test_a_token_left_unrevoked_is_revoked_at_the_next_broker_start(box: Devbox, machine, githost) -> None:
+    """The record of failed revocations under the state dir, read and rewritten by the sandboxed broker."""
+    curl = "curl -sS --max-time 20 --unix-socket /run/devbox/creds.sock"
+    token = in_drone(box, "cred", f"{curl} http://broker/token").stdout.strip()
+    url = githost["git_url"].replace("host.containers.internal", "127.0.0.1").replace("http://", "http://x:{}@")
+
+    def works() -> bool:
+        ls = f"GIT_TERMINAL_PROMPT=0 git ls-remote {url.format(token)}/acme/demo.git"
+        return machine.user(ls, check=False).returncode == 0
+
+    assert works()
+    record = "~/.local/state/devbox/broker/unrevoked-tokens.json"
+    entry = json.dumps({"tokens": [{"token": token, "expires_at": "2099-01-01T00:00:00+00:00", "drone": "cred"}]})
+    box.sh(f"systemctl --user stop drone-cred-creds.service; umask 077; printf %s {shlex.quote(entry)} > {record}")
+    assert in_drone(box, "cred", f"{curl} http://broker/healthz").stdout == "ok\n"  # starts the broker
+    wait_for(lambda: box.sh(f"test -e {record}", check=False).returncode != 0, 30, "the record to be emptied")
+    assert not works()
+    in_drone(box, "cred", f"{curl} -X DELETE http://broker/token")  # the drone's cache held that token
+    assert "refs/heads/main" in in_drone(box, "cred", f"git ls-remote {githost['git_url']}/acme/demo.git").stdout

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devbox.broker import server, store
+from devbox.broker import pending, server, store
 from devbox.broker.github import AppConfig, GitHubApp
 from devbox.broker.service import DroneBroker, revoke_stored
 from tests.fakegithub import FakeGitHub, rsa_keypair
@@ -32,7 +32,7 @@ def gh() -> Iterator[FakeGitHub]:
 def make_broker(
     gh: FakeGitHub, runtime_dir: Path, repos: tuple[str, ...] = ("acme/demo", "acme/lib", "tools/cli")
 ) -> DroneBroker:
-    app = GitHubApp(AppConfig("12345", rsa_keypair()[0], gh.url))
+    app = GitHubApp(AppConfig("12345", rsa_keypair()[0], gh.url), sleep=lambda _: None)
     return DroneBroker(
         name="demo",
         repos=repos,
@@ -42,7 +42,12 @@ def make_broker(
         store_path=runtime_dir / "tokens" / "demo.json",
         activity_path=runtime_dir / "activity" / "demo",
         clock=time.time,
+        pending_path=pending_path(runtime_dir),
     )
+
+
+def pending_path(runtime_dir: Path) -> Path:
+    return pending.pending_file(runtime_dir / "state")
 
 
 @pytest.fixture
@@ -142,3 +147,81 @@ def test_github_failures_are_a_502_without_secrets(socket_path: Path, gh: FakeGi
 def test_requests_are_recorded_as_activity(socket_path: Path, runtime_dir: Path) -> None:
     get(socket_path, "/token")
     assert (runtime_dir / "activity" / "demo").exists()
+
+
+# -- revocation -------------------------------------------------------------------------
+
+
+def test_revoke_clears_every_cache_so_the_next_request_gets_a_live_token(
+    socket_path: Path, gh: FakeGitHub, runtime_dir: Path
+) -> None:
+    first = get(socket_path, "/token")[1].strip()
+    assert get(socket_path, "/token", method="DELETE") == (200, "revoked 1\n")
+    assert not gh.token_allows(first, "acme/demo")
+    assert store.load(runtime_dir / "tokens" / "demo.json") == []
+    status, body = get(socket_path, "/token")
+    assert status == 200 and body.strip() != first and gh.token_allows(body.strip(), "acme/demo")
+    kept = [held.token.token for _, held in store.load(runtime_dir / "tokens" / "demo.json")]
+    assert kept == [body.strip()]
+
+
+def fail_revocations(gh: FakeGitHub) -> None:
+    for _ in range(4):  # the first try and every retry
+        gh.queue(502, {"message": "Server Error"})
+
+
+def test_a_revocation_github_refuses_is_remembered_outside_the_broker_and_retried(
+    socket_path: Path, gh: FakeGitHub, runtime_dir: Path
+) -> None:
+    token = get(socket_path, "/token")[1].strip()
+    fail_revocations(gh)
+    status, body = get(socket_path, "/token", method="DELETE")
+    assert (
+        status == 502 and body == "revoked 0; 1 could not be revoked yet and will be retried\n" and "ghs_" not in body
+    )
+    remembered = pending_path(runtime_dir)
+    assert remembered.stat().st_mode & 0o777 == 0o600
+    assert gh.token_allows(token, "acme/demo")
+    assert get(socket_path, "/token")[1].strip() != token  # never served again, even so
+
+    fail_revocations(gh)
+    app = GitHubApp(AppConfig("12345", b"", gh.url), sleep=lambda _: None)  # revoking needs no key
+    assert pending.revoke_pending(remembered, app) == 1  # still live, still remembered
+    assert pending.revoke_pending(remembered, app) == 0
+    assert not gh.token_allows(token, "acme/demo") and not remembered.exists()
+
+
+def test_the_next_broker_start_retries_what_an_earlier_one_could_not_revoke(gh: FakeGitHub, runtime_dir: Path) -> None:
+    first = make_broker(gh, runtime_dir)
+    token = first.token().token
+    fail_revocations(gh)
+    assert first.revoke_all() == (0, 1)
+    assert make_broker(gh, runtime_dir).retry_pending() == 0
+    assert not gh.token_allows(token, "acme/demo")
+
+
+def test_a_failed_destroy_leaves_the_token_remembered_as_live(gh: FakeGitHub, runtime_dir: Path) -> None:
+    token = make_broker(gh, runtime_dir).token().token
+    fail_revocations(gh)
+    app = GitHubApp(AppConfig("12345", b"", gh.url), sleep=lambda _: None)
+    assert revoke_stored(runtime_dir / "tokens" / "demo.json", app, pending_path(runtime_dir)) == 0
+    assert not (runtime_dir / "tokens" / "demo.json").exists()
+    assert pending.revoke_pending(pending_path(runtime_dir), None) == 1  # no App to revoke with: still live
+    assert pending.revoke_pending(pending_path(runtime_dir), app) == 0
+    assert not gh.token_allows(token, "acme/demo")
+
+
+def test_expired_tokens_are_forgotten_not_retried(gh: FakeGitHub, runtime_dir: Path) -> None:
+    token = make_broker(gh, runtime_dir).token()
+    path = pending_path(runtime_dir)
+    pending.remember(path, [token], "demo")
+    later = token.expires_at.timestamp() + pending.EXPIRY_GRACE + 1
+    assert pending.revoke_pending(path, None, clock=lambda: later) == 0 and not path.exists()
+
+
+def test_a_store_from_another_boot_is_not_trusted_for_freshness(
+    gh: FakeGitHub, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = make_broker(gh, runtime_dir).token().token
+    monkeypatch.setattr(store, "boot_id", lambda: "another-boot")
+    assert make_broker(gh, runtime_dir).token().token != token

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -194,11 +195,29 @@ def test_the_clock_is_corrected_only_once(gh: FakeGitHub) -> None:
         gh.queue(401, {"message": MSG_IAT}, {"Date": http_date(time.time() + 3600)})
     app, sleeps = client(gh)
     error = failure(app.installation_for, "acme", "api")
-    assert str(error) == (
-        "GitHub answered 401 while looking up the App's installation for acme/api: "
-        f"{MSG_IAT} (check the App id and its private key)"
-    )
+    assert str(error).startswith(f"GitHub answered 401 while looking up the App's installation for acme/api: {MSG_IAT}")
+    assert "a clock problem, not a key problem" in str(error) and "private key" not in str(error)
     assert len(gh.requests) == 2 and sleeps == []
+
+
+@pytest.mark.parametrize(("skew", "side"), [(3600.0, "behind"), (-3600.0, "ahead of")])
+def test_a_refusal_with_githubs_date_far_from_ours_is_named_a_clock_problem(
+    gh: FakeGitHub, skew: float, side: str
+) -> None:
+    """No iat/exp in the message, but GitHub's Date is an hour from ours: the clock, not the key."""
+    gh.queue(401, {"message": "Bad credentials"}, {"Date": http_date(time.time() + skew)})
+    app, _ = client(gh)
+    error = failure(app.installation_for, "acme", "api")
+    found = re.search(rf"this host's clock is (\d+) s {side} GitHub's Date header", str(error))
+    assert found and abs(int(found[1]) - 3600) <= 2  # the Date header has whole seconds
+    assert "private key" not in str(error)
+
+
+def test_a_refusal_with_githubs_date_close_to_ours_is_named_a_key_problem(gh: FakeGitHub) -> None:
+    gh.queue(401, {"message": "Bad credentials"})
+    app, _ = client(gh)
+    error = failure(app.installation_for, "acme", "api")
+    assert "check the App id and its private key" in str(error) and "clock" not in str(error)
 
 
 def test_a_jwt_signed_with_another_key_is_refused_without_retry(gh: FakeGitHub) -> None:
@@ -390,6 +409,25 @@ def test_revoke_and_revoke_again(gh: FakeGitHub) -> None:
         ("/installation/token", "token", 401)
     ]
     assert sleeps == []
+
+
+def test_a_401_just_after_the_mint_is_replication_lag_and_retried_once(gh: FakeGitHub) -> None:
+    app, sleeps = client(gh)
+    token = app.create_token(INSTALLATION, ["api"], READ)
+    gh.queue(401, {"message": "Bad credentials"})  # this replica does not know the new token yet
+    app.revoke(token.token)
+    assert gh.minted[token.token].revoked and not gh.token_allows(token.token, "acme/api")
+    assert sleeps == [2.0]
+
+
+def test_a_401_long_after_the_mint_is_taken_as_revoked_already(gh: FakeGitHub) -> None:
+    now = [1000.0]
+    app, sleeps = client(gh, monotonic=lambda: now[0])
+    token = app.create_token(INSTALLATION, ["api"], READ)
+    now[0] += 120
+    gh.queue(401, {"message": "Bad credentials"})
+    app.revoke(token.token)
+    assert sleeps == [] and len([r for r in gh.requests if r.method == "DELETE"]) == 1
 
 
 def test_revoke_retries_server_errors(gh: FakeGitHub) -> None:

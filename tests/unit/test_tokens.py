@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from devbox.broker.github import AppConfig, GitHubApp, Token
-from devbox.broker.tokens import TokenCache, cache_key
+from devbox.broker.tokens import Held, TokenCache, cache_key
 from devbox.errors import DevboxError, ExitCode
 from tests.fakegithub import FakeGitHub, rsa_keypair
 
@@ -167,6 +167,61 @@ def test_a_first_mint_that_fails_caches_nothing() -> None:
         cache.get(KEY, mint)
     assert cache.tokens() == []
     mint.error = None
+    assert cache.get(KEY, mint).token == "t2"
+
+
+class Monotonic:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "minted_again"), [(3000.0, False), (3299.0, False), (3301.0, True), (3600.0, True), (7200.0, True)]
+)
+def test_a_wall_clock_set_back_never_serves_an_expired_token(elapsed: float, minted_again: bool) -> None:
+    """The wall clock stands still (set back by as much as has passed); elapsed time still counts."""
+    wall, mono = Clock(EXPIRES - 3600), Monotonic()
+    cache, mint = TokenCache(clock=wall, monotonic=mono), Mint()
+    first = cache.get(KEY, mint)
+    mono.now += elapsed
+    assert (cache.get(KEY, mint) is first) is not minted_again
+    assert mint.calls == (2 if minted_again else 1)
+
+
+def test_a_wall_clock_set_forward_mints_early_rather_than_late() -> None:
+    wall, mono = Clock(EXPIRES - 3600), Monotonic()
+    cache, mint = TokenCache(clock=wall, monotonic=mono), Mint()
+    first = cache.get(KEY, mint)
+    wall.now = EXPIRES - 100  # an hour's jump forward, seconds of real time
+    mono.now += 5
+    assert cache.get(KEY, mint) is not first and mint.calls == 2
+
+
+def test_a_clock_behind_at_the_mint_cannot_stretch_a_tokens_life_past_an_hour() -> None:
+    """expires_at two hours ahead of our clock (ours is behind): elapsed time still ends it after an hour."""
+    wall, mono = Clock(EXPIRES - 7200), Monotonic()
+    cache, mint = TokenCache(clock=wall, monotonic=mono), Mint()
+    first = cache.get(KEY, mint)
+    mono.now += 3400
+    wall.now += 3400
+    assert cache.get(KEY, mint) is not first
+
+
+def test_a_token_of_unknown_age_is_never_fresh() -> None:
+    cache, mint = TokenCache(clock=Clock(EXPIRES - 3600)), Mint()
+    cache.put(KEY, Held(token("kept"), None))  # from a store written before a reboot
+    assert cache.get(KEY, mint).token == "t1"
+
+
+def test_clear_drops_every_token() -> None:
+    cache, mint = TokenCache(clock=Clock(0)), Mint()
+    cache.get(KEY, mint)
+    assert [t.token for t in cache.clear()] == ["t1"] and cache.tokens() == []
     assert cache.get(KEY, mint).token == "t2"
 
 
