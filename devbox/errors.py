@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     ENVIRONMENT = 12  # the host lacks something devbox needs (see `devbox doctor`)
     LIMIT = 13  # a configured limit (such as max_drones) is reached
     CREDENTIALS = 14  # the GitHub App could not mint a token
+    BUSY = 15  # another devbox command is changing the drone (its lock is held)
 
 
 class DevboxError(Exception):

@@ -19,6 +19,7 @@ It re-renders the units from the archived labels through `lifecycle.create`, so
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from devbox import __version__
-from devbox.commands import inventory, lifecycle
+from devbox.commands import inventory, lifecycle, locks
 from devbox.drone.spec import DroneSpec, parse_permissions_label
 from devbox.errors import DevboxError, ExitCode
 from devbox.host.systemd import journal_lines
@@ -523,8 +524,10 @@ def restore(
     lifecycle.create (units rendered anew from the archived labels), start it. On any failure
     after the volume was created, the volume and the drone's units are removed again."""
     archive = open_archive(path)
+    lock = contextlib.ExitStack()  # drone TARGET's lock, from the exists check to the end of the rollback
     try:
         target = validate_name(name) if name is not None else archive.name
+        lock.enter_context(locks.drone_lock(ctx.paths, target, waiting=progress))
         if target in inventory.find_drones(ctx.paths):
             raise DevboxError(f"drone {target} exists already: restore with --name NEW", ExitCode.EXISTS)
         volume = names_of(target).volume
@@ -562,6 +565,7 @@ def restore(
             raise
         return RestoreResult(target, path, archive.name, result, volume, imported, ignored)
     finally:
+        lock.close()
         archive.close()
 
 
