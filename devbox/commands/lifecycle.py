@@ -474,6 +474,7 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     )
     _attempt(failures, "its Tailscale key secret", lambda: ctx.podman.remove_secret(names.tailscale_secret))
     key = ctx.paths.drone_key(name)
+    install.remove_stale_temps(key)  # from a create killed while writing it
     if key.exists() and _attempt(failures, f"its SSH key {key}", key.unlink) is None and not key.exists():
         result.removed_files.append(key)
     _attempt(failures, "its host key line", lambda: forget_host_key(ctx.paths, name))
