@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     LIMIT = 13  # a configured limit (such as max_drones) is reached
     CREDENTIALS = 14  # the GitHub App could not mint a token
     TOKENS_LIVE = 15  # GitHub tokens could not be revoked yet: they stay live until revoked or expired
+    BUSY = 16  # another devbox command is changing the drone (its lock is held)
 
 
 class DevboxError(Exception):

@@ -71,6 +71,10 @@ class Paths:
         """The private half of a drone's own SSH key pair (`create --new-ssh-key`), 0600."""
         return self.state_dir / "ssh" / f"{name}_ed25519"
 
+    def lock_file(self, name: str) -> Path:
+        """Drone NAME's lock (commands/locks.py), on the runtime tmpfs: the kernel drops a dead holder's flock."""
+        return self.runtime_dir / "devbox" / "locks" / f"{name}.lock"
+
     def token_store(self, name: str) -> Path:
         """The broker's cached token (0600, on the runtime tmpfs, never mounted into a drone)."""
         return self.runtime_dir / "devbox" / "tokens" / f"{name}.json"

@@ -33,11 +33,23 @@ class FakeSystemd:
     enabled: set[str] = field(default_factory=set)
     stopped_at: dict[str, datetime] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)  # unit -> systemd's Result (default success)
+    # What systemd's NeedDaemonReload answers from: the unit files as the last reload saw them, and
+    # the manager-wide flag every enable or disable sets until the next reload.
+    seen_files: dict[str, int] | None = None
+    unit_files_outdated: bool = False
+
+    def _unit_files(self) -> dict[str, int]:
+        roots = (self.quadlet_dir, self.quadlet_dir.parent.parent / "systemd" / "user")
+        return {str(p): p.lstat().st_mtime_ns for root in roots if root.exists() for p in root.rglob("*")}
+
+    def need_daemon_reload(self) -> bool:
+        return self.unit_files_outdated or self._unit_files() != self.seen_files
 
     def daemon_reload(self) -> None:
         self.calls.append(("daemon-reload", ""))
         if self.fail_reload:
             raise DevboxError("systemd could not reload the user manager: boom", ExitCode.SYSTEMD)
+        self.seen_files, self.unit_files_outdated = self._unit_files(), False
         self.loaded = set()
         for path in self.quadlet_dir.glob("drone-*.container"):
             if unitfile.is_ours(path.read_text()):
@@ -63,11 +75,13 @@ class FakeSystemd:
 
     def enable(self, unit: str) -> None:
         self.calls.append(("enable", unit))
+        self.unit_files_outdated = True
         self.enabled.add(unit)
         self.active.add(unit)
 
     def disable(self, unit: str) -> None:
         self.calls.append(("disable", unit))
+        self.unit_files_outdated = True
         self.enabled.discard(unit)
         self.active.discard(unit)
 

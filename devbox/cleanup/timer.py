@@ -1,7 +1,8 @@
 """devbox-cleanup.timer: installed with the first drone, removed with the last (unless [cleanup] keep_timer).
 
 `create` writes its files before the daemon-reload the drone needs anyway and enables it
-afterwards; `destroy` removes them with the drone's own files. Neither pays a second reload.
+afterwards (then reloads again: only the first drone pays that); `destroy` removes them with the
+drone's own files, before its one reload.
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ def write_timer(ctx: Context) -> list[install.PlannedFile]:
 
 
 def enable_timer(ctx: Context, changed: bool) -> None:
-    """Enable and start the timer, whose files the last daemon-reload loaded."""
+    """Enable and start the timer, whose files the last daemon-reload loaded.
+
+    Enabling marks every unit of the manager NeedDaemonReload=yes until the next reload
+    (`systemctl status` then warns that each drone's unit changed on disk): reload once more."""
     linked = (ctx.paths.unit_dir / "timers.target.wants" / CLEANUP_TIMER).exists()
     if changed or not linked:
         ctx.systemd.enable(CLEANUP_TIMER)
+        ctx.systemd.daemon_reload()
 
 
 def install_timer(ctx: Context) -> list[install.PlannedFile]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from devbox import __version__
-from devbox.commands import lifecycle
+from devbox.commands import lifecycle, locks
 from devbox.commands.progress import ByteProgress, Progress, no_progress
 from devbox.drone.spec import LABEL_KEYS, DroneSpec, declared_fields, label_options
 from devbox.errors import DevboxError, ExitCode
@@ -537,8 +537,10 @@ def restore(
     lifecycle.create (units rendered anew from the archived labels), start it. On any failure
     after the volume was created, the volume and the drone's units are removed again."""
     archive = open_archive(path)
+    lock = contextlib.ExitStack()  # drone TARGET's lock, from the exists check to the end of the rollback
     try:
         target = validate_name(name) if name is not None else archive.name
+        lock.enter_context(locks.drone_lock(ctx.paths, target, waiting=progress))
         if target in installed.find_drones(ctx.paths):
             raise DevboxError(f"drone {target} exists already: restore with --name NEW", ExitCode.EXISTS)
         volume = names_of(target).volume
@@ -576,6 +578,7 @@ def restore(
             raise
         return RestoreResult(target, path, archive.name, result, volume, imported, ignored)
     finally:
+        lock.close()
         archive.close()
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from devbox import __version__
 from devbox.cleanup import activity, timer
+from devbox.commands import locks
 from devbox.commands.inventory import DroneStatus, status_of
 from devbox.commands.progress import Progress, no_progress
 from devbox.config import parse_permission
@@ -228,13 +229,33 @@ def create(
 
         keypair = generate_keypair(f"devbox-{request.name or 'drone'}")
     spec = build_spec(ctx, request, extra_keys=[keypair[1]] if keypair else [])
+    if dry_run:
+        return _create(ctx, spec, keypair, start=start, dry_run=True, force=force, progress=progress, prepare=prepare)
+    with locks.drone_lock(ctx.paths, spec.name, waiting=progress):  # a second create of NAME waits, then: EXISTS
+        return _create(ctx, spec, keypair, start=start, dry_run=False, force=force, progress=progress, prepare=prepare)
+
+
+def _create(
+    ctx: Context,
+    spec: DroneSpec,
+    keypair: tuple[str, str] | None,
+    *,
+    start: bool,
+    dry_run: bool,
+    force: bool,
+    progress: Progress,
+    prepare: Callable[[DroneSpec], None] | None,
+) -> CreateResult:
     existing = find_drones(ctx.paths)
     if spec.name in existing:
         raise DevboxError(f"drone {spec.name} exists already", ExitCode.EXISTS)
     limit = ctx.config.max_drones
     if limit and len(existing) >= limit:
         raise DevboxError(f"the drone limit is reached ({limit}, max_drones in the config)", ExitCode.LIMIT)
-    planned = install.plan(render_files(ctx, spec), ctx.paths, force=force)
+    files = render_files(ctx, spec)
+    if not start:  # made stopped, it stays stopped at boot like a drone `devbox stop` stopped
+        files = [f for f in files if f.relative_path != names_of(spec.name).autostart_dropin]
+    planned = install.plan(files, ctx.paths, force=force)
     notes = _create_notes(spec)
     if dry_run:
         return CreateResult(spec, planned, dry_run=True, notes=notes)
@@ -334,12 +355,14 @@ def _ensure_autostart(ctx: Context, record: DroneRecord) -> None:
         ctx.systemd.daemon_reload()
 
 
+@locks.locked
 def start(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     _ensure_autostart(ctx, require_drone(ctx.paths, name))
     progress(f"starting {names_of(name).service}")
     _start_or_explain(ctx, names_of(name).service)
 
 
+@locks.locked
 def stop(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     """Stop, and stay stopped across a restart of the user manager (the autostart drop-in goes)."""
     require_drone(ctx.paths, name)
@@ -354,6 +377,7 @@ def stop(ctx: Context, name: str, progress: Progress = no_progress) -> None:
         activity.mark(ctx.paths, name, "stopped", ctx.clock())
 
 
+@locks.locked
 def restart(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     _ensure_autostart(ctx, require_drone(ctx.paths, name))
     progress(f"restarting {names_of(name).service}")
@@ -392,6 +416,7 @@ def _attempt(failures: list[str], what: str, step: Callable[[], T]) -> T | None:
         return None
 
 
+@locks.locked
 def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Progress = no_progress) -> DestroyResult:
     """Stop the drone, then remove what it holds: secrets and keys first, the unit files last.
 
@@ -415,6 +440,7 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     )
     _attempt(failures, "its Tailscale key secret", lambda: ctx.podman.remove_secret(names.tailscale_secret))
     key = ctx.paths.drone_key(name)
+    install.remove_stale_temps(key)  # from a create killed while writing it
     if key.exists() and _attempt(failures, f"its SSH key {key}", key.unlink) is None and not key.exists():
         result.removed_files.append(key)
     _attempt(failures, "its host key line", lambda: forget_host_key(ctx.paths, name))

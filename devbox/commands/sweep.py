@@ -8,20 +8,21 @@ keep the drone and export its home volume. It returns a report; the CLI prints i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from devbox.cleanup import activity
 from devbox.cleanup.activity import DroneView, gather
 from devbox.cleanup.policy import Action, Decision, Policy, Rescue, Signal, WorkCheck, decide, settle
-from devbox.commands import inventory, lifecycle
+from devbox.commands import inventory, lifecycle, locks
 from devbox.commands.progress import Progress, no_progress
 from devbox.drone.spec import DroneSpec
 from devbox.errors import DevboxError
 from devbox.host.probe import Mounts
 from devbox.names import names_of
 from devbox.units import install, installed
+from devbox.units.installed import DroneRecord
 
 
 @dataclass
@@ -68,27 +69,70 @@ def run(ctx: lifecycle.Context, *, apply: bool = False, progress: Progress = no_
     for status in inventory.list_drones(ctx):
         record = records[status.name]
         progress(f"checking drone {status.name}")
-        running = status.state in ("running", "starting")
-        view = DroneView(
-            name=status.name,
-            running=running,
-            container=names_of(status.name).container,
-            volume=names_of(status.name).volume,
-            created=record.declared.created,
-            started=(status.started or now) if running else None,
-            stopped=None if running else ctx.systemd.inactive_since(names_of(status.name).service),
-        )
+        view = _view(ctx, status, record, now)
         policy = policy_for(ctx, record.declared)
         signals = gather(view, ctx.paths, ctx.probe, now, record=apply, write_state=_write_state)
-        candidate = decide(running, signals, policy, now)
+        candidate = decide(view.running, signals, policy, now)
         decision = candidate
         if candidate.action is Action.DESTROY:
             decision = settle(candidate, _check_work(ctx, status.name, record.image))
         drone = DroneReport(status.name, status.state, policy, signals, decision)
         if apply:
-            _act(ctx, drone, record.image, candidate)
+            _act_unless_changed(ctx, drone, record, candidate)
         report.drones.append(drone)
     return report
+
+
+def _view(ctx: lifecycle.Context, status: inventory.DroneStatus, record: DroneRecord, now: datetime) -> DroneView:
+    running = status.state in ("running", "starting")
+    return DroneView(
+        name=status.name,
+        running=running,
+        container=names_of(status.name).container,
+        volume=names_of(status.name).volume,
+        created=record.declared.created,
+        started=(status.started or now) if running else None,
+        stopped=None if running else ctx.systemd.inactive_since(names_of(status.name).service),
+    )
+
+
+def _act_unless_changed(ctx: lifecycle.Context, drone: DroneReport, record: DroneRecord, candidate: Decision) -> None:
+    """Stop or destroy holding the drone's lock, and only when the decision still stands under it.
+
+    Measuring and the work check take a while and run unlocked: meanwhile the user may have
+    started, stopped, used or made the drone anew. A drone another devbox command holds is skipped.
+    """
+    if drone.decision.action is Action.KEEP:
+        return
+    try:
+        with locks.drone_lock(ctx.paths, drone.name, wait=0):
+            change = _changed(ctx, record, candidate)
+            if not change:
+                _act(ctx, drone, record.image, candidate)
+                return
+    except locks.Busy:
+        change = "another devbox command is changing it"
+    drone.decision = replace(
+        drone.decision, action=Action.KEEP, reasons=(*drone.decision.reasons, f"{change}: skipped")
+    )
+    drone.done = f"skipped: {change}"
+
+
+def _changed(ctx: lifecycle.Context, record: DroneRecord, candidate: Decision) -> str:
+    """Why the candidate action no longer holds for the drone as it is now ("" when it still does)."""
+    now_record = installed.find_drones(ctx.paths).get(record.name)
+    if now_record is None or now_record.declared.created != record.declared.created:
+        return "destroyed or made anew since it was checked"
+    status = next((s for s in inventory.list_drones(ctx) if s.name == record.name), None)
+    if status is None:
+        return "gone since it was checked"
+    now = ctx.clock()
+    view = _view(ctx, status, now_record, now)
+    signals = gather(view, ctx.paths, ctx.probe, now, record=False, write_state=_write_state)
+    again = decide(view.running, signals, policy_for(ctx, now_record.declared), now)
+    if again.action is not candidate.action:
+        return f"changed since it was checked: {status.state} now, {again.reasons[0]}"
+    return ""
 
 
 def _mounts(ctx: lifecycle.Context, name: str, with_credentials: bool = False) -> Mounts:

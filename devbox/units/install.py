@@ -77,9 +77,39 @@ def plan(files: Iterable[RenderedFile], paths: Paths, force: bool = False) -> li
     return planned
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove what a writer of PATH killed half-way (`kill -9`, a crash) left: its temporary files.
+
+    A temporary file's name holds its writer's PID; one whose writer still runs is left alone."""
+    prefix = _temp_prefix(path)
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return
+    for tmp in candidates:
+        pid = tmp.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -103,7 +133,12 @@ def apply(planned: list[PlannedFile]) -> list[PlannedFile]:
     try:
         for item in planned:
             if item.change is not Change.UNCHANGED:
-                atomic_write(item.path, item.text, item.mode)
+                try:
+                    atomic_write(item.path, item.text, item.mode)
+                except OSError:
+                    if _read(item.path) == item.text:  # renamed, then the directory's fsync failed: undo it too
+                        done.append(item)
+                    raise
                 done.append(item)
     except OSError as exc:
         rollback(done)
@@ -121,7 +156,8 @@ def rollback(written: list[PlannedFile]) -> None:
 
 
 def remove_file(path: Path) -> bool:
-    """Remove a file and, if it leaves one empty, its drop-in directory."""
+    """Remove a file (and what an interrupted write of it left) and, if it leaves one empty, its drop-in directory."""
+    remove_stale_temps(path)
     try:
         path.unlink()
     except FileNotFoundError:

@@ -113,7 +113,8 @@ def main() -> None:
     key.write_bytes(private)
     key.chmod(0o600)
     with FakeGitHub("12345", installations=INSTALLATIONS) as fake:
-        git = ThreadingHTTPServer(("0.0.0.0", 0), git_handler(fake))
+        port = int(os.environ.get("GITHOST_GIT_PORT", "0"))  # the same port again after a reboot
+        git = ThreadingHTTPServer(("0.0.0.0", port), git_handler(fake))
         threading.Thread(target=git.serve_forever, daemon=True).start()
         (STATE / "ports.json").write_text(json.dumps({"api": fake.url, "git_port": git.server_address[1]}))
         seen: set[str] = set()

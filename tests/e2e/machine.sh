@@ -10,6 +10,7 @@
 #   machine.sh diag      failed units, drone units, user journal, podman ps -a
 #   machine.sh down      power off, remove the working root (caches stay)
 #   machine.sh status    exit 0 when the machine of this state dir is up and ready
+#   machine.sh reboot    `systemctl reboot` inside (nspawn exits), boot the same root again, wait for both managers
 #
 # Environment: DEVBOX_E2E_CACHE (default /var/cache/devbox-e2e; entries are
 # keyed by a hash of their inputs, the two most recently used of each kind are
@@ -661,6 +662,29 @@ cmd_down() {
   log "down"
 }
 
+# ---- reboot ---------------------------------------------------------------
+
+# A guest's reboot makes systemd-nspawn exit (SANDBOX.md): boot the same root again with a new nspawn.
+cmd_reboot() {
+  trap '' PIPE # a reader that goes away must not kill us half-way
+  lock_state
+  alive && [[ -e $READY ]] || die "no ready machine running from $STATE (machine.sh up)"
+  local t0=$SECONDS
+  log "rebooting $MACHINE: systemctl reboot in the guest (PID $GUEST_PID)"
+  tguest root 30 "systemctl reboot" >>"$UP_LOG" 2>&1 || true # the guest may take the command down with it
+  if ! wait_gone "$NSPAWN_PID" "$NSPAWN_START" 120; then
+    log "systemd-nspawn $NSPAWN_PID still runs 120 s after the reboot"
+    tail -n 30 "$NSPAWN_LOG" >&2 || true
+    die "the guest did not go down"
+  fi
+  log "the guest went down after $((SECONDS - t0)) s; booting it again"
+  cleanup_cgroup
+  boot
+  wait_state root "$BOOT_TIMEOUT"
+  wait_state user "$BOOT_TIMEOUT"
+  log "rebooted: both managers up after $((SECONDS - t0)) s (guest PID $GUEST_PID)"
+}
+
 # ---- install, diag, status -------------------------------------------------
 
 cmd_install() {
@@ -695,7 +719,7 @@ cmd_diag() {
   done
 }
 
-usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 ((EUID == 0)) || die "must run as root"
 case ${1:-} in
@@ -706,6 +730,7 @@ case ${1:-} in
     elif alive; then echo "starting or half-made (guest PID $GUEST_PID)"; exit 1
     else echo "not running"; exit 1; fi ;;
   install) cmd_install ;;
+  reboot) cmd_reboot ;;
   diag) cmd_diag ;;
   user | root)
     who=$1; shift

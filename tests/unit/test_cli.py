@@ -130,10 +130,12 @@ def test_create_writes_units_reloads_and_starts(world: World, capsys) -> None:
         "systemd/user/drone-demo-creds.socket",
     ]
     assert [c for c in world.systemd.calls if c[0] != "states"] == [
-        ("daemon-reload", ""),  # one reload: the timer's files were written with the drone's
+        ("daemon-reload", ""),  # the timer's files were written with the drone's
         ("start", "drone-demo.service"),
         ("enable", "devbox-cleanup.timer"),
+        ("daemon-reload", ""),  # enabling leaves every unit NeedDaemonReload=yes until a reload
     ]
+    assert not world.systemd.need_daemon_reload()
 
 
 def test_create_dry_run_writes_nothing(world: World, capsys) -> None:
@@ -270,7 +272,7 @@ def test_destroy_removes_units_container_and_volume(world: World, capsys) -> Non
     assert world.files() == []  # the clean-up timer's files too: this was the last drone
     assert not socket_dir.exists()
     assert "remove_volume drone-demo-home" in world.podman.calls
-    destroy_calls = world.systemd.calls[world.systemd.calls.index(("start", "drone-demo.service")) + 2 :]
+    destroy_calls = world.systemd.calls[world.systemd.calls.index(("start", "drone-demo.service")) + 3 :]
     assert destroy_calls == [
         ("states", "drone-demo.service,drone-demo-creds.service,drone-demo-creds.socket"),  # one query
         ("stop", "drone-demo.service"),
