@@ -82,8 +82,11 @@ def _dead(item: dict[str, str], now: float) -> bool:
         return False  # an unreadable expiry: keep trying rather than forget a live token
 
 
-def revoke_pending(path: Path, app: Revoker | None, clock: Callable[[], float] = time.time) -> int:
-    """Try every remembered token again; how many are still live (0: nothing left to revoke)."""
+def revoke_pending(
+    path: Path, app: Revoker | None, clock: Callable[[], float] = time.time, drone: str | None = None
+) -> int:
+    """Try every remembered token again; how many are still live (0: nothing left to revoke),
+    counting only DRONE's when it is given."""
     if not path.exists():
         return 0
     with _locked(path):
@@ -96,7 +99,7 @@ def revoke_pending(path: Path, app: Revoker | None, clock: Callable[[], float] =
                 continue
             left.append(item)
         _write(path, left)
-    return len(left)
+    return sum(1 for item in left if drone is None or item.get("drone") == drone)
 
 
 def _revoked(app: Revoker, token: str) -> bool:

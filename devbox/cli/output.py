@@ -259,6 +259,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "time": _iso(report.now),
         "applied": report.applied,
         "drones": [drone_dict(d, report.now) for d in report.drones],
+        "tokens_live": report.tokens_live,
     }
 
 
@@ -267,6 +268,8 @@ def report_text(report: Report) -> str:
 
     mode = "applied" if report.applied else "dry run, nothing done (devbox cleanup --apply acts)"
     lines = [f"devbox cleanup at {report.now:%Y-%m-%d %H:%M:%S} UTC: {mode}"]
+    if report.tokens_live:
+        lines.append(f"{report.tokens_live} GitHub tokens of destroyed drones are still not revoked (retried daily)")
     if not report.drones:
         lines.append("no drones")
     for drone in report.drones:

@@ -40,6 +40,7 @@ from devbox.units.render import (
 from devbox.values import parse_env
 
 if TYPE_CHECKING:
+    from devbox.broker.github import GitHubApp
     from devbox.drone.access import SshTarget
     from devbox.host.secrets import Secret
 
@@ -391,20 +392,34 @@ class DestroyResult:
     volume_removed: bool = False
     volume_kept: bool = False
     tokens_revoked: int = 0
+    tokens_live: int = 0  # tokens GitHub has not confirmed revoked (remembered, retried later)
+
+
+def _token_revoker(ctx: Context) -> GitHubApp | None:
+    """What revokes tokens: GitHub's API with the token itself (no App key needed)."""
+    from devbox.broker.github import AppConfig, GitHubApp
+
+    github = ctx.config.github
+    return GitHubApp(AppConfig(github.app_id or "", b"", github.api_url)) if github.enabled else None
 
 
 def _revoke_tokens(ctx: Context, name: str) -> int:
-    """Revoke the GitHub tokens the drone's broker kept (revoking needs the token, not the App key)."""
+    """Revoke the GitHub tokens the drone's broker kept; the ones GitHub does not confirm are
+    remembered (broker/pending.py) for a retry."""
     store_path = ctx.paths.token_store(name)
     if not store_path.exists():
         return 0
-    from devbox.broker.github import AppConfig, GitHubApp
     from devbox.broker.pending import pending_file
     from devbox.broker.service import revoke_stored
 
-    github = ctx.config.github
-    app = GitHubApp(AppConfig(github.app_id or "", b"", github.api_url)) if github.enabled else None
-    return revoke_stored(store_path, app, pending_file(ctx.paths.state_dir))  # failures are kept for a retry
+    return revoke_stored(store_path, _token_revoker(ctx), pending_file(ctx.paths.state_dir))
+
+
+def revoke_remembered(ctx: Context, drone: str | None = None) -> int:
+    """Try the remembered unrevoked tokens again; how many stay live (DRONE's only, when given)."""
+    from devbox.broker.pending import pending_file, revoke_pending
+
+    return revoke_pending(pending_file(ctx.paths.state_dir), _token_revoker(ctx), drone=drone)
 
 
 def _attempt(failures: list[str], what: str, step: Callable[[], T]) -> T | None:
@@ -469,6 +484,14 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     finally:  # the drone's units are gone from disk: systemd must forget them whatever happened to the timer
         ctx.systemd.daemon_reload()
         shutil.rmtree(ctx.paths.socket_dir(name), ignore_errors=True)
+    result.tokens_live = revoke_remembered(ctx, name)
+    if result.tokens_live:
+        raise DevboxError(
+            f"drone {name} is destroyed, but GitHub did not confirm the revocation of {result.tokens_live} of its "
+            "tokens: they stay live until they expire (an hour at most); devbox tries again at every destroy, "
+            "clean-up and broker start",
+            ExitCode.TOKENS_LIVE,
+        )
     return result
 
 

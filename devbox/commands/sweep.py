@@ -41,6 +41,7 @@ class Report:
     now: datetime
     applied: bool
     drones: list[DroneReport] = field(default_factory=list)
+    tokens_live: int = 0  # remembered GitHub tokens still not revoked after this run's retry
 
     @property
     def errors(self) -> list[DroneReport]:
@@ -65,6 +66,8 @@ def _write_state(path: Path, text: str) -> None:
 def run(ctx: lifecycle.Context, *, apply: bool = False, progress: Progress = no_progress) -> Report:
     now = ctx.clock()
     report = Report(now, apply)
+    if apply:  # tokens a destroy could not revoke: tried again once a day
+        report.tokens_live = lifecycle.revoke_remembered(ctx)
     records = installed.find_drones(ctx.paths)
     for status in inventory.list_drones(ctx):
         record = records[status.name]

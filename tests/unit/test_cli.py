@@ -477,3 +477,38 @@ def test_a_missing_key_aborts_create_and_writes_nothing(world: World, capsys) ->
     assert (code, out) == (ExitCode.SECRET, "")
     assert err == "devbox: cannot resolve secret env:NO_SUCH_KEY: environment variable NO_SUCH_KEY is not set\n"
     assert world.files() == [] and not world.paths.tools_dir.exists()
+
+
+def test_destroy_with_a_token_github_never_confirmed_revoked_exits_tokens_live(world: World, capsys) -> None:
+    """The drone is gone, but a token of its that could not be revoked is still live: destroy
+    says so with its own exit code, and the token stays remembered for the next try."""
+    import json as _json
+    from datetime import UTC, datetime, timedelta
+
+    from devbox.broker.pending import pending_file
+
+    devbox(capsys, "create", "demo")
+    record = pending_file(world.paths.state_dir)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    expires = (datetime.now(UTC) + timedelta(minutes=50)).isoformat()
+    record.write_text(_json.dumps({"tokens": [{"token": "ghs_live", "expires_at": expires, "drone": "demo"}]}))
+    code, out, err = devbox(capsys, "destroy", "demo", "--yes")
+    assert code == ExitCode.TOKENS_LIVE
+    assert err.startswith("devbox: drone demo is destroyed, but GitHub did not confirm the revocation of 1 of its")
+    assert "ghs_live" not in err  # a token never reaches a message
+    assert world.files() == []  # everything else is gone
+    assert "ghs_live" in record.read_text()  # still remembered for the next retry
+
+
+def test_destroy_counts_only_its_own_drones_live_tokens(world: World, capsys) -> None:
+    import json as _json
+    from datetime import UTC, datetime, timedelta
+
+    from devbox.broker.pending import pending_file
+
+    devbox(capsys, "create", "demo")
+    record = pending_file(world.paths.state_dir)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    expires = (datetime.now(UTC) + timedelta(minutes=50)).isoformat()
+    record.write_text(_json.dumps({"tokens": [{"token": "ghs_other", "expires_at": expires, "drone": "other"}]}))
+    assert devbox(capsys, "destroy", "demo", "--yes")[0] == 0
