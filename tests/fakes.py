@@ -197,6 +197,12 @@ class FakeProbe:
         self.calls.append(f"forget_identity {volume}")
         return ""
 
+    registered: set[str] = field(default_factory=set)  # volumes whose drone's tailnet node is registered
+
+    def tailscale_registered(self, volume: str) -> bool:
+        self.calls.append(f"tailscale_registered {volume}")
+        return volume in self.registered
+
     def dotfiles_outcome(self, container: str) -> str | None:
         return self.dotfiles.get(container)
 

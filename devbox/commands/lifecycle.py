@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from devbox import __version__
 from devbox.cleanup import timer
 from devbox.commands.inventory import DroneRecord, DroneStatus, find_drones, require_drone, status_of
+from devbox.commands.tailscale import resolve_key, retire_key
 from devbox.config import parse_permission
 from devbox.context import Context
 from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
@@ -37,7 +38,6 @@ from devbox.values import PLAIN_PATH, parse_env
 
 if TYPE_CHECKING:
     from devbox.drone.access import SshTarget
-    from devbox.host.secrets import Secret
 
 Progress = Callable[[str], None]
 
@@ -227,15 +227,6 @@ class CreateResult:
     notes: list[str] = field(default_factory=list)  # one line each, for the person who ran create
 
 
-def _resolve_tailscale_key(ctx: Context) -> Secret:
-    import getpass
-
-    from devbox.host.secrets import Resolver
-
-    reference = ctx.config.tailscale.auth_key_reference(getpass.getuser())
-    return Resolver(op_token_file=ctx.paths.state_dir / "op-token").resolve(reference)
-
-
 def _create_notes(spec: DroneSpec) -> list[str]:
     notes = []
     if not spec.tailscale:
@@ -274,7 +265,7 @@ def create(
     if dry_run:
         return CreateResult(spec, planned, dry_run=True, notes=notes)
 
-    tailscale_key = _resolve_tailscale_key(ctx) if spec.tailscale else None  # fails before any write
+    tailscale_key = resolve_key(ctx) if spec.tailscale else None  # fails before any write
     _ensure_image(ctx, spec.image, progress)
     if prepare is not None:
         prepare(spec)
@@ -370,7 +361,9 @@ def _ensure_autostart(ctx: Context, record: DroneRecord) -> None:
 
 
 def start(ctx: Context, name: str, progress: Progress = no_progress) -> None:
-    _ensure_autostart(ctx, require_drone(ctx.paths, name))
+    record = require_drone(ctx.paths, name)
+    _ensure_autostart(ctx, record)
+    retire_key(ctx, record, progress)  # before the start: a registered drone starts without its auth key
     progress(f"starting {names_of(name).service}")
     _start_or_explain(ctx, names_of(name).service)
 
@@ -389,8 +382,12 @@ def stop(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     record_stop(ctx, name)  # systemd forgets a stopped Quadlet unit's stop time; the idle clean-up needs it
 
 
-def restart(ctx: Context, name: str, progress: Progress = no_progress) -> None:
-    _ensure_autostart(ctx, require_drone(ctx.paths, name))
+def restart(ctx: Context, name: str, progress: Progress = no_progress, *, keep_key: bool = False) -> None:
+    """keep_key: leave the Tailscale auth key mounted (tailscale-login has just given it back)."""
+    record = require_drone(ctx.paths, name)
+    _ensure_autostart(ctx, record)
+    if not keep_key:
+        retire_key(ctx, record, progress)
     progress(f"restarting {names_of(name).service}")
     _start_or_explain(ctx, names_of(name).service, ctx.systemd.restart)
 
