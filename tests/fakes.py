@@ -33,6 +33,7 @@ class FakeSystemd:
     enabled: set[str] = field(default_factory=set)
     stopped_at: dict[str, datetime] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)  # unit -> systemd's Result (default success)
+    failed: set[str] = field(default_factory=set)  # units in systemd's failed state
 
     def daemon_reload(self) -> None:
         self.calls.append(("daemon-reload", ""))
@@ -49,6 +50,7 @@ class FakeSystemd:
         if unit in self.fail_start or unit not in self.loaded:
             raise DevboxError(f"systemd could not start {unit}: Job for {unit} failed.", ExitCode.SYSTEMD)
         self.active.add(unit)
+        self.failed.discard(unit)
 
     def stop(self, unit: str) -> None:
         self.calls.append(("stop", unit))
@@ -60,6 +62,7 @@ class FakeSystemd:
 
     def reset_failed(self, unit: str) -> None:
         self.calls.append(("reset-failed", unit))
+        self.failed.discard(unit)
 
     def enable(self, unit: str) -> None:
         self.calls.append(("enable", unit))
@@ -80,8 +83,8 @@ class FakeSystemd:
             u: UnitState(
                 u,
                 "loaded" if u in self.loaded else "not-found",
-                "active" if u in self.active else "inactive",
-                "running" if u in self.active else "dead",
+                "failed" if u in self.failed else "active" if u in self.active else "inactive",
+                "failed" if u in self.failed else "running" if u in self.active else "dead",
                 n_restarts=0 if u in self.loaded else None,
                 active_since=FIXED_NOW if u in self.active else None,
                 result=self.results.get(u, "success") if u in self.loaded else None,

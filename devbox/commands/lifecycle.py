@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from devbox import __version__
 from devbox.cleanup import timer
+from devbox.commands.brokerstate import broker_state, broker_units
 from devbox.commands.inventory import DroneRecord, DroneStatus, find_drones, require_drone, status_of
 from devbox.commands.tailscale import resolve_key, retire_key
 from devbox.config import parse_permission
@@ -511,6 +512,7 @@ def status(ctx: Context, name: str) -> DroneStatus:
     container = ctx.podman.drone_containers().get(name)
     volume_exists = ctx.podman.volume_exists(names_of(name).volume)
     result = status_of(record, unit, container, volume_exists, ctx.config.tailscale.tailnet)
+    result = replace(result, broker=broker_state({u: details(ctx.systemd, u) for u in broker_units(name)}, name))
     if result.state == "running":
         if result.syncthing:
             result = replace(result, syncthing_id=ctx.probe.syncthing_id(names_of(name).container))
