@@ -76,12 +76,17 @@ def test_a_drone_off_the_tailnet_is_never_probed(world: World, capsys) -> None:
     assert world.probe.calls == []
 
 
+def retired(world: World, capsys) -> World:
+    """The drone's node registered, and a restart that took its key away."""
+    world.probe.registered.add(VOLUME)
+    assert devbox(capsys, "restart", "demo")[0] == 0
+    return world
+
+
 def test_tailscale_login_gives_the_key_back_and_restarts(
     tailnet_drone: World, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = tailnet_drone
-    world.probe.registered.add(VOLUME)
-    assert devbox(capsys, "restart", "demo")[0] == 0
+    world = retired(tailnet_drone, capsys)
     assert world.podman.secrets == {} and not key_dropin(world).exists()
     new_key = TS_KEY + "-rotated"
     monkeypatch.setenv("TS_KEY", new_key)
@@ -111,9 +116,7 @@ def test_tailscale_login_refuses_a_drone_off_the_tailnet(world: World, capsys) -
 def test_tailscale_login_with_an_unresolvable_key_writes_nothing(
     tailnet_drone: World, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = tailnet_drone
-    world.probe.registered.add(VOLUME)
-    assert devbox(capsys, "restart", "demo")[0] == 0
+    world = retired(tailnet_drone, capsys)
     monkeypatch.delenv("TS_KEY")
     world.systemd.calls.clear()
     code, _, err = devbox(capsys, "tailscale-login", "demo")
