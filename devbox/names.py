@@ -47,6 +47,11 @@ class DroneNames:
         return f"{self.dropin_dir}/autostart.conf"
 
     @property
+    def tailscale_dropin(self) -> str:
+        """The Quadlet drop-in that mounts the Tailscale auth key; gone once the drone's node is registered."""
+        return f"{self.dropin_dir}/tailscale-authkey.conf"
+
+    @property
     def volume(self) -> str:
         return f"{self.unit}-home"
 

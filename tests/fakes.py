@@ -44,6 +44,7 @@ class FakeSystemd:
 
     def need_daemon_reload(self) -> bool:
         return self.unit_files_outdated or self._unit_files() != self.seen_files
+    failed: set[str] = field(default_factory=set)  # units in systemd's failed state
 
     def daemon_reload(self) -> None:
         self.calls.append(("daemon-reload", ""))
@@ -61,6 +62,7 @@ class FakeSystemd:
         if unit in self.fail_start or unit not in self.loaded:
             raise DevboxError(f"systemd could not start {unit}: Job for {unit} failed.", ExitCode.SYSTEMD)
         self.active.add(unit)
+        self.failed.discard(unit)
 
     def stop(self, unit: str) -> None:
         self.calls.append(("stop", unit))
@@ -72,6 +74,7 @@ class FakeSystemd:
 
     def reset_failed(self, unit: str) -> None:
         self.calls.append(("reset-failed", unit))
+        self.failed.discard(unit)
 
     def enable(self, unit: str) -> None:
         self.calls.append(("enable", unit))
@@ -94,8 +97,8 @@ class FakeSystemd:
             u: UnitState(
                 u,
                 "loaded" if u in self.loaded else "not-found",
-                "active" if u in self.active else "inactive",
-                "running" if u in self.active else "dead",
+                "failed" if u in self.failed else "active" if u in self.active else "inactive",
+                "failed" if u in self.failed else "running" if u in self.active else "dead",
                 n_restarts=0 if u in self.loaded else None,
                 active_since=FIXED_NOW if u in self.active else None,
                 result=self.results.get(u, "success") if u in self.loaded else None,
@@ -210,6 +213,12 @@ class FakeProbe:
     def forget_identity(self, volume: str) -> str:
         self.calls.append(f"forget_identity {volume}")
         return ""
+
+    registered: set[str] = field(default_factory=set)  # volumes whose drone's tailnet node is registered
+
+    def tailscale_registered(self, volume: str) -> bool:
+        self.calls.append(f"tailscale_registered {volume}")
+        return volume in self.registered
 
     def dotfiles_outcome(self, container: str) -> str | None:
         return self.dotfiles.get(container)

@@ -369,6 +369,14 @@ def restart(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     _change_state(lifecycle.restart, name, "running", as_json)
 
 
+@app.command("tailscale-login")
+def tailscale_login(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
+    """Give a drone its Tailscale auth key again (its node is gone) and restart it."""
+    from devbox.commands import lifecycle
+
+    _change_state(lifecycle.tailscale_login, name, "running", as_json)
+
+
 @app.command()
 def destroy(
     name: str = DroneArg,

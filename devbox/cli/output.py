@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from devbox.commands.lifecycle import CreateResult, DestroyResult
     from devbox.commands.sweep import DroneReport, Report
 
+if TYPE_CHECKING:
+    from devbox.commands.brokerstate import BrokerState
+    from devbox.host.systemd import UnitState
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
@@ -59,7 +63,22 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "dotfiles": status.dotfiles,
         "dotfiles_outcome": status.dotfiles_outcome,
         "killed_for_memory": status.killed_for_memory,
+        "broker": None if status.broker is None else broker_dict(status.broker),
     }
+
+
+def broker_dict(broker: BrokerState) -> dict[str, Any]:
+    """The credential broker's units as systemd reports them, and how to reset them when stuck."""
+    return {
+        "state": broker.state,
+        "socket": _unit_dict(broker.socket),
+        "service": _unit_dict(broker.service),
+        "reset": broker.reset_commands(),
+    }
+
+
+def _unit_dict(unit: UnitState) -> dict[str, Any]:
+    return {"unit": unit.name, "state": unit.active_state, "sub_state": unit.sub_state, "result": unit.result}
 
 
 def address(status: DroneStatus) -> str | None:
@@ -143,8 +162,18 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         lines.append(("dotfiles", f"{status.dotfiles}: {status.dotfiles_outcome or 'not run yet'}"))
     if status.syncthing:
         lines.append(("syncthing", status.syncthing_id or "device ID not available (is the drone running?)"))
+    if status.broker is not None:
+        lines.extend(broker_lines(status.broker))
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
+
+
+def broker_lines(broker: BrokerState) -> list[tuple[str, str]]:
+    lines = [("broker", broker.describe())]
+    if broker.reset_commands():
+        lines.append(("fix broker", f"find the cause with {broker.journal_command()}, then"))
+        lines.extend(("", command) for command in broker.reset_commands())
+    return lines
 
 
 def colour_wanted() -> bool:

@@ -57,6 +57,12 @@ class Host:
     def quadlet(self) -> Path | None:
         return quadlet.generator_path()
 
+    def drone_names(self) -> list[str]:
+        from devbox.paths import Paths
+        from devbox.units.installed import find_drones
+
+        return sorted(find_drones(Paths.from_env()))
+
 
 def check_podman(host: Host) -> Check:
     code, out = host.run(["podman", "--version"])
@@ -168,6 +174,32 @@ def check_podman_socket(host: Host) -> Check:
     )
 
 
+def check_brokers(host: Host) -> Check:
+    """Each drone's credential socket and broker, as `systemctl show` reports them."""
+    from devbox.commands.brokerstate import broker_state, broker_units
+    from devbox.host.systemd import SystemctlSystemd, parse_show
+
+    names = host.drone_names()
+    if not names:
+        return Check("credential brokers", "ok", "no drones yet")
+    units = [unit for name in names for unit in broker_units(name)]
+    code, out = host.run(
+        ["systemctl", "--user", "show", "--timestamp=unix", f"--property={SystemctlSystemd.PROPERTIES}", "--", *units]
+    )
+    if code != 0:
+        return Check("credential brokers", "warn", f"systemctl show failed: {out.splitlines()[-1] if out else code}")
+    states = parse_show(out, units)
+    stuck = [(name, broker) for name in names if not (broker := broker_state(states, name)).healthy]
+    if not stuck:
+        return Check("credential brokers", "ok", f"{len(names)} drone(s): none failed")
+    detail = "; ".join(f"drone {name}: {broker.describe()}" for name, broker in stuck)
+    fixes = [
+        f"find the cause with {broker.journal_command()}, then " + " && ".join(broker.reset_commands())
+        for _, broker in stuck
+    ]
+    return Check("credential brokers", "fail", detail, "; ".join(fixes))
+
+
 CHECKS: list[Callable[[Host], Check]] = [
     check_podman,
     check_quadlet,
@@ -176,6 +208,7 @@ CHECKS: list[Callable[[Host], Check]] = [
     check_subids,
     check_cgroups,
     check_podman_socket,
+    check_brokers,
 ]
 
 

@@ -15,6 +15,7 @@ from devbox.names import names_of, tailnet_name
 from devbox.units.installed import DroneRecord, find_drones
 
 if TYPE_CHECKING:
+    from devbox.commands.brokerstate import BrokerState
     from devbox.context import Context
     from devbox.host.podman import ContainerInfo
     from devbox.host.systemd import UnitState
@@ -45,6 +46,7 @@ class DroneStatus:
     dotfiles: str | None = None  # the dotfiles URL
     dotfiles_outcome: str | None = None  # asked of a running drone by `status` only
     killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
+    broker: BrokerState | None = None  # its credential socket and service, asked by `status` only
 
     def uptime_seconds(self, now: datetime) -> int | None:
         return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None

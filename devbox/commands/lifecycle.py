@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, TypeVar
 from devbox import __version__
 from devbox.cleanup import activity, timer
 from devbox.commands import locks
+from devbox.commands.brokerstate import broker_state, broker_units
 from devbox.commands.inventory import DroneStatus, status_of
 from devbox.commands.progress import Progress, no_progress
+from devbox.commands.tailscale import on_tailnet, resolve_key, retire_key
 from devbox.config import parse_permission
 from devbox.context import Context, host_facts
 from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
-from devbox.errors import DevboxError, ExitCode
+from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.host import quadlet
 from devbox.host.systemd import details, journal_lines
 from devbox.names import names_of
@@ -42,7 +44,6 @@ from devbox.values import parse_env
 if TYPE_CHECKING:
     from devbox.broker.github import GitHubApp
     from devbox.drone.access import SshTarget
-    from devbox.host.secrets import Secret
 
 
 @dataclass(frozen=True)
@@ -194,15 +195,6 @@ class CreateResult:
     notes: list[str] = field(default_factory=list)  # one line each, for the person who ran create
 
 
-def _resolve_tailscale_key(ctx: Context) -> Secret:
-    import getpass
-
-    from devbox.host.secrets import Resolver
-
-    reference = ctx.config.tailscale.auth_key_reference(getpass.getuser())
-    return Resolver(op_token_file=ctx.paths.state_dir / "op-token").resolve(reference)
-
-
 def _create_notes(spec: DroneSpec) -> list[str]:
     notes = []
     if not spec.tailscale:
@@ -261,7 +253,7 @@ def _create(
     if dry_run:
         return CreateResult(spec, planned, dry_run=True, notes=notes)
 
-    tailscale_key = _resolve_tailscale_key(ctx) if spec.tailscale else None  # fails before any write
+    tailscale_key = resolve_key(ctx) if spec.tailscale else None  # fails before any write
     _ensure_image(ctx, spec.image, progress)
     if prepare is not None:
         prepare(spec)
@@ -358,7 +350,9 @@ def _ensure_autostart(ctx: Context, record: DroneRecord) -> None:
 
 @locks.locked
 def start(ctx: Context, name: str, progress: Progress = no_progress) -> None:
-    _ensure_autostart(ctx, require_drone(ctx.paths, name))
+    record = require_drone(ctx.paths, name)
+    _ensure_autostart(ctx, record)
+    retire_key(ctx, record, progress)  # before the start: a registered drone starts without its auth key
     progress(f"starting {names_of(name).service}")
     _start_or_explain(ctx, names_of(name).service)
 
@@ -379,8 +373,12 @@ def stop(ctx: Context, name: str, progress: Progress = no_progress) -> None:
 
 
 @locks.locked
-def restart(ctx: Context, name: str, progress: Progress = no_progress) -> None:
-    _ensure_autostart(ctx, require_drone(ctx.paths, name))
+def restart(ctx: Context, name: str, progress: Progress = no_progress, *, keep_key: bool = False) -> None:
+    """keep_key: leave the Tailscale auth key mounted (tailscale-login has just given it back)."""
+    record = require_drone(ctx.paths, name)
+    _ensure_autostart(ctx, record)
+    if not keep_key:
+        retire_key(ctx, record, progress)
     progress(f"restarting {names_of(name).service}")
     _start_or_explain(ctx, names_of(name).service, ctx.systemd.restart)
 
@@ -530,9 +528,29 @@ def status(ctx: Context, name: str) -> DroneStatus:
     container = ctx.podman.drone_containers().get(name)
     volume_exists = ctx.podman.volume_exists(names_of(name).volume)
     result = status_of(record, unit, container, volume_exists, ctx.config.tailscale.tailnet)
+    result = replace(result, broker=broker_state({u: details(ctx.systemd, u) for u in broker_units(name)}, name))
     if result.state == "running":
         if result.syncthing:
             result = replace(result, syncthing_id=ctx.probe.syncthing_id(names_of(name).container))
         if result.dotfiles:
             result = replace(result, dotfiles_outcome=ctx.probe.dotfiles_outcome(names_of(name).container))
     return result
+
+
+@locks.locked
+def tailscale_login(ctx: Context, name: str, progress: Progress = no_progress) -> None:
+    """Give a drone its auth key again (its node is gone, or its state was lost) and restart it."""
+    from devbox.units.render import render_tailscale_key
+
+    record = require_drone(ctx.paths, name)
+    if not on_tailnet(record):
+        raise invalid(f"drone {name} is not on a tailnet: there is no key to give it")
+    key = resolve_key(ctx)  # fails before any write
+    names = names_of(name)
+    progress(f"writing the Podman secret {names.tailscale_secret}")
+    ctx.podman.create_secret(names.tailscale_secret, key.value)
+    dropin = render_tailscale_key(name, host_facts(ctx))
+    install.atomic_write(ctx.paths.quadlet_dir / dropin.relative_path, dropin.text)
+    ctx.systemd.daemon_reload()
+    # Not through retire_key: the drone's old marker goes only when its init starts with the key.
+    restart(ctx, name, progress, keep_key=True)

@@ -27,6 +27,14 @@ SKIP_DIRS = (".cache", ".git", ".local", "node_modules", "__pycache__")
 # Where the image's init keeps the drone's identities in the home (templates/image/CONTRACT.md).
 DRONE_STATE = ".local/state/devbox-drone"
 IDENTITY_DIRS = ("ssh", "tailscale", "syncthing")  # host key, tailnet node, Syncthing device
+# The init writes it after `tailscale up` with the auth key succeeded (templates/image/devbox-drone-init).
+TAILSCALE_REGISTERED = f"{DRONE_STATE}/tailscale/devbox-registered"
+# A regular file under the volume's mount point ($1), the path ($2) resolved with its symlinks inside it:
+# a drone's symlink must not make the host answer about its own files.
+_REGULAR_FILE_IN = (
+    'root=$(realpath -e -- "$1") && real=$(realpath -e -- "$1/$2") && '
+    'case $real in "$root"/*) test -f "$real" ;; *) false ;; esac'
+)
 _TCP_ESTABLISHED = "01"
 
 
@@ -101,6 +109,7 @@ class Probe(Protocol):
     def dotfiles_outcome(self, container: str) -> str | None: ...  # templates/drone/dotfiles' one line
     def ssh_host_key(self, container: str) -> str | None: ...  # the drone sshd's public host key line
     def forget_identity(self, volume: str) -> str: ...  # "" or why the drone's node/device/host keys stay
+    def tailscale_registered(self, volume: str) -> bool: ...  # the init's marker is in the home volume
 
 
 def count_ssh_sessions(proc_net_tcp: str, port: int = DRONE_SSH_PORT) -> int:
@@ -249,6 +258,15 @@ class PodmanProbe:
         if removed is None or removed.returncode != 0:
             return (removed.stderr.strip() if removed is not None else "podman unshare did not finish") or "rm failed"
         return ""
+
+    def tailscale_registered(self, volume: str) -> bool:
+        """The drone's node is registered: False when it cannot be told (the key then stays mounted)."""
+        result = self._run("volume", "inspect", "--format", "{{.Mountpoint}}", volume)
+        if result is None or result.returncode != 0 or not result.stdout.strip():
+            return False
+        root = result.stdout.strip()
+        found = self._run("unshare", "sh", "-c", _REGULAR_FILE_IN, "sh", root, TAILSCALE_REGISTERED, timeout=30)
+        return found is not None and found.returncode == 0
 
     def _throwaway(self, image: str, mounts: Mounts, script: str, *args: str, network: bool = False) -> list[str]:
         argv = ["run", "--rm", "--userns=keep-id", "--entrypoint=sh", "--label=io.devbox.cleanup=1"]

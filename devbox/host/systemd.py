@@ -74,7 +74,7 @@ class SystemctlSystemd:
     """`systemctl --user`, one process per call."""
 
     backend = "systemctl"
-    _PROPERTIES = "Id,LoadState,ActiveState,SubState,NRestarts,ActiveEnterTimestamp,Result"
+    PROPERTIES = "Id,LoadState,ActiveState,SubState,NRestarts,ActiveEnterTimestamp,Result"
 
     def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         try:
@@ -136,14 +136,14 @@ class SystemctlSystemd:
         reaches the manager on its private socket, asking once per unit."""
         if not units or _user_bus_reachable():
             return list_units(units)
-        result = self._run("show", "--timestamp=unix", f"--property={self._PROPERTIES}", "--", *units)
+        result = self._run("show", "--timestamp=unix", f"--property={self.PROPERTIES}", "--", *units)
         if result.returncode != 0:
             raise _failed("read the state of", ", ".join(units), result.stderr)
         return parse_show(result.stdout, units)
 
     def details(self, unit: str) -> UnitState:
         """One unit with restarts, start time and last result (for `status`)."""
-        result = self._run("show", "--timestamp=unix", f"--property={self._PROPERTIES}", "--", unit)
+        result = self._run("show", "--timestamp=unix", f"--property={self.PROPERTIES}", "--", unit)
         if result.returncode != 0:
             raise _failed("read the state of", unit, result.stderr)
         return parse_show(result.stdout, [unit]).get(unit) or UnitState.missing(unit)
@@ -339,7 +339,8 @@ class PystemdSystemd:
             proxy = self._unit(unit)
             service = unit.endswith(".service")
             restarts = proxy.Service.NRestarts if service else None
-            result = proxy.Service.Result if service else None
+            # A socket has its own Result (service-start-limit-hit when its service hit the start limit).
+            result = proxy.Service.Result if service else proxy.Socket.Result if unit.endswith(".socket") else None
             since = int(proxy.Unit.ActiveEnterTimestamp)
         except Exception as exc:
             raise _failed("read the state of", unit, getattr(exc, "err_message", "") or str(exc)) from None

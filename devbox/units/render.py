@@ -163,12 +163,21 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
             ),
         ),
         RenderedFile(Place.QUADLET, names_of(name).autostart_dropin, _render("quadlet/autostart.conf.j2")),
+        *([render_tailscale_key(name, host)] if spec.tailscale else []),
         RenderedFile(Place.UNITS, names_of(name).creds_socket, _render("units/creds.socket.j2", spec=spec)),
         RenderedFile(
             Place.UNITS, names_of(name).creds_service, _render("units/creds.service.j2", spec=spec, host=host)
         ),
         RenderedFile(Place.DRONES, authorized_keys_file(name), _render("drone/authorized_keys.j2", spec=spec)),
     ]
+
+
+def render_tailscale_key(name: str, host: HostFacts) -> RenderedFile:
+    """The drop-in that mounts the auth key secret, for the drone user only (uid=, gid=)."""
+    text = _render(
+        "quadlet/tailscale-authkey.conf.j2", secret=names_of(name).tailscale_secret, uid=host.uid, gid=host.gid
+    )
+    return RenderedFile(Place.QUADLET, names_of(name).tailscale_dropin, text)
 
 
 def authorized_keys_file(name: str) -> str:
@@ -208,6 +217,7 @@ def drone_files(name: str) -> list[tuple[Place, str]]:
     return [
         (Place.QUADLET, names_of(name).container_file),
         (Place.QUADLET, names_of(name).autostart_dropin),
+        (Place.QUADLET, names_of(name).tailscale_dropin),
         (Place.UNITS, names_of(name).creds_socket),
         (Place.UNITS, names_of(name).creds_service),
         (Place.DRONES, authorized_keys_file(name)),

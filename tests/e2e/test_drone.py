@@ -22,6 +22,8 @@ DRONE_IMAGE = "localhost/devbox-drone:latest"
 STANDIN_IMAGE = "localhost/devbox-drone-standin:latest"
 STATE = "/home/dev/.local/state/devbox-drone"
 RECORDS = "/home/dev/.tailscale-standin"
+REGISTERED = f"{STATE}/tailscale/devbox-registered"
+SECRET = "drone-tailnode-tailscale-authkey"
 
 TAILSCALED_STANDIN = r"""#!/bin/sh
 # Stand-in for tailscaled (e2e): records its arguments, keeps a node file in --statedir, stays up.
@@ -180,6 +182,9 @@ def test_tailnet_drone_gets_its_key_from_a_secret_file_and_keeps_its_node_across
     wait_for_sshd(box, int(status["local_ssh"].split(":")[1]))
     assert box.run("ssh", "tailnode", "--", "hostname", timeout=60).stdout.strip() == "tailnode"
 
+    # The init marks the node registered once `tailscale up` with the key succeeded ...
+    wait_for(lambda: in_drone(box, "tailnode", f"test -f {REGISTERED}", check=False).returncode == 0, 30, "the marker")
+    assert SECRET in drone_secrets(box)
     box.run("restart", "tailnode")
     wait_for(
         lambda: len(in_drone(box, "tailnode", f"cat {RECORDS}/tailscaled.args", check=False).stdout.splitlines()) == 2,
@@ -190,6 +195,41 @@ def test_tailnet_drone_gets_its_key_from_a_secret_file_and_keeps_its_node_across
     assert f"--statedir={STATE}/tailscale" in again[1].split()
     states = in_drone(box, "tailnode", f"cat {RECORDS}/tailscaled.state").stdout.split("\n")
     assert states[0].startswith("new node-") and states[1] == "reused " + states[0].split()[1]
+    # ... so the restart left the key out: not in the drone, no Podman secret, and the node is the same.
+    assert in_drone(box, "tailnode", "test -e /run/secrets/tailscale-authkey", check=False).returncode == 1
+    assert drone_secrets(box) == []
+    wait_for(lambda: len(up_calls(box)) == 2, 60, "tailscale up after the restart")
+    assert not any(a.startswith("--auth-key") for a in up_calls(box)[1])
+    assert {"--hostname=tailnode", "--login-server=https://headscale.e2e.test", "--ssh"} <= set(up_calls(box)[1])
+
+
+def drone_secrets(box: Devbox) -> list[str]:
+    return [s for s in box.sh("podman secret ls --format '{{.Name}}'").stdout.split() if s.startswith("drone-")]
+
+
+def up_calls(box: Devbox) -> list[list[str]]:
+    """The stand-in tailscale's recorded `up` calls, each as its arguments."""
+    lines = in_drone(box, "tailnode", f"cat {RECORDS}/tailscale.args", check=False).stdout.splitlines()
+    return [line.split() for line in lines if "up" in line.split()]
+
+
+def test_tailscale_login_gives_a_registered_drone_its_key_back(box: Devbox) -> None:
+    key = box.sh("cat ~/ts-authkey").stdout.strip()
+    in_drone(box, "tailnode", f"rm {RECORDS}/authkey-read")
+    box.run("tailscale-login", "tailnode")
+    assert drone_secrets(box) == [SECRET]
+    wait_for(
+        lambda: in_drone(box, "tailnode", f"test -s {RECORDS}/authkey-read", check=False).returncode == 0,
+        90,
+        "tailscale up with the key again",
+    )
+    assert in_drone(box, "tailnode", f"cat {RECORDS}/authkey-read").stdout.strip() == key
+    assert "--auth-key=file:/run/secrets/tailscale-authkey" in up_calls(box)[-1]
+    # Registered again: the next restart drops the key once more.
+    wait_for(lambda: in_drone(box, "tailnode", f"test -f {REGISTERED}", check=False).returncode == 0, 30, "the marker")
+    box.run("restart", "tailnode")
+    assert drone_secrets(box) == []
+    assert in_drone(box, "tailnode", "test -e /run/secrets/tailscale-authkey", check=False).returncode == 1
 
 
 def test_syncthing_answers_in_the_drone_and_status_shows_its_device_id(box: Devbox) -> None:

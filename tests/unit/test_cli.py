@@ -398,6 +398,22 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "dotfiles": None,
         "dotfiles_outcome": None,
         "killed_for_memory": False,
+        "broker": {
+            "state": "stopped",
+            "socket": {
+                "unit": "drone-alpha-creds.socket",
+                "state": "inactive",
+                "sub_state": "dead",
+                "result": "success",
+            },
+            "service": {
+                "unit": "drone-alpha-creds.service",
+                "state": "inactive",
+                "sub_state": "dead",
+                "result": "success",
+            },
+            "reset": [],
+        },
     }
     text = devbox(capsys, "status", "alpha")[1]
     assert f"syncthing  {device_id}\n" in text

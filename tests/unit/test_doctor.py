@@ -22,6 +22,9 @@ class FakeHost(doctor.Host):
     def quadlet(self) -> Path | None:
         return self._quadlet
 
+    def drone_names(self) -> list[str]:
+        return []
+
 
 CG = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/cgroup.controllers"
 READY = FakeHost(
@@ -51,6 +54,7 @@ def test_a_ready_host_is_all_green() -> None:
         ("subordinate ids", "ok"),
         ("cgroup controllers", "ok"),
         ("podman.socket", "ok"),
+        ("credential brokers", "ok"),
     ]
 
 

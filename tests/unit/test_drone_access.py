@@ -170,9 +170,11 @@ def test_tailnet_drone_gets_its_key_as_a_podman_secret_only(
     ]
     assert world.podman.secrets == {"drone-demo-tailscale-authkey": TS_KEY}
     container = (world.paths.quadlet_dir / "drone-demo.container").read_text()
+    key_dropin = (world.paths.quadlet_dir / "drone-demo.container.d/tailscale-authkey.conf").read_text()
     assert (
-        "Secret=drone-demo-tailscale-authkey,type=mount,target=/run/secrets/tailscale-authkey,mode=0400," in container
+        "Secret=drone-demo-tailscale-authkey,type=mount,target=/run/secrets/tailscale-authkey,mode=0400," in key_dropin
     )
+    assert "Secret=" not in container and "Environment=DEVBOX_TAILSCALE=1\n" in container
     assert "Environment=DEVBOX_TAILSCALE_LOGIN_SERVER=https://hs.example.com\n" in container
     assert "Environment=DEVBOX_TAILSCALE_SSH=1\n" in container
     # The tailnet for your machines; a 127.0.0.1 port for `devbox ssh` on this server (and if the tailnet is down).
@@ -409,4 +411,3 @@ def test_list_reads_the_config_only_for_a_drone_on_a_tailnet(
     for run in (lambda: devbox(capsys, "list"), lambda: fast(capsys, "list")):
         code, out, err = run()
         assert (code, out) == (ExitCode.CONFIG, "") and err.startswith(f"devbox: {world.paths.config_file}:")
-

@@ -50,6 +50,7 @@ echo private >"$f"; echo "ssh-ed25519 AAAA host" >"$f.pub"
     + DAEMON,
     "tailscale": RECORD
     + """for a; do [ "$a" = status ] && { echo '{'; echo '  "BackendState": "Running",'; echo '}'; }; done
+for a; do [ "$a" = up ] && [ -n "${DEVBOX_TEST_UP_HANGS:-}" ] && exec sleep 1000; done
 exit 0
 """,
     "syncthing": RECORD
@@ -347,6 +348,56 @@ def test_no_tailscale_without_a_readable_key_file_and_a_stale_proxy_file_goes(dr
     assert drone.calls("tailscaled") == [] and drone.calls("tailscale") == []
     assert not (drone.state / "proxy.env").exists()
     assert drone.run("status").stdout.splitlines()[1] == "tailscale=off"
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 143
+
+
+def test_after_up_with_the_key_the_node_is_registered_and_a_start_without_the_key_uses_it(drone):
+    key = with_key(drone, DEVBOX_TAILSCALE="1", DEVBOX_TAILSCALE_SSH="1")
+    marker = drone.state / "tailscale" / "devbox-registered"
+    proc = drone.start()
+    drone.ready(proc, "sshd", "tailscaled")
+    wait_for(lambda: "tailscale up: done" in drone.output(), what="tailscale up")
+    assert marker.is_file()
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 143
+    key.unlink()  # what devbox does once the marker is there: the next start has no key
+    proc = drone.start()
+    drone.ready(proc, "sshd", "tailscaled")
+    wait_for(lambda: len(drone.calls("tailscale")) == 2, what="the second tailscale up")
+    up = drone.calls("tailscale")[1]
+    assert up.argv[1] == "up" and "--hostname=myproj" in up.argv and "--ssh" in up.argv
+    assert not any(a.startswith("--auth-key") for a in up.argv)
+    wait_for(lambda: drone.output().count("tailscale up: done") == 2, what="tailscale up without the key")
+    assert marker.is_file()
+    assert drone.run("status").stdout.splitlines()[1] == "tailscale=Running"
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 143
+
+
+def test_without_the_key_and_without_a_registered_node_it_says_tailscale_login(drone):
+    drone.env.update(DEVBOX_TAILSCALE="1", DEVBOX_TAILSCALE_AUTHKEY_FILE=str(drone.tmp / "absent"))
+    (drone.state / "tailscale").mkdir(parents=True)  # state that tailscaled left, but no marker
+    proc = drone.start()
+    drone.ready(proc, "sshd")
+    assert drone.calls("tailscaled") == []
+    assert "no node is registered" in drone.output()
+    assert "on the host: devbox tailscale-login myproj" in drone.output()
+    assert drone.run("status").stdout.splitlines()[1] == "tailscale=off"
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 143
+
+
+def test_a_start_with_the_key_forgets_the_old_registration_until_up_succeeds(drone):
+    """tailscale-login's restart: the old marker must not make devbox take the key again too early."""
+    with_key(drone, DEVBOX_TAILSCALE="1", DEVBOX_TEST_UP_HANGS="1")
+    marker = drone.state / "tailscale" / "devbox-registered"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("")
+    proc = drone.start()
+    drone.ready(proc, "sshd", "tailscaled")
+    wait_for(lambda: drone.calls("tailscale"), what="tailscale up")
+    assert not marker.exists()
     proc.send_signal(signal.SIGTERM)
     assert exit_code(proc) == 143
 

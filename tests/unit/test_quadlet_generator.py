@@ -34,12 +34,13 @@ def dryrun(quadlet: Path, quadlet_dir: Path) -> subprocess.CompletedProcess[str]
 
 
 def generate(
-    generator: Generator, spec: DroneSpec, tmp_path: Path, host: HostFacts | None = None
+    generator: Generator, spec: DroneSpec, tmp_path: Path, host: HostFacts | None = None, *, without: tuple[str, ...] = ()
 ) -> tuple[dict[str, str], str]:
-    """The services the generator makes of SPEC's units, rendered for its version unless HOST says otherwise."""
+    """The services the generator makes of SPEC's units (but those named in WITHOUT), rendered for its
+    version unless HOST says otherwise."""
     quadlet_dir = tmp_path / "containers" / "systemd"
     for rendered in render_drone(spec, host or replace(HOST, quadlet_version=generator.version)):
-        if rendered.place.value == "quadlet":
+        if rendered.place.value == "quadlet" and rendered.relative_path not in without:
             path = quadlet_dir / rendered.relative_path
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(rendered.text)
@@ -117,7 +118,7 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
     if spec.dotfiles_url:
         devbox_env |= {"DEVBOX_DOTFILES_URL": spec.dotfiles_url, "DEVBOX_DOTFILES_BRANCH": spec.dotfiles_branch}
     if spec.tailscale:
-        devbox_env |= {"DEVBOX_TAILSCALE_SSH": "1" if spec.tailscale_ssh else "0"}
+        devbox_env |= {"DEVBOX_TAILSCALE": "1", "DEVBOX_TAILSCALE_SSH": "1" if spec.tailscale_ssh else "0"}
         if spec.login_server:
             devbox_env |= {"DEVBOX_TAILSCALE_LOGIN_SERVER": spec.login_server}
     assert env == {**devbox_env, **dict(spec.env)}
@@ -133,6 +134,22 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
     assert option_values(argv, "--memory") == ([] if spec.memory is None else [spec.memory])
     expected_publish = [] if spec.ssh_port is None else [f"127.0.0.1:{spec.ssh_port}:2222"]
     assert option_values(argv, "--publish") == expected_publish
+
+
+def test_a_registered_drone_without_the_key_drop_in_mounts_no_secret(generator: Generator, tmp_path: Path) -> None:
+    """What devbox start runs once the node is registered: the same unit, no --secret, still on the tailnet."""
+    spec = cases()["tailnet"]
+    with_key, _ = generate(generator, spec, tmp_path / "with")
+    units, stderr = generate(generator, spec, tmp_path / "without", without=(spec.names.tailscale_dropin,))
+    assert "unsupported key" not in stderr, stderr
+    argv, argv_with_key = (podman_run_argv(u["drone-tailnode.service"]) for u in (units, with_key))
+    assert option_values(argv, "--secret") == []
+    secret = option_values(argv_with_key, "--secret")
+    assert secret == [
+        "drone-tailnode-tailscale-authkey,type=mount,target=/run/secrets/tailscale-authkey,mode=0400,uid=1000,gid=1000"
+    ]
+    assert "DEVBOX_TAILSCALE=1" in option_values(argv, "--env")
+    assert sorted(a for a in argv_with_key if a not in ("--secret", *secret)) == sorted(argv)
 
 
 def test_hostile_env_values_stay_one_argument_each(generator: Generator, tmp_path: Path) -> None:
