@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     ENVIRONMENT = 12  # the host lacks something devbox needs (see `devbox doctor`)
     LIMIT = 13  # a configured limit (such as max_drones) is reached
     CREDENTIALS = 14  # the GitHub App could not mint a token
+    DAMAGED = 15  # a drone's unit file cannot be read as Quadlet reads it (hand-edited): destroy removes it
 
 
 class DevboxError(Exception):

@@ -318,7 +318,7 @@ def destroy(
     from devbox.commands import inventory, lifecycle
 
     ctx = make_context()
-    inventory.require_drone(ctx.paths, name)
+    inventory.require_drone(ctx.paths, name, damaged_ok=True)
     if not yes:
         if not sys.stdin.isatty():
             raise DevboxError(f"refusing to destroy {name} without --yes (no terminal to ask on)", ExitCode.USAGE)

@@ -16,6 +16,7 @@ from devbox.errors import DevboxError, ExitCode
 from devbox.names import names_of
 from devbox.paths import Paths
 from devbox.units import unitfile
+from devbox.values import is_name
 
 if TYPE_CHECKING:
     from devbox.context import Context
@@ -32,6 +33,7 @@ class DroneRecord:
     labels: dict[str, str]
     image: str
     autostart: bool
+    damaged: str | None = None  # why its unit cannot be read as Quadlet reads it: no labels are trusted
 
     @property
     def repos(self) -> list[str]:
@@ -44,35 +46,58 @@ def find_drones(paths: Paths) -> dict[str, DroneRecord]:
     if not paths.quadlet_dir.is_dir():
         return drones
     for path in sorted(paths.quadlet_dir.glob("drone-*.container")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        labels = unitfile.labels(text) if unitfile.is_ours(text) else {}
-        name = labels.get("drone")
-        if not name or path.name != names_of(name).container_file:
-            continue
-        drones[name] = DroneRecord(
-            name=name,
-            path=path,
-            labels=labels,
-            image=unitfile.image(text) or "",
-            autostart=(paths.quadlet_dir / names_of(name).autostart_dropin).is_file(),
-        )
+        record = _read_record(paths, path)
+        if record is not None:
+            drones[record.name] = record
     return drones
 
 
-def require_drone(paths: Paths, name: str) -> DroneRecord:
+def _read_record(paths: Paths, path: Path) -> DroneRecord | None:
+    """The drone PATH declares; None for a file devbox did not write. One drone's damaged
+    unit is reported as that drone, damaged, never as an error for every drone."""
+    name = path.name.removeprefix("drone-").removesuffix(".container")
+    if not is_name(name):
+        return None
+    autostart = (paths.quadlet_dir / names_of(name).autostart_dropin).is_file()
+    try:
+        with path.open("rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    if not data.startswith(unitfile.MARKER.encode()):
+        return None
+    try:
+        text = data.decode("utf-8")
+        labels, image = unitfile.labels(text), unitfile.image(text) or ""
+    except (UnicodeDecodeError, unitfile.UnitFileError) as exc:
+        reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        return DroneRecord(name, path, {}, "", autostart, damaged=reason)
+    if labels.get("drone") != name:
+        return DroneRecord(name, path, {}, "", autostart, damaged="its io.devbox.drone label is not its name")
+    return DroneRecord(name, path, labels, image, autostart)
+
+
+def damaged_error(record: DroneRecord) -> DevboxError:
+    return DevboxError(
+        f"drone {record.name} is damaged: {record.path}: {record.damaged}; devbox destroy {record.name} removes it",
+        ExitCode.DAMAGED,
+    )
+
+
+def require_drone(paths: Paths, name: str, *, damaged_ok: bool = False) -> DroneRecord:
+    """Drone NAME, readable (a damaged one only with DAMAGED_OK: destroy removes it by name)."""
     record = find_drones(paths).get(name)
     if record is None:
         raise DevboxError(f"no such drone: {name}", ExitCode.NOT_FOUND)
+    if record.damaged is not None and not damaged_ok:
+        raise damaged_error(record)
     return record
 
 
 @dataclass(frozen=True)
 class DroneStatus:
     name: str
-    state: str  # running, starting, stopping, stopped, failed, missing-unit
+    state: str  # running, starting, stopping, stopped, failed, missing-unit, damaged (see DroneRecord)
     unit: str
     unit_state: str
     unit_sub_state: str
@@ -124,7 +149,7 @@ def status_of(
     port = record.labels.get("ssh-port")
     return DroneStatus(
         name=record.name,
-        state=_summary(unit, container),
+        state="damaged" if record.damaged else _summary(unit, container),
         unit=unit.name,
         unit_state=unit.active_state,
         unit_sub_state=unit.sub_state,

@@ -433,7 +433,7 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     gone, so running destroy again finds the drone and finishes the job.
     """
     names = names_of(name)
-    require_drone(ctx.paths, name)
+    require_drone(ctx.paths, name, damaged_ok=True)
     result = DestroyResult(name)
     progress(f"stopping {names.service}")
     units = (names.service, names.creds_service, names.creds_socket)

@@ -80,6 +80,8 @@ def run(ctx: lifecycle.Context, *, apply: bool = False, progress: lifecycle.Prog
     records = inventory.find_drones(ctx.paths)
     for status in inventory.list_drones(ctx):
         record = records[status.name]
+        if record.damaged:  # its labels (policy, keep) cannot be trusted: left for a person
+            continue
         progress(f"checking drone {status.name}")
         running = status.state in ("running", "starting")
         view = DroneView(

@@ -37,6 +37,12 @@ def _error(reference: str, reason: str) -> DevboxError:
 
 def validate_reference(reference: str) -> str:
     """Refuse a malformed reference before any call is made."""
+    from devbox.values import printable
+
+    if not printable(reference):
+        raise DevboxError(
+            "invalid secret reference: it holds a line break or another non-printing character", ExitCode.SECRET
+        )
     if reference.startswith("op://"):
         from onepassword.secrets import Secrets
 

@@ -55,7 +55,7 @@ def test_create_refuses_bad_repos(world: World, capsys, repo: str) -> None:
     [
         (
             ["--env", "A=line\nbreak"],
-            "invalid value for environment variable A: newlines and control characters are not allowed",
+            "invalid value for environment variable A: newlines, control characters, invisible characters and non-ASCII spaces are not allowed",
         ),
         (["--env", "NOEQUALS"], "invalid --env 'NOEQUALS': expected KEY=VALUE"),
         (
