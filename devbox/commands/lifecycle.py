@@ -94,8 +94,14 @@ def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] | None = None) ->
     )
 
 
-def _private_dirs(paths: Paths) -> tuple[Path, ...]:
-    """What no drone may have mounted: sockets, settings, devbox's own files (see workspace.py)."""
+def _private_dirs(ctx: Context) -> tuple[Path, ...]:
+    """What no drone may have mounted: sockets, settings, keys, devbox's own files (see workspace.py)."""
+    import getpass
+
+    from devbox.drone.workspace import secret_file_dirs
+
+    paths = ctx.paths
+    references = (ctx.config.github.private_key, ctx.config.tailscale.auth_key_reference(getpass.getuser()))
     return (
         paths.runtime_dir,
         paths.config_file.parent,
@@ -103,6 +109,9 @@ def _private_dirs(paths: Paths) -> tuple[Path, ...]:
         paths.unit_dir,
         paths.data_dir,
         paths.state_dir,
+        paths.home / ".ssh",
+        paths.home / ".gnupg",
+        *secret_file_dirs(references),
     )
 
 
@@ -146,9 +155,7 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
         tailscale=on_tailnet,
         login_server=tailscale.login_server,
         tailscale_ssh=tailscale.ssh,
-        path=None
-        if request.path is None
-        else validate_workspace(request.path, ctx.paths.home, _private_dirs(ctx.paths)),
+        path=None if request.path is None else validate_workspace(request.path, ctx.paths.home, _private_dirs(ctx)),
         ssh_keys=[
             *extra_keys,
             *gather_keys(request.ssh_keys, ctx.config.ssh.authorized_keys, ctx.paths.home, ctx.config.ssh.default_keys),
@@ -269,6 +276,10 @@ def create(
     limit = ctx.config.max_drones
     if limit and len(existing) >= limit:
         raise DevboxError(f"the drone limit is reached ({limit}, max_drones in the config)", ExitCode.LIMIT)
+    if ctx.config.github.enabled:  # dry runs too: a key the broker cannot load fails here, not on first use
+        from devbox.host.secrets import check_private_key_file
+
+        check_private_key_file(ctx.config.github.private_key)
     planned = install.plan(render_files(ctx, spec), ctx.paths, force=force)
     notes = _create_notes(spec)
     if dry_run:

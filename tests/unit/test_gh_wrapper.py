@@ -6,7 +6,6 @@ once it exec'd itself forever, asking the broker for a token each time.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
