@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     CREDENTIALS = 14  # the GitHub App could not mint a token
     TOKENS_LIVE = 15  # GitHub tokens could not be revoked yet: they stay live until revoked or expired
     BUSY = 16  # another devbox command is changing the drone (its lock is held)
+    DAMAGED = 17  # a drone's unit file cannot be read as Quadlet reads it (hand-edited): destroy removes it
 
 
 class DevboxError(Exception):

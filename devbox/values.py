@@ -6,6 +6,7 @@ reader all check values here, so a value is judged the same wherever it comes fr
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from devbox.errors import DevboxError, invalid
 
@@ -19,7 +20,10 @@ _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")
 _MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([bkmg]?)", re.IGNORECASE)
 _MEMORY_FACTOR = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _MEMORY_MIN = 6 * 1024**2  # Podman refuses less than 6 MiB
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Unicode categories no value may hold: controls (NUL, newline, U+0085...), format characters
+# (U+FEFF, bidirectional overrides, zero-width ones), line and paragraph separators (U+2028,
+# U+2029), surrogates, private-use and unassigned code points.
+_NON_PRINTING = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 RESERVED_ENV_PREFIX = "DEVBOX_"
 # A path that goes into a unit value (Volume=, LoadCredential=) needing no quoting; Quadlet splits on ':'.
 PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
@@ -27,8 +31,12 @@ PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
 HTTP_URL = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 
 
+def is_name(name: str) -> bool:
+    return _NAME.fullmatch(name) is not None and "--" not in name and name.isascii()
+
+
 def validate_name(name: str) -> str:
-    if not _NAME.fullmatch(name) or "--" in name or not name.isascii():
+    if not is_name(name):
         raise invalid(
             f"invalid drone name {name!r}: use 1 to 40 of a-z, 0-9 and '-', "
             "starting with a letter, not ending with '-', without '--'"
@@ -119,10 +127,27 @@ def format_duration(seconds: float) -> str:
     return f"{whole}s"
 
 
-def validate_env_value(key: str, value: str) -> str:
-    if _CONTROL.search(value):
-        raise invalid(f"invalid value for environment variable {key}: newlines and control characters are not allowed")
+def printable(value: str) -> bool:
+    """No line or record break for systemd, Quadlet, git or Python (str.splitlines splits at
+    \\v, \\f, \\x1c-\\x1e, U+0085, U+2028 and U+2029 too), nothing invisible, and no space but
+    the ASCII one (Go and Python trim the others at the ends of a line)."""
+    return all(
+        ch == " " or (unicodedata.category(ch) not in _NON_PRINTING and not (ch > "\x7f" and ch.isspace()))
+        for ch in value
+    )
+
+
+def check_printable(value: str, what: str) -> str:
+    """VALUE, or the one refusal (exit 3) naming WHAT, never the value itself (it may not print)."""
+    if not printable(value):
+        raise invalid(
+            f"{what}: newlines, control characters, invisible characters and non-ASCII spaces are not allowed"
+        )
     return value
+
+
+def validate_env_value(key: str, value: str) -> str:
+    return check_printable(value, f"invalid value for environment variable {key}")
 
 
 def parse_env(item: str) -> tuple[str, str]:

@@ -389,7 +389,7 @@ def destroy(
     from devbox.units import installed
 
     ctx = make_context()
-    installed.require_drone(ctx.paths, name)
+    installed.require_drone(ctx.paths, name, damaged_ok=True)
     if not yes:
         if not sys.stdin.isatty():
             raise DevboxError(f"refusing to destroy {name} without --yes (no terminal to ask on)", ExitCode.USAGE)

@@ -456,15 +456,19 @@ def _check(path: Path, tar: tarfile.TarFile) -> Archive:
     unlisted = set(members) - set(files) - {VOLUME_MEMBER, MANIFEST_MEMBER}
     if unlisted:
         raise _bad(path, f"{sorted(unlisted)[0]} is not in the manifest")
-    container = f"{QUADLET_PREFIX}drone-{name}.container"
+    container = QUADLET_PREFIX + names_of(name).container_file
     if container not in members:
         raise _bad(path, f"no {container}")
     try:
         text = _read_member(tar, members[container]).decode("utf-8")
     except UnicodeDecodeError:
         raise _bad(path, f"{container} is not text") from None
-    if not unitfile.is_ours(text) or unitfile.labels(text).get("drone") != name:
-        raise _bad(path, f"{container} is not the unit devbox wrote for drone {name}")
+    try:
+        if not unitfile.is_ours(text) or unitfile.labels(text).get("drone") != name:
+            raise _bad(path, f"{container} is not the unit devbox wrote for drone {name}")
+        request_from_unit(text, name, {})  # every value it holds, read as Quadlet reads it
+    except unitfile.UnitFileError as exc:
+        raise _bad(path, f"{container} cannot be read as Quadlet reads it ({exc})") from None
     return Archive(path, tar, manifest, members, text)
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DroneStatus:
     name: str
-    state: str  # running, starting, stopping, stopped, failed, missing-unit
+    state: str  # running, starting, stopping, stopped, failed, missing-unit, damaged (see DroneRecord)
     unit: str
     unit_state: str
     unit_sub_state: str
@@ -72,7 +72,7 @@ def status_of(
     declared = record.declared
     return DroneStatus(
         name=record.name,
-        state=_summary(unit, container),
+        state="damaged" if record.damaged else _summary(unit, container),
         unit=unit.name,
         unit_state=unit.active_state,
         unit_sub_state=unit.sub_state,

@@ -96,8 +96,14 @@ def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] | None = None) ->
     )
 
 
-def _private_dirs(paths: Paths) -> tuple[Path, ...]:
-    """What no drone may have mounted: sockets, settings, devbox's own files (see drone/workspace.py)."""
+def _private_dirs(ctx: Context) -> tuple[Path, ...]:
+    """What no drone may have mounted: sockets, settings, keys, devbox's own files (see drone/workspace.py)."""
+    import getpass
+
+    from devbox.drone.workspace import secret_file_dirs
+
+    paths = ctx.paths
+    references = (ctx.config.github.private_key, ctx.config.tailscale.auth_key_reference(getpass.getuser()))
     return (
         paths.runtime_dir,
         paths.config_file.parent,
@@ -105,6 +111,9 @@ def _private_dirs(paths: Paths) -> tuple[Path, ...]:
         paths.unit_dir,
         paths.data_dir,
         paths.state_dir,
+        paths.home / ".ssh",
+        paths.home / ".gnupg",
+        *secret_file_dirs(references),
     )
 
 
@@ -148,9 +157,7 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
         tailscale=on_tailnet,
         login_server=tailscale.login_server,
         tailscale_ssh=tailscale.ssh,
-        path=None
-        if request.path is None
-        else validate_workspace(request.path, ctx.paths.home, _private_dirs(ctx.paths)),
+        path=None if request.path is None else validate_workspace(request.path, ctx.paths.home, _private_dirs(ctx)),
         ssh_keys=[
             *extra_keys,
             *gather_keys(request.ssh_keys, ctx.config.ssh.authorized_keys, ctx.paths.home, ctx.config.ssh.default_keys),
@@ -245,6 +252,10 @@ def _create(
     limit = ctx.config.max_drones
     if limit and len(existing) >= limit:
         raise DevboxError(f"the drone limit is reached ({limit}, max_drones in the config)", ExitCode.LIMIT)
+    if ctx.config.github.enabled:  # dry runs too: a key the broker cannot load fails here, not on first use
+        from devbox.host.secrets import check_private_key_file
+
+        check_private_key_file(ctx.config.github.private_key)
     files = render_files(ctx, spec)
     if not start:  # made stopped, it stays stopped at boot like a drone `devbox stop` stopped
         files = [f for f in files if f.relative_path != names_of(spec.name).autostart_dropin]
@@ -437,7 +448,7 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     gone, so running destroy again finds the drone and finishes the job.
     """
     names = names_of(name)
-    require_drone(ctx.paths, name)
+    require_drone(ctx.paths, name, damaged_ok=True)
     result = DestroyResult(name)
     progress(f"stopping {names.service}")
     units = (names.service, names.creds_service, names.creds_socket)

@@ -71,6 +71,8 @@ def run(ctx: lifecycle.Context, *, apply: bool = False, progress: Progress = no_
     records = installed.find_drones(ctx.paths)
     for status in inventory.list_drones(ctx):
         record = records[status.name]
+        if record.damaged:  # its labels (policy, keep) cannot be trusted: left for a person
+            continue
         progress(f"checking drone {status.name}")
         view = _view(ctx, status, record, now)
         policy = policy_for(ctx, record.declared)

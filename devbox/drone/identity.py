@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devbox.errors import invalid
+from devbox.values import printable
 
-_TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
-_EMAIL = re.compile(r"[^\s<>\x00-\x1f\x7f]{1,200}")
+# Both also pass values.printable: no line break git, systemd or Python would split at.
+_TEXT = re.compile(r".{1,200}", re.DOTALL)
+_EMAIL = re.compile(r"[^\s<>]{1,200}")
 # Where dotfiles may come from: https, ssh (also scp-like user@host:path) and file://; plain http only
 # from this machine, since their installer runs in the drone.
 _SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/+-]{1,400}")
@@ -31,14 +33,18 @@ class GitIdentity:
     email: str | None = None
 
 
+def _one_line(value: str) -> bool:
+    return _TEXT.fullmatch(value) is not None and printable(value)
+
+
 def validate_git_name(value: str) -> str:
-    if not _TEXT.fullmatch(value):
+    if not _one_line(value):
         raise invalid("a git user name is 1 to 200 characters on one line")
     return value
 
 
 def validate_email(value: str) -> str:
-    if not _EMAIL.fullmatch(value):
+    if not _EMAIL.fullmatch(value) or not printable(value):
         raise invalid("a git email is 1 to 200 characters without spaces or <>")
     return value
 
@@ -92,7 +98,7 @@ def host_git_config(key: str, home: Path) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     value = result.stdout.strip()
-    return value if result.returncode == 0 and _TEXT.fullmatch(value) else None
+    return value if result.returncode == 0 and _one_line(value) else None
 
 
 def git_identity(name: str | None, email: str | None, home: Path) -> GitIdentity:

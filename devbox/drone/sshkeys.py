@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from devbox.errors import invalid
+from devbox.values import check_printable
 
 KEY_TYPES = (
     "ssh-ed25519",
@@ -44,6 +45,8 @@ def parse_public_key(line: str, source: str) -> str:
     comment = fields[2] if len(fields) == 3 else ""
     if not _COMMENT.fullmatch(comment):
         raise invalid(f"{source}: the key comment has characters an authorized_keys line cannot hold")
+    # Between the fields too: Python's split() also splits at U+2028 and U+0085, sshd does not.
+    check_printable(line.strip(" \t\r\n").replace("\t", " "), f"{source}: an SSH public key line")
     return " ".join(fields[:2] + ([comment] if comment else []))
 
 
@@ -62,7 +65,9 @@ def read_key_file(path: Path) -> list[str]:
         raise invalid(f"{source}: not readable") from None
     except UnicodeDecodeError:
         raise invalid(f"{source}: not an SSH public key") from None
-    keys = [parse_public_key(line, source) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    # Lines end at "\n" as sshd reads them; parse_public_key refuses a U+2028 (or \r inside) left in one.
+    lines = (line for line in text.split("\n") if line.strip() and not line.startswith("#"))
+    keys = [parse_public_key(line, source) for line in lines]
     if not keys:
         raise invalid(f"{source}: holds no SSH public key")
     return keys

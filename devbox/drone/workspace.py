@@ -7,6 +7,7 @@ sides; under keep-id the drone user is the host user, so ownership needs no mapp
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from devbox.errors import DevboxError, invalid
@@ -30,7 +31,8 @@ def validate_workspace(given: str, home: Path, private: tuple[Path, ...] = ()) -
     Refused: /, the home and the directories above it, the home's hidden directories
     (~/.ssh, ~/.config with systemd's user units, devbox's own state with keys), system
     directories, and PRIVATE (the runtime directory with the Podman and credential sockets,
-    devbox's config, data and state directories), or anything inside or above them.
+    devbox's config, data and state directories, ~/.ssh, ~/.gnupg, the directory of every
+    `file:` secret such as the GitHub App key), or anything inside or above them.
     """
     path = Path(os.path.expanduser(given))
     try:
@@ -59,6 +61,11 @@ def validate_workspace(given: str, home: Path, private: tuple[Path, ...] = ()) -
     if not PLAIN_PATH.fullmatch(text):
         raise invalid(f"--path {given}: use a path of letters, digits and ._@+- only (it goes into a unit file)")
     return text
+
+
+def secret_file_dirs(references: Iterable[str | None]) -> list[Path]:
+    """The directory of each `file:` secret reference: a drone must not have it, nor what is near it."""
+    return [Path(os.path.expanduser(r[5:])).parent for r in references if r and r.startswith("file:")]
 
 
 def name_from_path(path: str) -> str:

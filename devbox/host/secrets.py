@@ -37,6 +37,12 @@ def _error(reference: str, reason: str) -> DevboxError:
 
 def validate_reference(reference: str) -> str:
     """Refuse a malformed reference before any call is made."""
+    from devbox.values import printable
+
+    if not printable(reference):
+        raise DevboxError(
+            "invalid secret reference: it holds a line break or another non-printing character", ExitCode.SECRET
+        )
     if reference.startswith("op://"):
         from onepassword.secrets import Secrets
 
@@ -67,6 +73,30 @@ def read_secret_file(path: Path, reference: str) -> str:
         raise _error(reference, f"{path} does not exist") from None
     except PermissionError:
         raise _error(reference, f"{path} is not readable") from None
+
+
+def check_private_key_file(reference: str | None) -> None:
+    """A `file:` GitHub App key the broker will load: there, the user's own, 0600 or stricter, an RSA
+    private key. Other references are resolved (and so checked) when create copies the key."""
+    if not reference or not reference.startswith("file:"):
+        return
+    path = Path(os.path.expanduser(reference[5:]))
+    try:
+        info = path.stat()
+    except OSError:
+        raise _error(reference, f"{path} does not exist or cannot be read") from None
+    if info.st_uid != os.getuid():
+        raise _error(reference, f"{path} is not owned by you")
+    text = read_secret_file(path, reference)  # a regular file, mode 0600 or stricter
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(text.encode(), password=None)
+    except (ValueError, TypeError):
+        raise _error(reference, f"{path} is not a PEM private key without a passphrase") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise _error(reference, f"{path} is not an RSA private key (a GitHub App key is)")
 
 
 ClientFactory = Callable[[str], Any]  # token -> awaitable of an object with .secrets.resolve(ref)

@@ -15,6 +15,7 @@ from devbox.errors import DevboxError, ExitCode
 from devbox.names import names_of
 from devbox.paths import Paths
 from devbox.units import unitfile
+from devbox.values import is_name
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class DroneRecord:
     image: str
     autostart: bool
     declared: DroneSpec  # the labels read back, typed (fields no label carries keep their defaults)
+    damaged: str | None = None  # why its unit cannot be read as Quadlet reads it: no label is trusted
 
     @property
     def repos(self) -> list[str]:
@@ -40,25 +42,33 @@ def _declared(name: str, image: str, labels: dict[str, str], written: datetime) 
 
 
 def read_record(paths: Paths, path: Path) -> DroneRecord | None:
-    """The drone PATH declares, or None when it is not a drone unit devbox wrote."""
+    """The drone PATH declares; None for a file devbox did not write. One drone's damaged unit
+    is reported as that drone, damaged (with nothing declared), never as an error for all."""
+    name = path.name.removeprefix("drone-").removesuffix(".container")
+    if not is_name(name):
+        return None
+    autostart = (paths.quadlet_dir / names_of(name).autostart_dropin).is_file()
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
         written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         return None
-    labels = unitfile.labels(text) if unitfile.is_ours(text) else {}
-    name = labels.get("drone")
-    if not name or path.name != names_of(name).container_file:
+    if not data.startswith(unitfile.MARKER.encode()):
         return None
-    image = unitfile.image(text) or ""
-    return DroneRecord(
-        name=name,
-        path=path,
-        labels=labels,
-        image=image,
-        autostart=(paths.quadlet_dir / names_of(name).autostart_dropin).is_file(),
-        declared=_declared(name, image, labels, written),
-    )
+
+    def damaged(reason: str) -> DroneRecord:
+        return DroneRecord(name, path, {}, "", autostart, _declared(name, "", {}, written), damaged=reason)
+
+    try:
+        text = data.decode("utf-8")
+        labels, image = unitfile.labels(text), unitfile.image(text) or ""
+    except UnicodeDecodeError:
+        return damaged("not UTF-8")
+    except unitfile.UnitFileError as exc:
+        return damaged(str(exc))
+    if labels.get("drone") != name:
+        return damaged("its io.devbox.drone label is not its name")
+    return DroneRecord(name, path, labels, image, autostart, _declared(name, image, labels, written))
 
 
 def find_drones(paths: Paths) -> dict[str, DroneRecord]:
@@ -69,8 +79,18 @@ def find_drones(paths: Paths) -> dict[str, DroneRecord]:
     return {record.name: record for record in records if record is not None}
 
 
-def require_drone(paths: Paths, name: str) -> DroneRecord:
+def damaged_error(record: DroneRecord) -> DevboxError:
+    return DevboxError(
+        f"drone {record.name} is damaged: {record.path}: {record.damaged}; devbox destroy {record.name} removes it",
+        ExitCode.DAMAGED,
+    )
+
+
+def require_drone(paths: Paths, name: str, *, damaged_ok: bool = False) -> DroneRecord:
+    """Drone NAME, readable (a damaged one only with DAMAGED_OK: destroy removes it by name)."""
     record = find_drones(paths).get(name)
     if record is None:
         raise DevboxError(f"no such drone: {name}", ExitCode.NOT_FOUND)
+    if record.damaged is not None and not damaged_ok:
+        raise damaged_error(record)
     return record

@@ -19,6 +19,7 @@ from devbox.drone.spec import DroneSpec
 from devbox.names import DRONE_SSH_PORT, names_of
 from devbox.paths import templates_dir
 from devbox.units.unitfile import MARKER
+from devbox.values import printable
 
 if TYPE_CHECKING:
     import jinja2
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 HEADER = f"{MARKER} Change it with devbox; hand edits are lost on the next write."
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BARE_WORD = re.compile(r"[A-Za-z0-9_./:@,+=%$-]+")
 
 
@@ -35,13 +35,13 @@ def systemd_word(value: object) -> str:
 
     `%` and `$` are doubled because systemd expands specifiers and variables in
     ExecStart=, which is where Quadlet copies these values; backslash and double
-    quote are escaped inside double quotes. Control characters never get here (the
-    spec refuses them); one that did is an error, not a line break in a unit.
+    quote are escaped inside double quotes. Non-printing characters never get here
+    (values.printable refuses them at input); one that did is an error, not a line
+    break in a unit. Nor does an empty word: Quadlet ends a value there.
     """
     text = str(value)
-    if _CONTROL.search(text):
-        # The spec refuses these; a NUL or newline here would end the line and start a directive.
-        raise ValueError("a unit file value with a control character")
+    if not text or not printable(text):
+        raise ValueError("an empty unit file word, or one with a character values.printable refuses")
     text = text.replace("%", "%%").replace("$", "$$")
     if _BARE_WORD.fullmatch(text):
         return text

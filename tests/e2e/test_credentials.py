@@ -208,3 +208,49 @@ def test_a_token_left_unrevoked_is_revoked_at_the_next_broker_start(box: Devbox,
     assert not works()
     in_drone(box, "cred", f"{curl} -X DELETE http://broker/token")  # the drone's cache held that token
     assert "refs/heads/main" in in_drone(box, "cred", f"git ls-remote {githost['git_url']}/acme/demo.git").stdout
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85"])
+def test_a_line_separator_in_a_value_is_refused_and_nothing_written(box: Devbox, char: str) -> None:
+    value = f"E=x{char}Label=io.devbox.repos=acme/secret{char}"
+    result = box.run("create", "sep", "--repo", "acme/demo", "--env", value, check=False)
+    assert result.returncode == 3, result.stderr
+    assert "acme/secret" not in result.stderr
+    assert box.sh("ls ~/.config/containers/systemd/ | grep -c drone-sep || true").stdout.strip() == "0"
+
+
+def _edit_unit(box: Devbox, name: str, lines: str) -> None:
+    path = f"~/.config/containers/systemd/drone-{name}.container"
+    text = box.sh(f"cat {path}").stdout
+    box.machine.user(f"cat > {path}", input=text.replace("[Container]\n", "[Container]\n" + lines, 1))
+    box.sh("systemctl --user daemon-reload")
+
+
+def _broker_token(box: Devbox, name: str, repo: str):
+    sock = f"$XDG_RUNTIME_DIR/devbox/drones/{name}/creds.sock"
+    return box.sh(f"curl -sS --fail-with-body --unix-socket {sock} 'http://broker/token?repo={repo}'", check=False)
+
+
+def test_a_hand_edited_unit_gives_podman_and_the_broker_the_same_repos(box: Devbox) -> None:
+    box.run("create", "hand", "--repo", "acme/demo", "--no-start")
+    try:
+        _edit_unit(box, "hand", 'Environment="E=x\u2028Label=io.devbox.repos=acme/secret\u2028"\n')
+        box.run("start", "hand")
+        (inspect,) = box.podman_json("inspect", "drone-hand")
+        assert inspect["Config"]["Labels"]["io.devbox.repos"] == "acme/demo"
+        (listed,) = [d for d in box.json("list") if d["name"] == "hand"]
+        assert listed["repos"] == ["acme/demo"]
+        assert _broker_token(box, "hand", "acme/secret").returncode != 0
+        assert _broker_token(box, "hand", "acme/demo").returncode == 0
+
+        # One devbox cannot read as systemd runs it: damaged for list and for the broker alike.
+        box.run("stop", "hand")
+        _edit_unit(box, "hand", "Label=io.devbox.repos=acme/%n\n")
+        box.sh("systemctl --user stop drone-hand-creds.service || true")
+        listed = {d["name"]: d["state"] for d in box.json("list")}
+        assert listed["hand"] == "damaged" and listed["cred"] != "damaged"
+        assert box.run("status", "hand", check=False).returncode == 15
+        assert _broker_token(box, "hand", "acme/demo").returncode != 0
+    finally:
+        box.run("destroy", "hand", "--yes", check=False)
+    assert not box.container_exists("drone-hand")

@@ -9,6 +9,7 @@ import pytest
 from devbox.cli import app as cli
 from devbox.errors import DevboxError, ExitCode
 from devbox.host.podman import ContainerInfo
+from tests.fakegithub import rsa_keypair
 from tests.fakes import FIXED_NOW, World
 
 
@@ -55,7 +56,7 @@ def test_create_refuses_bad_repos(world: World, capsys, repo: str) -> None:
     [
         (
             ["--env", "A=line\nbreak"],
-            "invalid value for environment variable A: newlines and control characters are not allowed",
+            "invalid value for environment variable A: newlines, control characters, invisible characters and non-ASCII spaces are not allowed",
         ),
         (["--env", "NOEQUALS"], "invalid --env 'NOEQUALS': expected KEY=VALUE"),
         (
@@ -451,7 +452,7 @@ def test_version(capsys) -> None:
 def test_create_with_a_github_app(world: World, capsys, monkeypatch) -> None:
     key = world.paths.config_file.parent / "app.pem"
     key.parent.mkdir(parents=True)
-    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nnot-a-real-key\n-----END RSA PRIVATE KEY-----\n")
+    key.write_bytes(rsa_keypair()[0])  # create checks the key the broker will load
     key.chmod(0o600)
     world.paths.config_file.write_text(f'[github]\napp_id = "123"\nprivate_key = "file:{key}"\n')
     code, _, err = devbox(

@@ -56,7 +56,7 @@ def test_every_key(tmp_path: Path) -> None:
         ("max_drones = -1\n", "max_drones: expected a whole number, 0 or more"),
         (
             '[drone]\nenv = { A = "x\\ny" }\n',
-            "drone.env: invalid value for environment variable A: newlines and control characters are not allowed",
+            "drone.env: invalid value for environment variable A: newlines, control characters, invisible characters and non-ASCII spaces are not allowed",
         ),
         ("drone = 3\n", "drone: expected a table [drone]"),
     ],

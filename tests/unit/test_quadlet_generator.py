@@ -59,7 +59,7 @@ def generate(
 
 def podman_run_argv(service_text: str) -> list[str]:
     (exec_start,) = values(parse_sections(service_text), "Service", "ExecStart")
-    return split_words(exec_start)
+    return split_words(exec_start, keep_specifiers=True)  # Quadlet's own %N, %t, %h stay as written
 
 
 def option_values(argv: list[str], option: str) -> list[str]:
