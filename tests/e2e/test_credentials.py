@@ -249,7 +249,7 @@ def test_a_hand_edited_unit_gives_podman_and_the_broker_the_same_repos(box: Devb
         box.sh("systemctl --user stop drone-hand-creds.service || true")
         listed = {d["name"]: d["state"] for d in box.json("list")}
         assert listed["hand"] == "damaged" and listed["cred"] != "damaged"
-        assert box.run("status", "hand", check=False).returncode == 15
+        assert box.run("status", "hand", check=False).returncode == 17
         assert _broker_token(box, "hand", "acme/demo").returncode != 0
     finally:
         box.run("destroy", "hand", "--yes", check=False)
