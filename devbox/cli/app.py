@@ -289,7 +289,7 @@ def create(
     if result.dry_run:
         print("dry run: nothing written")
     elif result.started:
-        print(f"drone {result.spec.name} is running: systemctl --user status {result.spec.unit}")
+        print(f"drone {result.spec.name} is running: systemctl --user status {result.spec.names.unit}")
     else:
         print(f"drone {result.spec.name} is created, not started: devbox start {result.spec.name}")
 

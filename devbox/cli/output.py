@@ -196,7 +196,7 @@ def list_output(statuses: Sequence[DroneStatus], now: datetime, as_json: bool, c
 def create_dict(result: CreateResult) -> dict[str, Any]:
     return {
         "name": result.spec.name,
-        "unit": result.spec.service,
+        "unit": result.spec.names.service,
         "files": [{"path": str(item.path), "change": item.change.value} for item in result.files],
         "started": result.started,
         "dry_run": result.dry_run,
@@ -239,7 +239,7 @@ def restore_dict(result: RestoreResult) -> dict[str, Any]:
         "name": result.name,
         "from": str(result.source),
         "original_name": result.original_name,
-        "unit": result.create.spec.service,
+        "unit": result.create.spec.names.service,
         "files": [{"path": str(i.path), "change": i.change.value} for i in result.create.files],
         "volume": {"name": result.volume, "size": result.volume_size},
         "started": result.create.started,

@@ -564,13 +564,13 @@ def restore(
 
         def prepare(spec: DroneSpec) -> None:
             nonlocal created, imported
-            progress(f"creating volume {spec.volume}")
-            ctx.podman.create_volume(spec.volume)
+            progress(f"creating volume {spec.names.volume}")
+            ctx.podman.create_volume(spec.names.volume)
             created = True
-            progress(f"importing {spec.volume}")
-            imported = ctx.podman.import_volume(spec.volume, archive.volume_chunks(progress_bytes))
+            progress(f"importing {spec.names.volume}")
+            imported = ctx.podman.import_volume(spec.names.volume, archive.volume_chunks(progress_bytes))
             if spec.name != archive.name:  # a copy gets its own SSH host key, tailnet node and Syncthing device
-                why = ctx.probe.forget_identity(spec.volume)
+                why = ctx.probe.forget_identity(spec.names.volume)
                 if why:
                     raise DevboxError(f"cannot give the copy {spec.name} its own identity: {why}", ExitCode.PODMAN)
 

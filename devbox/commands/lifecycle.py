@@ -270,7 +270,7 @@ def _create(
         prepare(spec)
     _install_shared(ctx)
     progress("writing unit files")
-    volume_was_there = ctx.podman.volume_exists(spec.volume)  # a failed first start must not leave one behind
+    volume_was_there = ctx.podman.volume_exists(spec.names.volume)  # a failed first start must not leave one behind
     written = install.apply(planned)
     timer_written: list[install.PlannedFile] = []
     try:
@@ -279,13 +279,13 @@ def _create(
         if keypair is not None:
             _write_private_key(ctx.paths.drone_key(spec.name), keypair[0])
         if tailscale_key is not None:
-            ctx.podman.create_secret(spec.tailscale_secret, tailscale_key.value)
+            ctx.podman.create_secret(spec.names.tailscale_secret, tailscale_key.value)
         progress("reloading the user manager")
         ctx.systemd.daemon_reload()
         _check_generated(ctx, spec.name)
         if start:
-            progress(f"starting {spec.service}")
-            _start_or_explain(ctx, spec.service)
+            progress(f"starting {spec.names.service}")
+            _start_or_explain(ctx, spec.names.service)
     except BaseException:  # Ctrl-C during a long first start too
         _undo_create(ctx, spec.name, written + timer_written, volume_was_there)
         raise

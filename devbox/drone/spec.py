@@ -136,34 +136,6 @@ class DroneSpec:
         """The unit, container, volume, secret and socket names (devbox/names.py)."""
         return names_of(self.name)
 
-    @property
-    def unit(self) -> str:
-        return self.names.unit
-
-    @property
-    def service(self) -> str:
-        return self.names.service
-
-    @property
-    def container(self) -> str:
-        return self.names.container
-
-    @property
-    def volume(self) -> str:
-        return self.names.volume
-
-    @property
-    def tailscale_secret(self) -> str:
-        return self.names.tailscale_secret
-
-    @property
-    def creds_socket_unit(self) -> str:
-        return self.names.creds_socket
-
-    @property
-    def creds_service_unit(self) -> str:
-        return self.names.creds_service
-
     def labels(self) -> dict[str, str]:
         """Everything devbox reads back from the unit file later (the LABELS table)."""
         found = ((label.key, label.format(getattr(self, label.field))) for label in LABELS)

@@ -38,7 +38,7 @@ def test_spec_labels_and_names() -> None:
     spec = DroneSpec.build(
         name=None, repos=["acme/demo", "acme/lib"], image="img:1", created=FIXED_NOW, version="9", ssh_port=2201
     )
-    assert (spec.name, spec.unit, spec.service, spec.volume) == (
+    assert (spec.name, spec.names.unit, spec.names.service, spec.names.volume) == (
         "acme-demo",
         "drone-acme-demo",
         "drone-acme-demo.service",
