@@ -50,7 +50,7 @@ USER_LABELS = {  # BuiltImage field -> label of the final image
     "remote_home": LABEL_PREFIX + "remote-home",
 }
 CONTRACT_FILES = ("Containerfile.contract", "devbox-drone-init", "devbox-drone.sh", "CONTRACT.md")
-CONTRACT_PACKAGES = "openssh-server, git, curl, ca-certificates, sudo and procps"
+CONTRACT_PACKAGES = "openssh-server, git, curl, ca-certificates, sudo, procps and jq"
 SKIP_DIRS = frozenset({".git"})
 # A constant script (nothing from the repository): what the built image is, and its users.
 PROBE = (

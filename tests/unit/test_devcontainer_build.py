@@ -260,7 +260,7 @@ def test_an_image_without_apt_get_is_refused_naming_what_is_missing(tmp_path, wo
     assert caught.value.code == ExitCode.IMAGE
     assert str(caught.value) == (
         "the devcontainer image is based on alpine, which has no apt-get: devbox adds openssh-server, git, curl, "
-        "ca-certificates, sudo and procps with apt-get; base the image on Debian or Ubuntu"
+        "ca-certificates, sudo, procps and jq with apt-get; base the image on Debian or Ubuntu"
     )
     assert tools.images == {}
 

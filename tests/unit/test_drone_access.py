@@ -409,4 +409,3 @@ def test_list_reads_the_config_only_for_a_drone_on_a_tailnet(
     for run in (lambda: devbox(capsys, "list"), lambda: fast(capsys, "list")):
         code, out, err = run()
         assert (code, out) == (ExitCode.CONFIG, "") and err.startswith(f"devbox: {world.paths.config_file}:")
-
