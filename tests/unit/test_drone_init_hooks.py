@@ -118,7 +118,8 @@ def test_another_remote_user_runs_through_sudo(drone):
     assert (drone.records / "sudo.args").read_text().splitlines() == ["-n", "-H", "-u", "vscode", "--", "env", "true"]
 
 
-def test_the_hooks_wait_for_the_clone(drone):
+def test_the_hooks_wait_for_the_clone(drone, monkeypatch):
+    monkeypatch.chdir(drone.home)  # a drone with --repo and no --path starts in its home
     done = drone.tmp / "clone.done"
     hooks(drone, postStartCommand="true")
     drone.env.update(DEVBOX_REPOS="acme/app", DEVBOX_CLONE_DONE=str(done))
@@ -131,6 +132,10 @@ def test_the_hooks_wait_for_the_clone(drone):
     wait_for(lambda: outcome(drone) == "done: postStartCommand", what="the hooks after the clone")
     proc.send_signal(signal.SIGTERM)
     assert exit_code(proc) == 143
+    # With --path the drone starts in the workspace and there is no clone to wait for.
+    monkeypatch.chdir(drone.tmp)
+    done.unlink()
+    assert run_once(drone) == "done: postStartCommand"
 
 
 def test_no_hooks_file_no_hooks_and_a_bad_file_is_one_line(drone):
