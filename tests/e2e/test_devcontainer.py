@@ -125,11 +125,14 @@ def run_drone(machine: Any, tag: str) -> None:
           -v {DIR}/hooks.json:/etc/devbox/devcontainer.json:ro -v {DIR}/key.pub:/etc/devbox/authorized_keys:ro \
           {tag} >/dev/null"""
     )
-    wait_for(
-        lambda: "devcontainer: done:" in machine.user(f"podman logs {DRONE} 2>&1", check=False).stdout,
-        60,
-        "the hooks' outcome",
-    )
+
+    def settled() -> bool:
+        logs = machine.user(f"podman logs {DRONE} 2>&1", check=False).stdout
+        running = machine.user(f"podman container inspect -f '{{{{.State.Running}}}}' {DRONE}", check=False)
+        assert running.stdout.strip() == "true", f"the drone exited:\n{logs}"
+        return "devcontainer: done:" in logs
+
+    wait_for(settled, 60, "the hooks' outcome")
 
 
 def test_the_drone_runs_the_hooks_as_the_remote_user_and_ssh_works(machine, built):
