@@ -294,6 +294,7 @@ class CliBuilder:
         context = templates_dir() / "image"
         labels = {HASH_LABEL: digest, **{USER_LABELS[k]: str(v) for k, v in _account_fields(account).items()}}
         argv = [self.podman, "build", "--pull=never", "--build-arg", f"BASE={base}", "--tag", tag]
+        argv += ["--build-arg", f"DEVBOX_USER={account.uid}:{account.gid}"]
         argv += [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
         argv += ["--file", str(context / "Containerfile.contract"), str(context)]
         progress("adding devbox's contract layer (init, sshd, git)")

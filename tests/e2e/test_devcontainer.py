@@ -112,6 +112,7 @@ def test_the_image_has_the_feature_and_devbox_s_contract(machine, built):
     assert [line.rsplit("/", 1)[1] for line in lines[1:]] == ["sshd", "jq", "git", "curl", "sudo", "devbox-drone-init"]
     inspect = json.loads(machine.user(f"podman image inspect --format json {built['tag']}").stdout)[0]["Config"]
     assert inspect["Cmd"] == ["/usr/local/bin/devbox-drone-init"] and not inspect.get("Entrypoint")
+    assert inspect["User"] == "1500:1500"
 
 
 def run_drone(machine: Any, tag: str) -> None:
