@@ -208,6 +208,13 @@ def find_cli(configured: str | None = None) -> str | None:
     return shutil.which("devcontainer")
 
 
+def lockfile_flag(config_file: Path) -> str:
+    """The CLI writes devcontainer-lock.json beside the configuration unless told not to: devbox never
+    writes into the workspace (and a written file would change the hash). A committed one is honoured."""
+    name = ".devcontainer-lock.json" if config_file.name.startswith(".") else "devcontainer-lock.json"
+    return "--frozen-lockfile" if (config_file.parent / name).exists() else "--no-lockfile"
+
+
 class CliBuilder:
     """devbox's ImageBuilder: the Dev Containers CLI on Podman, then devbox's contract layer."""
 
@@ -254,7 +261,7 @@ class CliBuilder:
                 f"the Dev Containers CLI (devcontainer) is not installed: {INSTALL_HINT}", ExitCode.ENVIRONMENT
             )
         argv = [cli, "build", "--docker-path", self.podman, "--workspace-folder", str(source.workspace)]
-        argv += ["--config", str(source.config_file), "--image-name", base]
+        argv += ["--config", str(source.config_file), "--image-name", base, lockfile_flag(source.config_file)]
         progress(f"building {source.config_file.name} with the Dev Containers CLI")
         lines = self._logged(argv, log, progress)
         result = parse_cli_result(lines.tail)

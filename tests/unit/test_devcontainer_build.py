@@ -186,6 +186,7 @@ def test_a_first_build_runs_the_cli_then_the_contract_layer_and_reads_the_user(t
         str(workspace.config_file),
         "--image-name",
         base,
+        "--no-lockfile",
     ]
     [contract] = [c for c in tools.calls if c[:2] == ["podman", "build"]]
     assert contract[:7] == ["podman", "build", "--pull=never", "--build-arg", f"BASE={base}", "--tag", tag]
@@ -283,3 +284,11 @@ def test_parse_cli_result_and_metadata():
     assert build.parse_metadata('[{"a": 1}, 3]') == ({"a": 1},)
     with pytest.raises(DevboxError, match="not JSON"):
         build.parse_metadata("[")
+
+
+def test_the_cli_never_writes_a_lockfile_into_the_workspace_and_honours_a_committed_one(tmp_path):
+    config = tmp_path / "devcontainer.json"
+    assert build.lockfile_flag(config) == "--no-lockfile"
+    (tmp_path / "devcontainer-lock.json").write_text("{}")
+    assert build.lockfile_flag(config) == "--frozen-lockfile"
+    assert build.lockfile_flag(tmp_path / ".devcontainer.json") == "--no-lockfile"
