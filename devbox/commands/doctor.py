@@ -200,6 +200,30 @@ def check_brokers(host: Host) -> Check:
     return Check("credential brokers", "fail", detail, "; ".join(fixes))
 
 
+def check_devcontainer_cli(host: Host) -> Check:
+    """The builder for a repository's devcontainer.json: optional, so a warning when it is missing."""
+    from devbox.devcontainer.build import CLI_VERSION, INSTALL_HINT
+
+    node_code, node = host.run(["node", "--version"])
+    cli_code, cli = host.run(["devcontainer", "--version"])
+    if node_code != 0:
+        return Check(
+            "devcontainer builder",
+            "warn",
+            "node is not installed: drones from a repository's devcontainer.json cannot be built",
+            f"apt install nodejs, then {INSTALL_HINT}",
+        )
+    if cli_code != 0:
+        return Check(
+            "devcontainer builder",
+            "warn",
+            f"the Dev Containers CLI (devcontainer) is not installed (node {node.strip()} is)",
+            INSTALL_HINT,
+        )
+    version = cli.strip().splitlines()[-1] if cli.strip() else "unknown"
+    return Check("devcontainer builder", "ok", f"devcontainer {version} (tested: {CLI_VERSION}), node {node.strip()}")
+
+
 CHECKS: list[Callable[[Host], Check]] = [
     check_podman,
     check_quadlet,
@@ -209,6 +233,7 @@ CHECKS: list[Callable[[Host], Check]] = [
     check_cgroups,
     check_podman_socket,
     check_brokers,
+    check_devcontainer_cli,
 ]
 
 

@@ -8,7 +8,6 @@ see exactly what would run. Errors are DevboxError with ExitCode.IMAGE.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,37 +18,13 @@ from pathlib import Path
 from typing import TextIO
 
 from devbox.errors import DevboxError, ExitCode, cannot_run
+from devbox.host.process import Runner, last_error, run_process
 from devbox.values import rough_duration
 
 DEFAULT_TAG = "localhost/devbox-drone:latest"  # devbox.config.DEFAULT_IMAGE
 TAILSCALE_MODES = ("auto", "required", "skip")
 IMAGE_INFO = "/usr/share/devbox/image-info"  # key=value lines the Containerfile writes
 MARK = "devbox-image:"  # the Containerfile's own lines (the Tailscale warning) start with this
-
-# The one seam: run argv, hand every output line (stdout and stderr merged) to on_line, return
-# the exit status. FileNotFoundError when the program is missing.
-Runner = Callable[[list[str], Callable[[str], None]], int]
-
-
-def run_process(argv: list[str], on_line: Callable[[str], None]) -> int:
-    with subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        bufsize=1,
-    ) as proc:
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                on_line(line.rstrip("\n"))
-            return proc.wait()
-        except BaseException:  # KeyboardInterrupt: do not leave podman behind
-            proc.terminate()
-            proc.wait()
-            raise
 
 
 def context_dir() -> Path:
@@ -195,10 +170,7 @@ def _run(runner: Runner | None, argv: list[str], on_line: Callable[[str], None])
 
 
 def _last_error(lines: deque[str] | list[str]) -> str:
-    for line in reversed(lines):
-        if line.strip().lower().startswith(("error", "devbox-image: error")):
-            return line.strip()
-    return next((line.strip() for line in reversed(lines) if line.strip()), "no output")
+    return last_error(lines, ("error", "devbox-image: error"))
 
 
 class StepDisplay:

@@ -35,9 +35,13 @@ PYTHON=${PYTHON:-python3}
 MIRROR=http://deb.debian.org/debian
 SUITE=trixie
 RECIPE=2 # bump when the way a cached root is made changes
-MACHINE_PKGS=systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,podman,uidmap,passt,crun,catatonit,fuse-overlayfs,iproute2,procps,sudo,python3,python3-venv,python3-pystemd,curl,git,openssh-client,ca-certificates
+MACHINE_PKGS=systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,podman,uidmap,passt,crun,catatonit,fuse-overlayfs,iproute2,procps,sudo,python3,python3-venv,python3-pystemd,curl,git,openssh-client,ca-certificates,nodejs
 BASE_PKGS=git,ca-certificates,curl,openssh-server,sudo,procps,iproute2
 GUEST_PY=3.13
+# The Dev Containers CLI: installed with npm on the host (the guest cannot reach the npm registry
+# over TLS; the CLI has no dependencies) and copied in; node comes from the guest's nodejs package.
+DEVCONTAINER_CLI=@devcontainers/cli@0.89.0
+G_DEVCONTAINER_CLI=/opt/devcontainer-cli
 # pip matches --platform tags literally (it expands only manylinux2014/2010
 # downwards), so name every glibc up to trixie's 2.41: onepassword-sdk ships
 # manylinux_2_32 only.
@@ -193,7 +197,7 @@ cache_build() {
 }
 
 # prune_cache KIND: keep the two most recently used entries of KIND (machine,
-# base, buildenv, wheels, venv, images); skip any that someone holds locked.
+# base, buildenv, wheels, venv, images, dccli); skip any that someone holds locked.
 prune_cache() {
   local d n=0
   # shellcheck disable=SC2045 # our own names: no blanks; newest first
@@ -346,6 +350,24 @@ build_deps() {
   rm -f "$1"/devbox-*.whl
 }
 
+# ---- the Dev Containers CLI ------------------------------------------------
+
+ensure_devcontainer_cli() {
+  CLI_CACHE=dccli-$(key_of "$DEVCONTAINER_CLI")
+  cache_build "$CLI_CACHE" "npm install of $DEVCONTAINER_CLI on the host" build_devcontainer_cli
+}
+build_devcontainer_cli() {
+  command -v npm >/dev/null || die "npm is not installed on this host (apt-get install npm): the guest gets $DEVCONTAINER_CLI from here"
+  retry 4 run_logged "$UP_LOG" npm install --prefix "$1/cli" --no-audit --no-fund --no-update-notifier "$DEVCONTAINER_CLI" ||
+    die "npm install of $DEVCONTAINER_CLI failed 4 times (see $UP_LOG)"
+  [[ -x $1/cli/node_modules/.bin/devcontainer ]] || die "npm installed no devcontainer command in $1/cli"
+}
+put_devcontainer_cli() {
+  rm -rf "$ROOT$G_DEVCONTAINER_CLI"
+  cp -a "$CACHE/$CLI_CACHE/cli" "$ROOT$G_DEVCONTAINER_CLI"
+  ln -sfn "$G_DEVCONTAINER_CLI/node_modules/.bin/devcontainer" "$ROOT/usr/local/bin/devcontainer"
+}
+
 # put_wheels: WHEEL and DEPS_DIR into the guest's wheelhouse; DEPS_CHANGED=1 when those changed.
 put_wheels() {
   local dst=$ROOT$G_WHEELS
@@ -400,6 +422,7 @@ EOF
   chown -R "$DEV_UID:$DEV_UID" "$h"
 
   put_wheels
+  put_devcontainer_cli
   VENV_CACHE=venv-$(key_of "$RECIPE" "$MACHINE_CACHE" "$DEPS_CACHE")
   # A cache entry that fails to restore is rebuilt in the guest instead.
   if [[ -e $CACHE/$VENV_CACHE/.complete ]]; then
@@ -609,6 +632,7 @@ cmd_up() {
   start_base_build
   cache_build "$MACHINE_CACHE" "building the machine root file system (debootstrap $SUITE)" build_machine_root
   make_wheels
+  ensure_devcontainer_cli
   prepare_root
   boot
   wait_state root "$BOOT_TIMEOUT"

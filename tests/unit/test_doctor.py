@@ -32,6 +32,8 @@ READY = FakeHost(
         "podman --version": (0, "podman version 5.4.2"),
         "systemctl --user is-system-running": (0, "running"),
         "systemctl --user is-active podman.socket": (0, "active"),
+        "node --version": (0, "v20.19.2"),
+        "devcontainer --version": (0, "0.89.0"),
     },
     {
         "/var/lib/systemd/linger/dev": "",
@@ -55,7 +57,9 @@ def test_a_ready_host_is_all_green() -> None:
         ("cgroup controllers", "ok"),
         ("podman.socket", "ok"),
         ("credential brokers", "ok"),
+        ("devcontainer builder", "ok"),
     ]
+    assert checks[-1].detail == "devcontainer 0.89.0 (tested: 0.89.0), node v20.19.2"
 
 
 def test_a_debian_12_container_names_each_missing_piece() -> None:
@@ -76,3 +80,15 @@ def test_a_debian_12_container_names_each_missing_piece() -> None:
     assert checks["cgroup controllers"].status == "warn"
     assert checks["podman.socket"].fix == "systemctl --user enable --now podman.socket"
     assert all(c.fix for c in checks.values() if c.status != "ok")
+
+
+def test_the_devcontainer_builder_says_how_to_install_node_and_the_cli() -> None:
+    no_node = FakeHost({}, {}, None)
+    [check] = [c for c in doctor.run_checks(no_node) if c.name == "devcontainer builder"]
+    assert check.status == "warn" and check.fix.startswith(
+        "apt install nodejs, then npm install -g @devcontainers/cli@"
+    )
+    node_only = FakeHost({"node --version": (0, "v20.19.2")}, {}, None)
+    [check] = [c for c in doctor.run_checks(node_only) if c.name == "devcontainer builder"]
+    assert check.status == "warn" and "(node v20.19.2 is)" in check.detail
+    assert check.fix.startswith("npm install -g @devcontainers/cli@0.89.0")

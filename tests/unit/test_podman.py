@@ -231,7 +231,10 @@ def test_removals_are_one_delete_each_and_absence_is_no_error(runtime_dir: Path)
 def test_a_large_list_arrives_whole(runtime_dir: Path) -> None:
     """Many reads on the socket: 300 containers are about 0.5 MB of JSON."""
     (raw,) = json.loads(RECORDED.read_text())
-    many = [{**raw, "Names": [f"drone-d{i:03d}"], "Labels": {**raw["Labels"], "io.devbox.drone": f"d{i:03d}"}} for i in range(300)]
+    many = [
+        {**raw, "Names": [f"drone-d{i:03d}"], "Labels": {**raw["Labels"], "io.devbox.drone": f"d{i:03d}"}}
+        for i in range(300)
+    ]
     body = json.dumps(many).encode()
     sock = runtime_dir / "podman.sock"
     server = _serve(sock, 200, body, [])
