@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from devbox.errors import DevboxError, ExitCode
 from devbox.paths import Paths
@@ -58,6 +58,7 @@ class Context:
         podman_command: str | None = None,
         config: Config | None = None,
         probe_factory: Callable[[], Probe] | None = None,
+        image_builder_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.paths = paths
         self._systemd_factory = systemd_factory
@@ -67,6 +68,7 @@ class Context:
         self._podman_command = podman_command
         self._config = config
         self._probe_factory = probe_factory
+        self._image_builder_factory = image_builder_factory
 
     @cached_property
     def podman_command(self) -> str:
@@ -100,6 +102,14 @@ class Context:
         from devbox.host.probe import PodmanProbe
 
         return PodmanProbe(self.podman_command)
+
+    @cached_property
+    def image_builder(self) -> Any:
+        """Builds a repository's devcontainer.json (a devcontainer.model.ImageBuilder; typed Any here
+        because that layer sits above this one)."""
+        if self._image_builder_factory is None:
+            raise DevboxError("the devcontainer builder is not available in this devbox", ExitCode.ENVIRONMENT)
+        return self._image_builder_factory()
 
 
 @dataclass(frozen=True)

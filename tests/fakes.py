@@ -247,6 +247,7 @@ class World:
     podman: FakePodman
     probe: FakeProbe = field(default_factory=FakeProbe)
     now: datetime = FIXED_NOW
+    builder: object | None = None  # a devcontainer ImageBuilder (tests/unit/test_devcontainer_create.py)
 
     def context(self, config: Config | None = None) -> Context:
         return Context(
@@ -257,6 +258,7 @@ class World:
             devbox_command=("/opt/devbox/bin/python3", "-m", "devbox"),
             config=config,
             probe_factory=lambda: self.probe,
+            image_builder_factory=None if self.builder is None else lambda: self.builder,
         )
 
     def leftovers(self) -> list[str]:

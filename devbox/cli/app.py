@@ -219,6 +219,22 @@ DRONE_OPTIONS: tuple[DroneOption, ...] = (
         typer.Option(None, "--dotfiles-branch", help="Branch of the dotfiles repository."),
         "dotfiles_branch",
     ),
+    DroneOption(
+        "devcontainer",
+        str | None,
+        typer.Option(
+            None,
+            "--devcontainer",
+            help="Which devcontainer.json: SUB (.devcontainer/SUB/) or a path in the workspace.",
+        ),
+        "devcontainer",
+    ),
+    DroneOption(
+        "no_devcontainer",
+        bool,
+        typer.Option(False, "--no-devcontainer", help="Ignore the repository's devcontainer.json."),
+        "no_devcontainer",
+    ),
 )
 
 
@@ -302,7 +318,7 @@ def render(request: CreateRequest) -> None:
     from devbox.units import install
 
     ctx = make_context()
-    spec = lifecycle.build_spec(ctx, request)
+    spec = lifecycle.render_spec(ctx, request)
     for index, rendered in enumerate(lifecycle.render_files(ctx, spec)):
         if index:
             print()

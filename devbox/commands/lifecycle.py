@@ -62,6 +62,8 @@ class CreateRequest:
     new_ssh_key: bool = False  # make a key pair for this drone; `devbox ssh` uses it
     dotfiles: str | None = None  # a git URL; None: the config's [dotfiles] repo
     dotfiles_branch: str | None = None
+    devcontainer: str | None = None  # which devcontainer.json (SUB or a path in the workspace); None: the only one
+    no_devcontainer: bool = False  # ignore the workspace's devcontainer.json
 
 
 T = TypeVar("T")
@@ -163,6 +165,17 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
     return spec
 
 
+def render_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
+    """The spec `devbox render` shows: with a devcontainer.json, its config alone (nothing is built)."""
+    from devbox.commands import devcontainer
+
+    spec = build_spec(ctx, request)
+    try:
+        return devcontainer.prepare(ctx, request, spec, build=False, is_free=_port_free)[0]
+    finally:
+        devcontainer.discard(ctx, spec.name)
+
+
 def render_files(ctx: Context, spec: DroneSpec) -> list[RenderedFile]:
     return render_drone(spec, host_facts(ctx))
 
@@ -233,9 +246,19 @@ def create(
     limit = ctx.config.max_drones
     if limit and len(existing) >= limit:
         raise DevboxError(f"the drone limit is reached ({limit}, max_drones in the config)", ExitCode.LIMIT)
-    planned = install.plan(render_files(ctx, spec), ctx.paths, force=force)
-    notes = _create_notes(spec)
+    from devbox.commands import devcontainer
+
+    try:
+        spec, devcontainer_notes = devcontainer.prepare(
+            ctx, request, spec, build=not dry_run, is_free=_port_free, progress=progress
+        )
+        planned = install.plan(render_files(ctx, spec), ctx.paths, force=force)
+    except BaseException:
+        devcontainer.discard(ctx, spec.name)
+        raise
+    notes = _create_notes(spec) + devcontainer_notes
     if dry_run:
+        devcontainer.discard(ctx, spec.name)
         return CreateResult(spec, planned, dry_run=True, notes=notes)
 
     tailscale_key = _resolve_tailscale_key(ctx) if spec.tailscale else None  # fails before any write
@@ -323,6 +346,7 @@ def _undo_create(ctx: Context, name: str, written: list[install.PlannedFile], vo
     _attempt(failures, "the container", lambda: ctx.podman.remove_container(names.container))
     if not volume_was_there:
         _attempt(failures, "the volume", lambda: ctx.podman.remove_volume(names.volume))
+    shutil.rmtree(ctx.paths.build_dir(name), ignore_errors=True)
     _attempt(failures, "daemon-reload", ctx.systemd.daemon_reload)
 
 
@@ -441,6 +465,7 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     finally:  # the drone's units are gone from disk: systemd must forget them whatever happened to the timer
         ctx.systemd.daemon_reload()
         shutil.rmtree(ctx.paths.socket_dir(name), ignore_errors=True)
+        shutil.rmtree(ctx.paths.build_dir(name), ignore_errors=True)
     return result
 
 

@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("devbox.config",),
     ("devbox.context",),
     ("devbox.units",),
+    ("devbox.devcontainer",),
     ("devbox.cleanup", "devbox.broker"),
     ("devbox.commands",),
     ("devbox.cli", "devbox.__main__"),
