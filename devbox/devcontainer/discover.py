@@ -8,6 +8,7 @@ host's is read or sent to a build.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from devbox.devcontainer.read import Document
 from devbox.errors import invalid
 
 CONFIG_NAME = "devcontainer.json"
+_PART = re.compile(r"[A-Za-z0-9._-]{1,64}")  # of the config's path: it becomes a label's value
 
 
 def inside(workspace: Path, path: Path, what: str) -> Path:
@@ -36,7 +38,9 @@ def candidates(workspace: Path) -> list[str]:
     folder = workspace / ".devcontainer"
     if folder.is_dir():
         found += sorted(
-            f".devcontainer/{sub.name}/{CONFIG_NAME}" for sub in folder.iterdir() if (sub / CONFIG_NAME).is_file()
+            f".devcontainer/{sub.name}/{CONFIG_NAME}"
+            for sub in folder.iterdir()
+            if _PART.fullmatch(sub.name) and (sub / CONFIG_NAME).is_file()
         )
     return found
 
@@ -46,7 +50,11 @@ def choose(workspace: Path, wanted: str | None) -> str | None:
     found = candidates(workspace)
     if wanted is not None:
         relative = wanted if wanted.endswith(".json") else f".devcontainer/{wanted}/{CONFIG_NAME}"
-        if relative.startswith("/") or ".." in Path(relative).parts:
+        if (
+            relative.startswith("/")
+            or ".." in Path(relative).parts
+            or not all(map(_PART.fullmatch, Path(relative).parts))
+        ):
             raise invalid(f"--devcontainer {wanted!r}: give SUB or a path inside the workspace")
         if not (workspace / relative).is_file():
             listed = ", ".join(found) or "none"
