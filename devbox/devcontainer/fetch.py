@@ -60,7 +60,7 @@ def _environment() -> dict[str, str]:
     return {key: os.environ[key] for key in keep if key in os.environ} | _GIT_ENV
 
 
-def clone(url: str, build_dir: Path, token: str | None, run: Run = _run) -> Path:
+def clone(url: str, build_dir: Path, token: str | None, run: Run | None = None) -> Path:
     """BUILD_DIR/checkout, a shallow clone of URL; BUILD_DIR is replaced. On failure nothing is left."""
     if build_dir.exists():
         shutil.rmtree(build_dir)
@@ -75,7 +75,7 @@ def clone(url: str, build_dir: Path, token: str | None, run: Run = _run) -> Path
             fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(f"{parts.scheme}://x-access-token:{token}@{parts.netloc}\n")
-        result = run(clone_argv(url, checkout, credentials), _environment())
+        result = (run or _run)(clone_argv(url, checkout, credentials), _environment())
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             if token:

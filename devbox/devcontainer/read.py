@@ -187,12 +187,22 @@ def load(file: Path) -> Document:
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
 
+# ${localEnv:VAR} reads this host's environment, which may hold secrets (OP_SERVICE_ACCOUNT_TOKEN,
+# GITHUB_TOKEN...) that an untrusted repository would copy into its drone. Only these harmless names
+# are read; any other reads as unset, so its default (or nothing) applies.
+LOCAL_ENV_ALLOWED = frozenset({"USER", "LOGNAME", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "SHELL"})
+
+
+def host_env(name: str) -> str | None:
+    return os.environ.get(name) if name in LOCAL_ENV_ALLOWED else None
+
+
 @dataclass(frozen=True)
 class Variables:
     local_workspace: str  # the workspace on this host (the --path directory, or the fetched checkout)
     container_workspace: str  # where the workspace is in the drone
     devcontainer_id: str  # stable per drone
-    local_env: Callable[[str], str | None] = os.environ.get
+    local_env: Callable[[str], str | None] = host_env
 
     def value(self, name: str, container_env: bool) -> str | None:
         """The text for ${NAME}, or None when NAME is unknown."""

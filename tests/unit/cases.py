@@ -137,7 +137,9 @@ def devcontainer_spec(name: str, text: str, *, path: str | None, repos: list[str
     document = parse_jsonc(text, Path(workspace) / ".devcontainer/devcontainer.json")
     variables = Variables(workspace, path or "/home/dev/app", "d3v1d", local_env=lambda _: None)
     config = check(substitute(document, variables), Path(path) if path else None)
-    image = BuiltImage(DEVCONTAINER_IMAGE, DEVCONTAINER_METADATA, "0123456789abcdef", 1000, 1000, "vscode", "/home/vscode")
+    image = BuiltImage(
+        DEVCONTAINER_IMAGE, DEVCONTAINER_METADATA, "0123456789abcdef", 1000, 1000, "vscode", "/home/vscode"
+    )
     merged = mapping.merge([*mapping.metadata_configs(image), config])
     return DroneSpec.build(
         name=name,
