@@ -200,6 +200,11 @@ class FakeProbe:
     def dotfiles_outcome(self, container: str) -> str | None:
         return self.dotfiles.get(container)
 
+    devcontainer: dict[str, str] = field(default_factory=dict)  # container -> the hooks' outcome line
+
+    def devcontainer_outcome(self, container: str) -> str | None:
+        return self.devcontainer.get(container)
+
     def syncthing_id(self, container: str) -> str | None:
         self.calls.append(f"syncthing_id {container}")
         return self.syncthing_ids.get(container)

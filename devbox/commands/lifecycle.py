@@ -509,4 +509,6 @@ def status(ctx: Context, name: str) -> DroneStatus:
             result = replace(result, syncthing_id=ctx.probe.syncthing_id(names_of(name).container))
         if result.dotfiles:
             result = replace(result, dotfiles_outcome=ctx.probe.dotfiles_outcome(names_of(name).container))
+        if result.devcontainer:
+            result = replace(result, devcontainer_outcome=ctx.probe.devcontainer_outcome(names_of(name).container))
     return result

@@ -396,6 +396,8 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "workspace": None,
         "dotfiles": None,
         "dotfiles_outcome": None,
+        "devcontainer": None,
+        "devcontainer_outcome": None,
         "killed_for_memory": False,
     }
     text = devbox(capsys, "status", "alpha")[1]

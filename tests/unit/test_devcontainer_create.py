@@ -334,3 +334,23 @@ def test_a_real_git_clone_runs_no_hook_of_the_repository(tmp_path: Path, monkeyp
     checkout = fetch.clone(f"file://{origin}", tmp_path / "build", None)
     assert (checkout / ".devcontainer.json").read_text() == "{}"
     assert not marker.exists() and not (checkout / "s" / ".git").exists()
+
+
+def test_status_shows_the_devcontainer_ports_and_the_hooks_outcome(world: World, builder: FakeBuilder, capsys) -> None:
+    from devbox.host.podman import ContainerInfo
+
+    root = workspace(world)
+    assert devbox(capsys, "create", "--path", str(root))[0] == 0
+    world.podman.containers["app"] = ContainerInfo(
+        name="drone-app", drone="app", state="running", image=TAG, started_at=None, ports=("127.0.0.1:3000->3000/tcp",)
+    )
+    world.systemd.active.add("drone-app.service")
+    world.probe.devcontainer["drone-app"] = "postCreateCommand failed (exit 2); sshd is up"
+    code, out, err = devbox(capsys, "status", "app", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["devcontainer"] == ".devcontainer/devcontainer.json"
+    assert data["devcontainer_outcome"] == "postCreateCommand failed (exit 2); sshd is up"
+    assert "127.0.0.1:3000->3000/tcp" in data["ports"]
+    code, out, _ = devbox(capsys, "status", "app")
+    assert "devcontainer  .devcontainer/devcontainer.json: postCreateCommand failed (exit 2); sshd is up" in out
