@@ -354,3 +354,38 @@ def test_status_shows_the_devcontainer_ports_and_the_hooks_outcome(world: World,
     assert "127.0.0.1:3000->3000/tcp" in data["ports"]
     code, out, _ = devbox(capsys, "status", "app")
     assert "devcontainer  .devcontainer/devcontainer.json: postCreateCommand failed (exit 2); sshd is up" in out
+
+
+def test_the_fetch_token_is_read_only_for_that_repo_and_revoked(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_repo_token against the fake GitHub API, which verifies the App's JWT."""
+    from tests.fakegithub import FakeGitHub, rsa_keypair
+
+    private, public = rsa_keypair()
+    installations = {"acme": (7, {"app", "other"}, {"contents": "write", "pull_requests": "write"})}
+    with FakeGitHub("1", public_key=public, installations=installations) as gh:
+        monkeypatch.setenv("KEY", private.decode())
+        world.paths.config_file.parent.mkdir(parents=True, exist_ok=True)
+        world.paths.config_file.write_text(f'[github]\napp_id = "1"\nprivate_key = "env:KEY"\napi_url = "{gh.url}"\n')
+        token, revoke = dc_command._repo_token(world.context(), "acme/app")
+        (minted,) = gh.minted.values()
+        assert (minted.repos, minted.permissions) == (frozenset({"app"}), {"contents": "read", "metadata": "read"})
+        assert gh.token_allows(token, "acme/app", "contents", "read")
+        assert not gh.token_allows(token, "acme/app", "contents", "write")
+        assert not gh.token_allows(token, "acme/other")
+        revoke()
+        assert minted.revoked
+
+
+def test_restore_builds_the_same_devcontainer_json_again() -> None:
+    from devbox.commands.backup import request_from_unit
+    from devbox.units.render import render_drone
+    from tests.unit.cases import HOST, cases
+
+    (unit,) = [f.text for f in render_drone(cases()["devcontainer"], HOST) if f.relative_path == "drone-app.container"]
+    request, ignored = request_from_unit(unit, "app2", {})
+    assert (request.devcontainer, request.path, request.no_devcontainer) == (
+        ".devcontainer/devcontainer.json",
+        "/home/dev/code/app",
+        False,
+    )
+    assert ignored == []
