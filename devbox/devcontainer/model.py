@@ -243,7 +243,7 @@ class Checker:
             raise self.refuse(path, f"mount type {kind!r} is refused: only bind (inside the workspace) and volume")
         if not isinstance(source, str) or not isinstance(target, str) or not source:
             raise self.refuse(path, "a mount needs a source and a target")
-        readonly = bool(fields.get("readonly") or fields.get("ro"))
+        readonly = fields.get("readonly", fields.get("ro")) in (True, "true", "1")
         target = self.target(path, self.checked(path, target))
         if kind == "volume":
             if not _VOLUME.fullmatch(self.checked(path, source)):
@@ -347,6 +347,9 @@ class Checker:
         for repo, entry in value.items():
             where = (*path, repo)
             permissions = entry.get("permissions") if isinstance(entry, dict) else None
+            if isinstance(permissions, str):  # "read-all", "write-all": devbox asks for named permissions only
+                self.notes.append(f"{self.doc.where(where)}: permissions {permissions!r} for {repo} are not used")
+                continue
             if not isinstance(permissions, dict):
                 raise self.refuse(where, f"{repo}: expected an object with permissions")
             try:

@@ -375,3 +375,13 @@ def test_the_hosts_secrets_never_reach_a_drone_through_local_env(monkeypatch: py
     text += ' "U": "${localEnv:USER}"}}'
     document = substitute(parse_jsonc(text, FILE), variables)
     assert document.value["containerEnv"] == {"X": "", "Y": "none", "U": "dev"}
+
+
+def test_mount_flags_and_codespaces_shorthand() -> None:
+    config = judge(
+        '{"mounts": ["source=a,target=/a,type=volume,readonly=false", "source=b,target=/b,type=volume,ro"],'
+        ' "customizations": {"codespaces": {"repositories": {"acme/x": {"permissions": "write-all"}}}}}'
+    )
+    assert [m.readonly for m in config.mounts] == [False, True]
+    assert config.repositories == ()
+    assert config.notes == (f"{FILE}:1: permissions 'write-all' for acme/x are not used",)
