@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from devbox.commands.progress import Progress, no_progress
 from devbox.context import Context
@@ -48,6 +49,7 @@ class CreateRequest(Protocol):
     def no_devcontainer(self) -> bool: ...
 
 
+CONTAINERS_HOST = "host.containers.internal"  # Podman's name for this host, seen from a container
 PORT_SEARCH = 100  # a forwarded port taken here is published on the next free one above it, within this many
 
 
@@ -82,10 +84,19 @@ def _repo_token(ctx: Context, repo: str) -> tuple[str, Callable[[], None]]:
     return token.token, revoke
 
 
+def host_side(url: str) -> str:
+    """The git URL as this host reaches it: drones reach this host as host.containers.internal."""
+    parts = urlsplit(url)
+    if parts.hostname != CONTAINERS_HOST:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(CONTAINERS_HOST, "127.0.0.1", 1)))
+
+
 def _fetch(ctx: Context, repo: str, name: str) -> Path:
     token, revoke = _repo_token(ctx, repo)
     try:
-        return fetch.clone(f"{ctx.config.github.repo_base_url}/{repo}.git", ctx.paths.build_dir(name), token)
+        url = host_side(f"{ctx.config.github.repo_base_url}/{repo}.git")
+        return fetch.clone(url, ctx.paths.build_dir(name), token)
     finally:
         revoke()
 

@@ -80,7 +80,10 @@ def clone(url: str, build_dir: Path, token: str | None, run: Run | None = None) 
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             if token:
                 last = last.replace(token, "***")
-            raise DevboxError(f"could not fetch {url} to read its devcontainer.json: {last}", ExitCode.FAILURE)
+            raise DevboxError(
+                f"could not fetch {url} to read its devcontainer.json: {last} (--no-devcontainer skips it)",
+                ExitCode.FAILURE,
+            )
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise

@@ -260,7 +260,7 @@ def test_a_failed_fetch_leaves_nothing_and_hides_the_token(
     assert code == ExitCode.FAILURE
     assert err == (
         "devbox: could not fetch https://github.com/acme/app.git to read its devcontainer.json: "
-        "fatal: could not read from *** remote\n"
+        "fatal: could not read from *** remote (--no-devcontainer skips it)\n"
     )
     assert not world.paths.build_dir("acme-app").exists() and world.files() == []
     assert git.revoked == ["acme/app"]  # type: ignore[attr-defined]
@@ -389,3 +389,8 @@ def test_restore_builds_the_same_devcontainer_json_again() -> None:
         False,
     )
     assert ignored == []
+
+
+def test_the_host_fetches_what_drones_reach_as_host_containers_internal() -> None:
+    assert dc_command.host_side("http://host.containers.internal:8080/acme/x.git") == "http://127.0.0.1:8080/acme/x.git"
+    assert dc_command.host_side("https://github.com/acme/x.git") == "https://github.com/acme/x.git"
