@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from devbox.errors import DevboxError, ExitCode
 from devbox.paths import Paths
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from devbox.host.systemd import Systemd
 
 
-def real_context() -> Context:
-    """The real world: this user's paths, systemd (pystemd or systemctl) and the Podman API socket."""
+def real_context(image_builder_factory: Callable[[Context], Any] | None = None) -> Context:
+    """The real world: this user's paths, systemd (pystemd or systemctl) and the Podman API socket;
+    the devcontainer builder as the caller (the CLI, at the top of the layers) makes it."""
     paths = Paths.from_env()
 
     def connect_systemd() -> Systemd:
@@ -41,7 +42,12 @@ def real_context() -> Context:
 
         return podman.PodmanPy(podman.default_socket(paths.runtime_dir))
 
-    return Context(paths, systemd_factory=connect_systemd, podman_factory=connect_podman)
+    return Context(
+        paths,
+        systemd_factory=connect_systemd,
+        podman_factory=connect_podman,
+        image_builder_factory=image_builder_factory,
+    )
 
 
 class Context:
@@ -59,6 +65,7 @@ class Context:
         config: Config | None = None,
         probe_factory: Callable[[], Probe] | None = None,
         quadlet_version_factory: Callable[[], tuple[int, int] | None] | None = None,
+        image_builder_factory: Callable[[Context], Any] | None = None,
     ) -> None:
         self.paths = paths
         self._systemd_factory = systemd_factory
@@ -69,6 +76,7 @@ class Context:
         self._config = config
         self._probe_factory = probe_factory
         self._quadlet_version_factory = quadlet_version_factory
+        self._image_builder_factory = image_builder_factory
 
     @cached_property
     def podman_command(self) -> str:
@@ -111,6 +119,14 @@ class Context:
         from devbox.host.probe import PodmanProbe
 
         return PodmanProbe(self.podman_command)
+
+    @cached_property
+    def image_builder(self) -> Any:
+        """Builds a repository's devcontainer.json (a devcontainer.model.ImageBuilder; typed Any here
+        because that layer sits above this one)."""
+        if self._image_builder_factory is None:
+            raise DevboxError("the devcontainer builder is not available in this devbox", ExitCode.ENVIRONMENT)
+        return self._image_builder_factory(self)
 
 
 @dataclass(frozen=True)

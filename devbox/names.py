@@ -56,6 +56,11 @@ class DroneNames:
         return f"{self.unit}-home"
 
     @property
+    def hooks_file(self) -> str:
+        """The per-drone devcontainer.json (lifecycle hooks) under Paths.drones_dir."""
+        return f"{self.drone}/devcontainer.json"
+
+    @property
     def tailscale_secret(self) -> str:
         """The Podman secret holding the Tailscale auth key (mounted 0400, never in the environment)."""
         return f"{self.unit}-tailscale-authkey"
@@ -76,6 +81,11 @@ class DroneNames:
 
 def names_of(drone: str) -> DroneNames:
     return DroneNames(drone)
+
+
+def devcontainer_volume(drone: str, source: str) -> str:
+    """A named volume a devcontainer.json mounts, the drone's own: no repository reaches another's volumes."""
+    return f"drone-{drone}-vol-{source}"
 
 
 def tailnet_name(name: str, tailnet: str | None) -> str:

@@ -83,6 +83,10 @@ class Paths:
         """Activity records for the clean-up: `broker` (touched on every request), `touch`, `cpu`."""
         return self.state_dir / "activity" / f"{name}.{kind}"
 
+    def build_dir(self, name: str) -> Path:
+        """Where a drone's repository is fetched to build its devcontainer.json (never mounted)."""
+        return self.state_dir / "build" / name
+
     @property
     def rescue_dir(self) -> Path:
         """Where the clean-up exports the home volume of a drone whose work it could not push."""

@@ -223,6 +223,11 @@ class FakeProbe:
     def dotfiles_outcome(self, container: str) -> str | None:
         return self.dotfiles.get(container)
 
+    devcontainer: dict[str, str] = field(default_factory=dict)  # container -> the hooks' outcome line
+
+    def devcontainer_outcome(self, container: str) -> str | None:
+        return self.devcontainer.get(container)
+
     def syncthing_id(self, container: str) -> str | None:
         self.calls.append(f"syncthing_id {container}")
         return self.syncthing_ids.get(container)
@@ -271,6 +276,7 @@ class World:
     probe: FakeProbe = field(default_factory=FakeProbe)
     now: datetime = FIXED_NOW
     quadlet_version: tuple[int, int] | None = (5, 4)  # Debian 13's
+    builder: object | None = None  # a devcontainer ImageBuilder (tests/unit/test_devcontainer_create.py)
 
     def context(self, config: Config | None = None) -> Context:
         return Context(
@@ -282,6 +288,7 @@ class World:
             config=config,
             probe_factory=lambda: self.probe,
             quadlet_version_factory=lambda: self.quadlet_version,
+            image_builder_factory=None if self.builder is None else lambda _: self.builder,
         )
 
     def leftovers(self) -> list[str]:

@@ -27,6 +27,7 @@ from devbox.names import names_of
 if TYPE_CHECKING:
     from devbox.cli.spinner import Spinner
     from devbox.commands.lifecycle import Context, CreateRequest
+    from devbox.devcontainer.model import ImageBuilder
     from devbox.drone.access import SshTarget
 
 app = typer.Typer(
@@ -46,7 +47,14 @@ def make_context() -> Context:
     """The real world. Tests replace this function with one that returns fakes."""
     from devbox.context import real_context
 
-    return real_context()
+    return real_context(image_builder_factory=_devcontainer_builder)
+
+
+def _devcontainer_builder(ctx: Context) -> ImageBuilder:
+    """The Dev Containers CLI on this host's Podman; full build logs under the state directory."""
+    from devbox.devcontainer.build import CliBuilder
+
+    return CliBuilder(ctx.paths.state_dir / "builds", podman=ctx.podman_command)
 
 
 def _now() -> datetime:
@@ -219,6 +227,22 @@ DRONE_OPTIONS: tuple[DroneOption, ...] = (
         typer.Option(None, "--dotfiles-branch", help="Branch of the dotfiles repository."),
         "dotfiles_branch",
     ),
+    DroneOption(
+        "devcontainer",
+        str | None,
+        typer.Option(
+            None,
+            "--devcontainer",
+            help="Which devcontainer.json: SUB (.devcontainer/SUB/) or a path in the workspace.",
+        ),
+        "devcontainer",
+    ),
+    DroneOption(
+        "no_devcontainer",
+        bool,
+        typer.Option(False, "--no-devcontainer", help="Ignore the repository's devcontainer.json."),
+        "no_devcontainer",
+    ),
 )
 
 
@@ -302,7 +326,7 @@ def render(request: CreateRequest) -> None:
     from devbox.units import install
 
     ctx = make_context()
-    spec = lifecycle.build_spec(ctx, request)
+    spec = lifecycle.render_spec(ctx, request)
     for index, rendered in enumerate(lifecycle.render_files(ctx, spec)):
         if index:
             print()

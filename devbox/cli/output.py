@@ -62,6 +62,8 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "workspace": status.workspace,
         "dotfiles": status.dotfiles,
         "dotfiles_outcome": status.dotfiles_outcome,
+        "devcontainer": status.devcontainer,
+        "devcontainer_outcome": status.devcontainer_outcome,
         "killed_for_memory": status.killed_for_memory,
         "broker": None if status.broker is None else broker_dict(status.broker),
     }
@@ -160,6 +162,8 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         lines.append(("workspace", status.workspace))
     if status.dotfiles:
         lines.append(("dotfiles", f"{status.dotfiles}: {status.dotfiles_outcome or 'not run yet'}"))
+    if status.devcontainer:
+        lines.append(("devcontainer", f"{status.devcontainer}: {status.devcontainer_outcome or 'hooks not run yet'}"))
     if status.syncthing:
         lines.append(("syncthing", status.syncthing_id or "device ID not available (is the drone running?)"))
     if status.broker is not None:

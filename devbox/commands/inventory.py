@@ -45,6 +45,8 @@ class DroneStatus:
     workspace: str | None = None  # the host directory of --path
     dotfiles: str | None = None  # the dotfiles URL
     dotfiles_outcome: str | None = None  # asked of a running drone by `status` only
+    devcontainer: str | None = None  # the repository's devcontainer.json the drone is built from
+    devcontainer_outcome: str | None = None  # its lifecycle hooks' last run, asked by `status` only
     killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
     broker: BrokerState | None = None  # its credential socket and service, asked by `status` only
 
@@ -91,6 +93,7 @@ def status_of(
         tailnet_name=tailnet_name(record.name, tailnet) if declared.tailscale else None,
         workspace=declared.path,
         dotfiles=declared.dotfiles_url,
+        devcontainer=declared.devcontainer,
         killed_for_memory=unit.result == "oom-kill",
     )
 

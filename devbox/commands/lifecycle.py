@@ -66,6 +66,8 @@ class CreateRequest:
     new_ssh_key: bool = False  # make a key pair for this drone; `devbox ssh` uses it
     dotfiles: str | None = None  # a git URL; None: the config's [dotfiles] repo
     dotfiles_branch: str | None = None
+    devcontainer: str | None = None  # which devcontainer.json (SUB or a path in the workspace); None: the only one
+    no_devcontainer: bool = False  # ignore the workspace's devcontainer.json
 
 
 T = TypeVar("T")
@@ -174,6 +176,17 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
     return spec
 
 
+def render_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
+    """The spec `devbox render` shows: with a devcontainer.json, its config alone (nothing is built)."""
+    from devbox.commands import devcontainer
+
+    spec = build_spec(ctx, request)
+    try:
+        return devcontainer.prepare(ctx, request, spec, build=False, is_free=_port_free)[0]
+    finally:
+        devcontainer.discard(ctx, spec.name)
+
+
 def render_files(ctx: Context, spec: DroneSpec) -> list[RenderedFile]:
     return render_drone(spec, host_facts(ctx))
 
@@ -230,13 +243,18 @@ def create(
         keypair = generate_keypair(f"devbox-{request.name or 'drone'}")
     spec = build_spec(ctx, request, extra_keys=[keypair[1]] if keypair else [])
     if dry_run:
-        return _create(ctx, spec, keypair, start=start, dry_run=True, force=force, progress=progress, prepare=prepare)
+        return _create(
+            ctx, request, spec, keypair, start=start, dry_run=True, force=force, progress=progress, prepare=prepare
+        )
     with locks.drone_lock(ctx.paths, spec.name, waiting=progress):  # a second create of NAME waits, then: EXISTS
-        return _create(ctx, spec, keypair, start=start, dry_run=False, force=force, progress=progress, prepare=prepare)
+        return _create(
+            ctx, request, spec, keypair, start=start, dry_run=False, force=force, progress=progress, prepare=prepare
+        )
 
 
 def _create(
     ctx: Context,
+    request: CreateRequest,
     spec: DroneSpec,
     keypair: tuple[str, str] | None,
     *,
@@ -256,12 +274,22 @@ def _create(
         from devbox.host.secrets import check_private_key_file
 
         check_private_key_file(ctx.config.github.private_key)
-    files = render_files(ctx, spec)
-    if not start:  # made stopped, it stays stopped at boot like a drone `devbox stop` stopped
-        files = [f for f in files if f.relative_path != names_of(spec.name).autostart_dropin]
-    planned = install.plan(files, ctx.paths, force=force)
-    notes = _create_notes(spec)
+    from devbox.commands import devcontainer
+
+    try:
+        spec, devcontainer_notes = devcontainer.prepare(
+            ctx, request, spec, build=not dry_run, is_free=_port_free, progress=progress
+        )
+        files = render_files(ctx, spec)
+        if not start:  # made stopped, it stays stopped at boot like a drone `devbox stop` stopped
+            files = [f for f in files if f.relative_path != names_of(spec.name).autostart_dropin]
+        planned = install.plan(files, ctx.paths, force=force)
+    except BaseException:
+        devcontainer.discard(ctx, spec.name)
+        raise
+    notes = _create_notes(spec) + devcontainer_notes
     if dry_run:
+        devcontainer.discard(ctx, spec.name)
         return CreateResult(spec, planned, dry_run=True, notes=notes)
 
     tailscale_key = resolve_key(ctx) if spec.tailscale else None  # fails before any write
@@ -349,6 +377,7 @@ def _undo_create(ctx: Context, name: str, written: list[install.PlannedFile], vo
     _attempt(failures, "the container", lambda: ctx.podman.remove_container(names.container))
     if not volume_was_there:
         _attempt(failures, "the volume", lambda: ctx.podman.remove_volume(names.volume))
+    shutil.rmtree(ctx.paths.build_dir(name), ignore_errors=True)
     _attempt(failures, "daemon-reload", ctx.systemd.daemon_reload)
 
 
@@ -493,6 +522,7 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     finally:  # the drone's units are gone from disk: systemd must forget them whatever happened to the timer
         ctx.systemd.daemon_reload()
         shutil.rmtree(ctx.paths.socket_dir(name), ignore_errors=True)
+        shutil.rmtree(ctx.paths.build_dir(name), ignore_errors=True)
     result.tokens_live = revoke_remembered(ctx, name)
     if result.tokens_live:
         raise DevboxError(
@@ -545,6 +575,8 @@ def status(ctx: Context, name: str) -> DroneStatus:
             result = replace(result, syncthing_id=ctx.probe.syncthing_id(names_of(name).container))
         if result.dotfiles:
             result = replace(result, dotfiles_outcome=ctx.probe.dotfiles_outcome(names_of(name).container))
+        if result.devcontainer:
+            result = replace(result, devcontainer_outcome=ctx.probe.devcontainer_outcome(names_of(name).container))
     return result
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from devbox.drone.extras import ContainerExtras
 from devbox.errors import DevboxError, invalid
 from devbox.names import LABEL_PREFIX, DroneNames, names_of
 from devbox.values import (
@@ -57,6 +58,10 @@ class DroneSpec:
     path: str | None = None  # a host directory mounted at the same path as the workspace (drone/workspace.py checks it)
     dotfiles_url: str | None = None  # cloned into ~/.dotfiles on first start (drone/identity.py checks it)
     dotfiles_branch: str | None = None
+    devcontainer: str | None = None  # the repository's devcontainer.json, relative to the workspace
+    devcontainer_hash: str | None = None  # the hash its built image is cached by
+    ports: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, drone port): forwardPorts
+    extras: ContainerExtras | None = None  # the rest of the devcontainer.json (devbox/devcontainer/)
 
     @classmethod
     def build(
@@ -83,6 +88,10 @@ class DroneSpec:
         path: str | None = None,
         dotfiles_url: str | None = None,
         dotfiles_branch: str | None = None,
+        devcontainer: str | None = None,
+        devcontainer_hash: str | None = None,
+        ports: tuple[tuple[int, int], ...] = (),
+        extras: ContainerExtras | None = None,
     ) -> DroneSpec:
         checked_repos = tuple(validate_repo(r) for r in repos)
         if len(set(checked_repos)) != len(checked_repos):
@@ -129,6 +138,10 @@ class DroneSpec:
             path=path,
             dotfiles_url=dotfiles_url,
             dotfiles_branch=dotfiles_branch if dotfiles_url else None,
+            devcontainer=devcontainer,
+            devcontainer_hash=devcontainer_hash,
+            ports=tuple((parse_port(host), parse_port(port)) for host, port in ports),
+            extras=extras,
         )
 
     @property
@@ -176,6 +189,15 @@ def _created(value: datetime) -> str:
 
 def _permissions(pairs: tuple[tuple[str, str], ...]) -> str | None:
     return ",".join(f"{k}:{v}" for k, v in pairs) or None
+
+
+def _ports(pairs: tuple[tuple[int, int], ...]) -> str | None:
+    return ",".join(f"{host}:{port}" for host, port in pairs) or None
+
+
+def _read_ports(text: str) -> tuple[tuple[int, int], ...]:
+    pairs = (item.partition(":") for item in text.split(","))
+    return tuple((int(host), int(port)) for host, _, port in pairs if host.isdigit() and port.isdigit())
 
 
 def _is_true(text: str) -> bool:
@@ -233,6 +255,10 @@ LABELS: tuple[Label, ...] = (
     # The tailnet's own settings come from the config of the host that (re)creates the drone.
     Label("login-server", "login_server", _text, str),
     Label("tailscale-ssh", "tailscale_ssh", _flag, _is_true, False),
+    # restore builds the same devcontainer.json again (cached by its hash); the ports are claims.
+    Label("devcontainer", "devcontainer", _text, str, None, "devcontainer"),
+    Label("devcontainer-hash", "devcontainer_hash", _text, str),
+    Label("ports", "ports", _ports, _read_ports, ()),
 )
 LABEL_KEYS = frozenset(label.key for label in LABELS)
 

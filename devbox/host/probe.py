@@ -107,6 +107,7 @@ class Probe(Protocol):
     def export_volume(self, volume: str, target: Path) -> str: ...  # "" or why it failed
     def syncthing_id(self, container: str) -> str | None: ...  # the drone's Syncthing device ID
     def dotfiles_outcome(self, container: str) -> str | None: ...  # templates/drone/dotfiles' one line
+    def devcontainer_outcome(self, container: str) -> str | None: ...  # the lifecycle hooks' last run
     def ssh_host_key(self, container: str) -> str | None: ...  # the drone sshd's public host key line
     def forget_identity(self, volume: str) -> str: ...  # "" or why the drone's node/device/host keys stay
     def tailscale_registered(self, volume: str) -> bool: ...  # the init's marker is in the home volume
@@ -227,7 +228,14 @@ class PodmanProbe:
         return " ".join(fields[:2]) if len(fields) >= 2 and fields[0] == "ssh-ed25519" else None
 
     def dotfiles_outcome(self, container: str) -> str | None:
-        result = self._run("exec", container, "sh", "-c", 'cat "$HOME/.local/state/devbox/dotfiles"', timeout=20)
+        return self._outcome(container, "$HOME/.local/state/devbox/dotfiles")
+
+    def devcontainer_outcome(self, container: str) -> str | None:
+        return self._outcome(container, f"$HOME/{DRONE_STATE}/devcontainer/outcome")
+
+    def _outcome(self, container: str, path: str) -> str | None:
+        """The one line a script in the drone left at PATH about its last run."""
+        result = self._run("exec", container, "sh", "-c", f'cat "{path}"', timeout=20)
         if result is None or result.returncode != 0:
             return None
         return result.stdout.strip()[:300] or None

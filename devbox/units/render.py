@@ -169,6 +169,7 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
             Place.UNITS, names_of(name).creds_service, _render("units/creds.service.j2", spec=spec, host=host)
         ),
         RenderedFile(Place.DRONES, authorized_keys_file(name), _render("drone/authorized_keys.j2", spec=spec)),
+        *hooks_files(spec),
     ]
 
 
@@ -178,6 +179,13 @@ def render_tailscale_key(name: str, host: HostFacts) -> RenderedFile:
         "quadlet/tailscale-authkey.conf.j2", secret=names_of(name).tailscale_secret, uid=host.uid, gid=host.gid
     )
     return RenderedFile(Place.QUADLET, names_of(name).tailscale_dropin, text)
+
+
+def hooks_files(spec: DroneSpec) -> list[RenderedFile]:
+    """A devcontainer.json drone's hooks file (JSON, written by devcontainer/mapping.py), for its init."""
+    if spec.extras is None or spec.extras.hooks is None:
+        return []
+    return [RenderedFile(Place.DRONES, names_of(spec.name).hooks_file, spec.extras.hooks)]
 
 
 def authorized_keys_file(name: str) -> str:
@@ -221,4 +229,5 @@ def drone_files(name: str) -> list[tuple[Place, str]]:
         (Place.UNITS, names_of(name).creds_socket),
         (Place.UNITS, names_of(name).creds_service),
         (Place.DRONES, authorized_keys_file(name)),
+        (Place.DRONES, names_of(name).hooks_file),
     ]

@@ -69,6 +69,7 @@ def cases() -> dict[str, DroneSpec]:
         "hostile-env": DroneSpec.build(
             name="x", repos=["acme/demo"], image="localhost/devbox-drone:latest", env=HOSTILE_ENV, **common
         ),
+        **devcontainer_cases(),
     }
 
 
@@ -90,3 +91,90 @@ def golden_cases() -> dict[str, tuple[DroneSpec, HostFacts]]:
     """Every case rendered for Podman 5.4's Quadlet, and those whose units differ for 5.8's."""
     for_5_4 = {name: (spec, HOST) for name, spec in cases().items()}
     return for_5_4 | {"all-options-quadlet-5.8": (cases()["all-options"], HOST_QUADLET_5_8)}
+
+
+
+# --- drones from a repository's devcontainer.json, through the same reading and mapping as create ---
+
+DEVCONTAINER_JSON = """{
+  // A typical configuration: a Dockerfile build, features, ports, a debugger's needs.
+  "name": "app",
+  "build": {"dockerfile": "Dockerfile", "context": "..", "args": {"NODE": "20"}},
+  "features": {"ghcr.io/devcontainers/features/node:1": {"version": "20"}},
+  "containerEnv": {"APP_ENV": "dev", "WORKSPACE": "${containerWorkspaceFolder}"},
+  "remoteEnv": {"PATH": "${containerEnv:PATH}:/opt/tools"},
+  "remoteUser": "vscode",
+  "mounts": [
+    "source=${devcontainerId}-cache,target=/home/vscode/.cache,type=volume",
+    {"type": "bind", "source": "${localWorkspaceFolder}/data", "target": "/data", "readonly": true},
+  ],
+  "forwardPorts": [3000, 8080],
+  "capAdd": ["SYS_PTRACE"],
+  "securityOpt": ["seccomp=unconfined"],
+  "hostRequirements": {"cpus": 4, "memory": "8gb"},
+  "postCreateCommand": "npm ci",
+  "postStartCommand": ["npm", "run", "watch"],
+  "initializeCommand": "echo never run",
+}
+"""
+
+DEVCONTAINER_HOSTILE_JSON = """{
+  "image": "mcr.microsoft.com/devcontainers/base:bookworm",
+  "containerEnv": %s,
+  "remoteEnv": {"INJECT": "x\\" --privileged \\"", "PERCENT": "%%h %%t"},
+  "mounts": ["source=a.b_c-d,target=/srv/a@b+c,type=volume"],
+  "postCreateCommand": {"one": "echo \\"$HOME\\" %%h; rm -rf /", "two": ["sh", "-c", "echo ${containerEnv:HOME}"]},
+}
+"""
+
+# ${PATH} would be an unknown variable in a devcontainer.json (refused: test_devcontainer.py).
+DEVCONTAINER_HOSTILE_ENV = {**HOSTILE_ENV, "DOLLAR": "$HOME $PATH $$ $ ${ x"}
+DEVCONTAINER_IMAGE = "localhost/devbox-devcontainer-app:0123456789ab"
+DEVCONTAINER_METADATA = (
+    {"id": "ghcr.io/devcontainers/features/node:1", "containerEnv": {"NVM_DIR": "/usr/local/share/nvm"}},
+    {"remoteUser": "vscode", "postCreateCommand": "npm ci", "onCreateCommand": "nvm install"},
+)
+
+
+def devcontainer_spec(name: str, text: str, *, path: str | None, repos: list[str]) -> DroneSpec:
+    from pathlib import Path
+
+    from devbox.devcontainer import mapping
+    from devbox.devcontainer.model import BuiltImage
+    from devbox.devcontainer.read import Variables, parse_jsonc, substitute
+    from devbox.devcontainer.validate import check
+
+    workspace = path or "/home/dev/app"
+    document = parse_jsonc(text, Path(workspace) / ".devcontainer/devcontainer.json")
+    variables = Variables(workspace, path or "/home/dev/app", "d3v1d", local_env=lambda _: None)
+    config = check(substitute(document, variables), Path(path) if path else None)
+    image = BuiltImage(
+        DEVCONTAINER_IMAGE, DEVCONTAINER_METADATA, "0123456789abcdef", 1000, 1000, "vscode", "/home/vscode"
+    )
+    merged = mapping.merge([*mapping.metadata_configs(image), config])
+    return DroneSpec.build(
+        name=name,
+        repos=repos,
+        image=image.tag,
+        created=FIXED_NOW,
+        version="0.1.0",
+        ssh_port=2201,
+        cpus=merged.config.cpus,
+        memory=merged.config.memory,
+        env=dict(merged.config.container_env),
+        path=path,
+        devcontainer=".devcontainer/devcontainer.json",
+        devcontainer_hash=image.config_hash,
+        ports=tuple((port, port) for port in merged.config.ports),
+        extras=mapping.extras(name, merged, image, merged.config.workspace_folder if path else None, workspace),
+    )
+
+
+def devcontainer_cases() -> dict[str, DroneSpec]:
+    import json
+
+    hostile = DEVCONTAINER_HOSTILE_JSON % json.dumps(DEVCONTAINER_HOSTILE_ENV)
+    return {
+        "devcontainer": devcontainer_spec("app", DEVCONTAINER_JSON, path="/home/dev/code/app", repos=["acme/app"]),
+        "devcontainer-hostile": devcontainer_spec("evil", hostile, path=None, repos=["evil/repo"]),
+    }

@@ -120,6 +120,7 @@ def test_create_writes_units_reloads_and_starts(world: World, capsys) -> None:
         f"new        {world.paths.drones_dir}/demo/authorized_keys\n"
         "no tailnet configured: SSH on 127.0.0.1:2201 (devbox ssh demo)\n"
         "no SSH public key found in ~/.ssh/*.pub: give --ssh-key FILE to log in over SSH\n"
+        "no GitHub App configured: acme/demo's devcontainer.json was not looked for\n"
         "drone demo is running: systemctl --user status drone-demo\n"
     )
     assert world.files() == [
@@ -398,6 +399,8 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "workspace": None,
         "dotfiles": None,
         "dotfiles_outcome": None,
+        "devcontainer": None,
+        "devcontainer_outcome": None,
         "killed_for_memory": False,
         "broker": {
             "state": "stopped",
@@ -465,6 +468,7 @@ def test_create_with_a_github_app(world: World, capsys, monkeypatch) -> None:
         "issues=read",
         "--permission",
         "pull_requests=none",
+        "--no-devcontainer",  # the repository is not fetched: test_devcontainer_create.py does that
     )
     assert code == 0, err
     service = (world.paths.unit_dir / "drone-demo-creds.service").read_text()
@@ -481,7 +485,7 @@ def test_an_env_key_is_kept_owner_only_for_loadcredential(world: World, capsys, 
     monkeypatch.setenv("GH_APP_KEY", "-----BEGIN RSA PRIVATE KEY-----\nsecret-body\n-----END RSA PRIVATE KEY-----")
     world.paths.config_file.parent.mkdir(parents=True)
     world.paths.config_file.write_text('[github]\napp_id = "123"\nprivate_key = "env:GH_APP_KEY"\n')
-    assert devbox(capsys, "create", "demo", "--repo", "acme/demo")[0] == 0
+    assert devbox(capsys, "create", "demo", "--repo", "acme/demo", "--no-devcontainer")[0] == 0
     copy = world.paths.github_key_copy
     assert copy.stat().st_mode & 0o777 == 0o600 and "secret-body" in copy.read_text()
     assert f"LoadCredential=github-app-key:{copy}\n" in (world.paths.unit_dir / "drone-demo-creds.service").read_text()

@@ -85,4 +85,4 @@ def test_an_ec_key_is_not_a_github_app_key(world: World, capsys, tmp_path: Path)
 
 def test_a_good_key_passes(world: World, capsys, tmp_path: Path) -> None:
     _app_key(world, tmp_path, rsa_keypair()[0])
-    assert devbox(capsys, "create", "demo", "--repo", "acme/demo", "--dry-run")[0] == 0
+    assert devbox(capsys, "create", "demo", "--repo", "acme/demo", "--no-devcontainer", "--dry-run")[0] == 0

@@ -94,7 +94,9 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
     assert argv[-1] == spec.image, "the image must be the last argument: nothing after it"
     assert option_values(argv, "--name") == [f"drone-{spec.name}"]
     assert option_values(argv, "--hostname") == [spec.name]
-    assert option_values(argv, "--userns") == ["keep-id"]
+    extras = spec.extras
+    mapped = extras is not None and extras.uid is not None
+    assert option_values(argv, "--userns") == [f"keep-id:uid={extras.uid},gid={extras.gid}" if mapped else "keep-id"]
     assert "--init" in argv
     # Podman fills these in (not systemd: the unit has $$); the e2e tests check the shell in the drone.
     assert option_values(argv, "--passwd-entry") == ["$USERNAME:*:$UID:$GID:$NAME:$HOME:/bin/bash"]
@@ -108,7 +110,11 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
         f"{tools}/gitconfig:/etc/gitconfig:ro",
         f"{tools}/gh:/usr/local/bin/gh:ro",
         f"{HOST.drones_dir}/{spec.name}/authorized_keys:/etc/devbox/authorized_keys:ro",
+        *([f"{HOST.drones_dir}/{spec.name}/devcontainer.json:/etc/devbox/devcontainer.json:ro"] if extras else []),
+        *(extras.volumes if extras else ()),
     ]
+    assert option_values(argv, "--cap-add") == [cap.lower() for cap in (extras.cap_add if extras else ())]
+    assert option_values(argv, "--security-opt") == list(extras.security_opt if extras else ())
     labels = dict(label.split("=", 1) for label in option_values(argv, "--label"))
     assert labels == spec.labels()
     env = dict(item.split("=", 1) for item in option_values(argv, "--env"))
@@ -132,7 +138,8 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
     assert option_values(argv, "--secret") == expected_secret
     assert option_values(argv, "--cpus") == ([] if spec.cpus is None else [f"{spec.cpus:g}"])
     assert option_values(argv, "--memory") == ([] if spec.memory is None else [spec.memory])
-    expected_publish = [] if spec.ssh_port is None else [f"127.0.0.1:{spec.ssh_port}:2222"]
+    expected_publish = [f"127.0.0.1:{host}:{port}" for host, port in spec.ports]
+    expected_publish += [] if spec.ssh_port is None else [f"127.0.0.1:{spec.ssh_port}:2222"]
     assert option_values(argv, "--publish") == expected_publish
 
 
@@ -166,6 +173,25 @@ def test_hostile_env_values_stay_one_argument_each(generator: Generator, tmp_pat
     assert [k for k, _ in parse_sections(service)["Service"]].count("ExecStart") == 1
     every_option = [a for a in argv if a.startswith("-")]
     assert every_option.count("--env") == len(HOSTILE_ENV) + 4
+
+
+def test_hostile_devcontainer_values_stay_one_argument_each(generator: Generator, tmp_path: Path) -> None:
+    """containerEnv and mounts from a repository: each value one argument, no option or directive of its own."""
+    from tests.unit.cases import DEVCONTAINER_HOSTILE_ENV
+
+    spec = cases()["devcontainer-hostile"]
+    units, _ = generate(generator, spec, tmp_path)
+    service = units["drone-evil.service"]
+    argv = podman_run_argv(service)
+    env = option_values(argv, "--env")
+    for key, value in DEVCONTAINER_HOSTILE_ENV.items():
+        assert f"{key}={value}" in env
+    assert "--privileged" not in argv and argv[-1] == spec.image
+    assert "drone-evil-vol-a.b_c-d:/srv/a@b+c" in option_values(argv, "-v")
+    assert "io.devbox.repos=evil/repo" in option_values(argv, "--label")  # its own, once
+    assert option_values(argv, "--label").count("io.devbox.repos=evil/repo") == 1
+    assert [k for k, _ in parse_sections(service)["Service"]].count("ExecStart") == 1
+    assert not any("npm ci" in a or "echo" in a for a in argv), "hooks go to the hooks file, never to podman run"
 
 
 def test_generator_reports_an_unsupported_key(generator: Generator, tmp_path: Path) -> None:

@@ -84,6 +84,9 @@ def test_labels_read_back_as_the_spec_that_wrote_them() -> None:
         dotfiles_url="https://github.com/me/dotfiles",
         dotfiles_branch="main",
         path="/home/dev/src/demo",
+        devcontainer=".devcontainer/devcontainer.json",
+        devcontainer_hash="0123abcd",
+        ports=((3000, 3000), (8081, 8080)),
     )
     labels = {key.removeprefix(LABEL_PREFIX): value for key, value in spec.labels().items()}
     assert set(labels) == LABEL_KEYS  # every label of the table is written for a drone that has them all
