@@ -64,6 +64,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "dotfiles_outcome": status.dotfiles_outcome,
         "devcontainer": status.devcontainer,
         "devcontainer_outcome": status.devcontainer_outcome,
+        "devcontainer_changed": status.devcontainer_changed,
         "killed_for_memory": status.killed_for_memory,
         "broker": None if status.broker is None else broker_dict(status.broker),
     }
@@ -163,7 +164,9 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
     if status.dotfiles:
         lines.append(("dotfiles", f"{status.dotfiles}: {status.dotfiles_outcome or 'not run yet'}"))
     if status.devcontainer:
-        lines.append(("devcontainer", f"{status.devcontainer}: {status.devcontainer_outcome or 'hooks not run yet'}"))
+        changed = "; changed since its image was built" if status.devcontainer_changed else ""
+        outcome = status.devcontainer_outcome or "hooks not run yet"
+        lines.append(("devcontainer", f"{status.devcontainer}: {outcome}{changed}"))
     if status.syncthing:
         lines.append(("syncthing", status.syncthing_id or "device ID not available (is the drone running?)"))
     if status.broker is not None:

@@ -132,13 +132,7 @@ def find(ctx: Context, request: CreateRequest, spec: DroneSpec, notes: list[str]
         if relative is None:
             _discard(fetched)
             return None
-        document = read.load(discover.inside(workspace, workspace / relative, "the devcontainer.json"))
-        variables = read.Variables(
-            local_workspace=str(workspace),
-            container_workspace=container_workspace,
-            devcontainer_id=hashlib.sha256(f"devbox-drone:{spec.name}".encode()).hexdigest()[:32],
-        )
-        document = read.substitute(document, variables)
+        document = _document(spec.name, workspace, relative, container_workspace)
         config = validate.check(document, workspace if spec.path else None)
         source = discover.source(workspace, relative, document)
     except BaseException:
@@ -146,6 +140,32 @@ def find(ctx: Context, request: CreateRequest, spec: DroneSpec, notes: list[str]
         raise
     notes += config.notes
     return Found(relative, source, config, container_workspace, fetched)
+
+
+def _document(name: str, workspace: Path, relative: str, container_workspace: str) -> read.Document:
+    """The devcontainer.json at RELATIVE in WORKSPACE, read and with its variables substituted."""
+    document = read.load(discover.inside(workspace, workspace / relative, "the devcontainer.json"))
+    variables = read.Variables(
+        local_workspace=str(workspace),
+        container_workspace=container_workspace,
+        devcontainer_id=hashlib.sha256(f"devbox-drone:{name}".encode()).hexdigest()[:32],
+    )
+    return read.substitute(document, variables)
+
+
+def changed_since_build(declared: DroneSpec) -> bool | None:
+    """Whether a --path drone's devcontainer.json (or its build context) changed since its image was
+    built; None when that cannot be told here (no devcontainer, a --repo drone, an unreadable file)."""
+    from devbox.devcontainer.build import config_changed
+
+    if not (declared.devcontainer and declared.devcontainer_hash and declared.path):
+        return None
+    workspace = Path(declared.path)
+    try:
+        document = _document(declared.name, workspace, declared.devcontainer, declared.path)
+        return config_changed(discover.source(workspace, declared.devcontainer, document), declared.devcontainer_hash)
+    except (DevboxError, OSError):
+        return None
 
 
 def prepare(

@@ -47,6 +47,7 @@ class DroneStatus:
     dotfiles_outcome: str | None = None  # asked of a running drone by `status` only
     devcontainer: str | None = None  # the repository's devcontainer.json the drone is built from
     devcontainer_outcome: str | None = None  # its lifecycle hooks' last run, asked by `status` only
+    devcontainer_changed: bool | None = None  # its configuration changed since the build (None: unknown)
     killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
     broker: BrokerState | None = None  # its credential socket and service, asked by `status` only
 

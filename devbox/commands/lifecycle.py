@@ -577,6 +577,10 @@ def status(ctx: Context, name: str) -> DroneStatus:
             result = replace(result, dotfiles_outcome=ctx.probe.dotfiles_outcome(names_of(name).container))
         if result.devcontainer:
             result = replace(result, devcontainer_outcome=ctx.probe.devcontainer_outcome(names_of(name).container))
+    if result.devcontainer:
+        from devbox.commands.devcontainer import changed_since_build
+
+        result = replace(result, devcontainer_changed=changed_since_build(record.declared))
     return result
 
 

@@ -233,11 +233,8 @@ def test_a_second_drone_from_the_same_config_builds_nothing(box: Devbox, machine
     assert box.json("status", "demo2")["image"] == box.json("status", "demo")["image"]
 
 
-def test_rebuild_after_a_change_keeps_the_home(box: Devbox, machine) -> None:
-    ssh(box, "demo", "echo kept > ~/kept.txt")
+def test_status_says_when_the_configuration_changed_since_the_build(box: Devbox, machine) -> None:
+    assert box.json("status", "demo").get("devcontainer_changed") is False
     machine.user(f"sed -i 's/from-the-feature/changed/' {WS}/.devcontainer/devcontainer.json")
     assert box.json("status", "demo").get("devcontainer_changed") is True
-    box.run("rebuild", "demo", timeout=900)
-    wait_for(lambda: ssh(box, "demo", "true", check=False).returncode == 0, 120, "the rebuilt drone")
-    assert ssh(box, "demo", "cat ~/kept.txt; demo-marker").stdout.splitlines() == ["kept", "demo-marker: changed"]
-    assert box.json("status", "demo").get("devcontainer_changed") is False
+    assert "changed since its image was built" in box.run("status", "demo").stdout

@@ -401,6 +401,7 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "dotfiles_outcome": None,
         "devcontainer": None,
         "devcontainer_outcome": None,
+        "devcontainer_changed": None,
         "killed_for_memory": False,
         "broker": {
             "state": "stopped",
