@@ -184,3 +184,13 @@ def rough_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m{secs}s"
     return f"{secs}s"
+
+
+_LOGIN_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def validate_login_name(name: str, what: str) -> str:
+    """A user name that goes into `ssh USER@HOST` and ~/.ssh/config: plain, never an option."""
+    if not _LOGIN_NAME.fullmatch(name):
+        raise invalid(f"{what} {name!r} is not a plain user name (a-z, 0-9, '_' and '-', up to 32)")
+    return name

@@ -23,7 +23,7 @@ from devbox.devcontainer.model import BuiltImage, DevcontainerConfig, Devcontain
 from devbox.drone.spec import DroneSpec
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.units.installed import find_drones
-from devbox.values import parse_env, validate_image
+from devbox.values import parse_env, validate_image, validate_login_name
 
 
 class CreateRequest(Protocol):
@@ -289,6 +289,9 @@ def apply(
         permissions=_permissions(config, spec, request, notes),
         devcontainer=found.relative,
         devcontainer_hash=image.config_hash,
+        login_user=None
+        if image.remote_user is None
+        else validate_login_name(image.remote_user, "the image's remote user"),
         ports=allocate_ports(ctx, spec.name, config.ports, [spec.ssh_port or 0], is_free),
         extras=mapping.extras(
             spec.name,

@@ -22,7 +22,8 @@ def ssh_target(ctx: Context, name: str, from_elsewhere: bool = False) -> SshTarg
     key = ctx.paths.drone_key(name)
     identity = str(key) if key.exists() else None
     tailnet = ctx.config.tailscale.tailnet
-    target = access.ssh_target(record.declared, getpass.getuser(), tailnet, identity, from_elsewhere=from_elsewhere)
+    user = record.declared.login_user or getpass.getuser()  # keep-id: else the drone user is the host user
+    target = access.ssh_target(record.declared, user, tailnet, identity, from_elsewhere=from_elsewhere)
     known_hosts = lifecycle.record_host_key(ctx, target)
     return replace(target, known_hosts=str(known_hosts)) if known_hosts else target
 

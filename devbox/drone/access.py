@@ -20,7 +20,7 @@ class SshTarget:
     name: str  # the drone; also the Host alias in ~/.ssh/config
     host: str
     port: int
-    user: str  # keep-id: the drone user is the host user
+    user: str  # the host user (keep-id), or the image's remote user a devcontainer drone runs as
     on_tailnet: bool
     identity_file: str | None = None
     known_hosts: str | None = None  # devbox's own file, holding the key the drone itself reported

@@ -26,6 +26,7 @@ from devbox.values import (
     validate_env_key,
     validate_env_value,
     validate_image,
+    validate_login_name,
     validate_name,
     validate_repo,
 )
@@ -60,6 +61,7 @@ class DroneSpec:
     dotfiles_branch: str | None = None
     devcontainer: str | None = None  # the repository's devcontainer.json, relative to the workspace
     devcontainer_hash: str | None = None  # the hash its built image is cached by
+    login_user: str | None = None  # who SSH logs in as when not the host user (a devcontainer's remote user)
     ports: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, drone port): forwardPorts
     extras: ContainerExtras | None = None  # the rest of the devcontainer.json (devbox/devcontainer/)
 
@@ -90,6 +92,7 @@ class DroneSpec:
         dotfiles_branch: str | None = None,
         devcontainer: str | None = None,
         devcontainer_hash: str | None = None,
+        login_user: str | None = None,
         ports: tuple[tuple[int, int], ...] = (),
         extras: ContainerExtras | None = None,
     ) -> DroneSpec:
@@ -140,6 +143,7 @@ class DroneSpec:
             dotfiles_branch=dotfiles_branch if dotfiles_url else None,
             devcontainer=devcontainer,
             devcontainer_hash=devcontainer_hash,
+            login_user=None if login_user is None else validate_login_name(login_user, "the login user"),
             ports=tuple((parse_port(host), parse_port(port)) for host, port in ports),
             extras=extras,
         )
@@ -258,6 +262,8 @@ LABELS: tuple[Label, ...] = (
     # restore builds the same devcontainer.json again (cached by its hash); the ports are claims.
     Label("devcontainer", "devcontainer", _text, str, None, "devcontainer"),
     Label("devcontainer-hash", "devcontainer_hash", _text, str),
+    # Built again from the image at restore, so no create option.
+    Label("login-user", "login_user", _text, str),
     Label("ports", "ports", _ports, _read_ports, ()),
 )
 LABEL_KEYS = frozenset(label.key for label in LABELS)

@@ -394,3 +394,27 @@ def test_restore_builds_the_same_devcontainer_json_again() -> None:
 def test_the_host_fetches_what_drones_reach_as_host_containers_internal() -> None:
     assert dc_command.host_side("http://host.containers.internal:8080/acme/x.git") == "http://127.0.0.1:8080/acme/x.git"
     assert dc_command.host_side("https://github.com/acme/x.git") == "https://github.com/acme/x.git"
+
+
+def test_ssh_logs_in_as_the_images_remote_user(world: World, builder: FakeBuilder, capsys) -> None:
+    """keep-id maps the host user onto the image's remote user: that is who sshd knows."""
+    from devbox.cli import app as cli
+    from devbox.commands import reach
+
+    root = workspace(world)
+    assert devbox(capsys, "create", "--path", str(root))[0] == 0
+    unit = (world.paths.quadlet_dir / "drone-app.container").read_text()
+    assert "Label=io.devbox.login-user=vscode\n" in unit
+    assert reach.ssh_target(cli.make_context(), "app").user == "vscode"
+
+
+def test_a_remote_user_name_that_could_be_an_ssh_option_is_refused(world: World, builder: FakeBuilder, capsys) -> None:
+    from dataclasses import replace as _replace
+
+    hostile = _replace(
+        builder.build(DevcontainerSource(Path("/"), Path("/x"), Path("/")), None), remote_user="-oProxyCommand=x"
+    )
+    world.builder = type("Hostile", (), {"build": lambda self, source, progress: hostile})()
+    code, _, err = devbox(capsys, "create", "--path", str(workspace(world)))
+    assert code == ExitCode.INVALID_INPUT and "is not a plain user name" in err
+    assert not (world.paths.quadlet_dir / "drone-app.container").exists()

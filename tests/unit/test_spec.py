@@ -86,6 +86,7 @@ def test_labels_read_back_as_the_spec_that_wrote_them() -> None:
         path="/home/dev/src/demo",
         devcontainer=".devcontainer/devcontainer.json",
         devcontainer_hash="0123abcd",
+        login_user="vscode",
         ports=((3000, 3000), (8081, 8080)),
     )
     labels = {key.removeprefix(LABEL_PREFIX): value for key, value in spec.labels().items()}
