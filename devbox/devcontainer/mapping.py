@@ -17,6 +17,7 @@ from devbox.devcontainer.read import Document
 from devbox.devcontainer.validate import check
 from devbox.drone.extras import ContainerExtras
 from devbox.names import devcontainer_volume
+from devbox.values import PLAIN_PATH
 
 
 @dataclass(frozen=True)
@@ -127,5 +128,15 @@ def extras(
         uid=image.remote_uid if user_given else None,
         gid=image.remote_gid if user_given else None,
         workdir=workdir,
+        # sshd logs the remote user in to its home from the image's passwd: the drone's home
+        # volume is mounted there, so SSH sessions, the init and the hooks share one home.
+        home=_home(image.remote_home) if user_given and image.remote_uid is not None else None,
         hooks=hooks_file(merged, workspace_folder),
     )
+
+
+def _home(path: str | None) -> str | None:
+    """The image's home directory for the remote user, when it is a plain absolute path (not /)."""
+    if path is None or path == "/" or not PLAIN_PATH.fullmatch(path) or "/../" in f"{path}/":
+        return None
+    return path

@@ -17,4 +17,5 @@ class ContainerExtras:
     uid: int | None = None  # keep-id maps the host user onto the image's remote user
     gid: int | None = None
     workdir: str | None = None  # workspaceFolder
+    home: str | None = None  # the remote user's home in the image: the home volume goes there
     hooks: str | None = None  # the per-drone devcontainer.json (lifecycle hooks, JSON text), mounted read-only

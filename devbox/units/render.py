@@ -160,6 +160,9 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
                 labels=sorted(spec.labels().items()),
                 drone_ssh_port=DRONE_SSH_PORT,
                 quadlet_keys=quadlet_keys(host.quadlet_version),
+                # The drone's home: the host user's (%h, keep-id), or a devcontainer image's remote user's
+                # (a plain path, checked by devcontainer/mapping.py: it needs no quoting and holds no %).
+                home=spec.extras.home if spec.extras and spec.extras.home else "%h",
             ),
         ),
         RenderedFile(Place.QUADLET, names_of(name).autostart_dropin, _render("quadlet/autostart.conf.j2")),

@@ -82,7 +82,9 @@ def test_generator_accepts_every_key(generator: Generator, tmp_path: Path, case:
     clone = f"-/usr/bin/podman exec --detach drone-{spec.name} /usr/local/lib/devbox/clone-repos"
     dotfiles = f"-/usr/bin/podman exec --detach drone-{spec.name} /usr/local/lib/devbox/dotfiles"
     assert post == ([clone] if spec.repos and not spec.path else []) + ([dotfiles] if spec.dotfiles_url else [])
-    assert option_values(podman_run_argv(service), "--workdir") == [spec.path or "%h"]
+    home = spec.extras.home if spec.extras and spec.extras.home else "%h"
+    workdir = spec.extras.workdir if spec.extras and spec.extras.workdir else spec.path
+    assert option_values(podman_run_argv(service), "--workdir") == [workdir or home]
 
 
 @pytest.mark.parametrize("case", sorted(cases()))
@@ -102,8 +104,11 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
     assert option_values(argv, "--passwd-entry") == ["$USERNAME:*:$UID:$GID:$NAME:$HOME:/bin/bash"]
     tools = HOST.tools_dir
     workspace = [f"{spec.path}:{spec.path}"] if spec.path else []
+    home = extras.home if extras and extras.home else "%h"  # a devcontainer image's remote user's home
+    if home != "%h":
+        assert f"HOME={home}" in option_values(argv, "--env")
     assert option_values(argv, "-v") == [
-        f"drone-{spec.name}-home:%h",
+        f"drone-{spec.name}-home:{home}",
         *workspace,
         f"%t/devbox/drones/{spec.name}:/run/devbox",
         f"{tools}:/usr/local/lib/devbox:ro",
@@ -127,6 +132,8 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
         devbox_env |= {"DEVBOX_TAILSCALE": "1", "DEVBOX_TAILSCALE_SSH": "1" if spec.tailscale_ssh else "0"}
         if spec.login_server:
             devbox_env |= {"DEVBOX_TAILSCALE_LOGIN_SERVER": spec.login_server}
+    if home != "%h":
+        devbox_env |= {"HOME": home}
     assert env == {**devbox_env, **dict(spec.env)}
     expected_secret = (
         [
