@@ -203,7 +203,7 @@ def hooks_log(box: Devbox, name: str) -> list[str]:
 
 
 def test_create_from_a_devcontainer_json(box: Devbox, machine) -> None:
-    box.run("create", "demo", "--path", WS, timeout=900)
+    box.run("create", "demo", "--path", WS, "--new-ssh-key", timeout=900)  # devbox ssh uses its own key
     wait_for(lambda: hooks_log(box, "demo") == ["postCreate", "postStart"], 120, "the hooks")
     seen = ssh(box, "demo", 'id -un; id -u; demo-marker; echo "$DEMO_CONTAINER_ENV/$DEMO_REMOTE_ENV"; pwd').stdout
     assert seen.splitlines() == ["vscode", "1500", "demo-marker: from-the-feature", "container value/remote value", WS]
