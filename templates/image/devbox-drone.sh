@@ -3,3 +3,8 @@
 if [ -n "${HOME:-}" ] && [ -r "$HOME/.local/state/devbox-drone/proxy.env" ]; then
   . "$HOME/.local/state/devbox-drone/proxy.env"
 fi
+# A devcontainer drone's login shells start in its workspace folder (the init writes DEVBOX_WORKSPACE
+# to ~/.ssh/environment).
+if [ -n "${DEVBOX_WORKSPACE:-}" ] && [ "$PWD" = "${HOME:-}" ] && [ -d "$DEVBOX_WORKSPACE" ]; then
+  cd "$DEVBOX_WORKSPACE" || :
+fi

@@ -205,8 +205,9 @@ def hooks_log(box: Devbox, name: str) -> list[str]:
 def test_create_from_a_devcontainer_json(box: Devbox, machine) -> None:
     box.run("create", "demo", "--path", WS, "--new-ssh-key", timeout=900)  # devbox ssh uses its own key
     wait_for(lambda: hooks_log(box, "demo") == ["postCreate", "postStart"], 120, "the hooks")
-    seen = ssh(box, "demo", 'id -un; id -u; demo-marker; echo "$DEMO_CONTAINER_ENV/$DEMO_REMOTE_ENV"; pwd').stdout
-    assert seen.splitlines() == ["vscode", "1500", "demo-marker: from-the-feature", "container value/remote value", WS]
+    seen = ssh(box, "demo", 'id -un; id -u; demo-marker; echo "$DEMO_CONTAINER_ENV/$DEMO_REMOTE_ENV"').stdout
+    assert seen.splitlines() == ["vscode", "1500", "demo-marker: from-the-feature", "container value/remote value"]
+    assert ssh(box, "demo", "bash -lc pwd").stdout.strip() == WS  # a login shell starts in the workspace
     # The workspace both ways, with the right owner on each side.
     machine.user(f"echo from-host > {WS}/host.txt")
     ssh(box, "demo", f"cat {WS}/host.txt >/dev/null && echo from-drone > {WS}/drone.txt")
