@@ -539,3 +539,21 @@ def test_a_key_file_the_user_cannot_read_is_said_once(drone):
     assert drone.calls("tailscaled") == []
     proc.send_signal(signal.SIGTERM)
     assert exit_code(proc) == 143
+
+
+def test_ssh_sessions_get_the_drones_environment_remote_env_and_workspace(drone, tmp_path):
+    """~/.ssh/environment (PermitUserEnvironment) carries the init's environment, a devcontainer's
+    remoteEnv and its workspace folder; the shell's own variables are left to sshd."""
+    import json as _json
+
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed on this host (the drone image has it)")
+    dc = tmp_path / "devcontainer.json"
+    dc.write_text(_json.dumps({"remoteEnv": {"REMOTE": "r v", "UNSET": None}, "workspaceFolder": "/w/app"}))
+    drone.env |= {"DEVBOX_DEVCONTAINER_FILE": str(dc), "APP_ENV": "a=b c"}
+    proc = drone.start()
+    drone.ready(proc, "sshd")
+    assert "PermitUserEnvironment yes" in (drone.state / "ssh" / "sshd_config").read_text().splitlines()
+    lines = (drone.home / ".ssh" / "environment").read_text().splitlines()
+    assert "APP_ENV=a=b c" in lines and "REMOTE=r v" in lines and "DEVBOX_WORKSPACE=/w/app" in lines
+    assert not [line for line in lines if line.split("=", 1)[0] in ("HOME", "PWD", "SHLVL", "UNSET")]
