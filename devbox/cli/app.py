@@ -426,6 +426,8 @@ def destroy(
         _print_json(output.destroy_dict(name, result))
         return
     volume = "volume kept" if keep_volume else ("volume removed" if result.volume_removed else "no volume")
+    if result.other_volumes:
+        volume += f", and {len(result.other_volumes)} of its devcontainer.json's"
     print(f"drone {name} is destroyed ({len(result.removed_files)} files removed, {volume})")
 
 

@@ -221,6 +221,7 @@ def destroy_dict(name: str, result: DestroyResult) -> dict[str, Any]:
         "removed_files": [str(path) for path in result.removed_files],
         "volume_removed": result.volume_removed,
         "volume_kept": result.volume_kept,
+        "volumes_removed": result.other_volumes,
         "tokens_revoked": result.tokens_revoked,
     }
 

@@ -28,9 +28,9 @@ from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.host import quadlet
 from devbox.host.systemd import details, journal_lines
-from devbox.names import names_of
+from devbox.names import devcontainer_volume, names_of
 from devbox.paths import Paths
-from devbox.units import install
+from devbox.units import install, unitfile
 from devbox.units.installed import DroneRecord, find_drones, require_drone
 from devbox.units.render import (
     RenderedFile,
@@ -429,8 +429,21 @@ class DestroyResult:
     removed_files: list[Path] = field(default_factory=list)
     volume_removed: bool = False
     volume_kept: bool = False
+    other_volumes: list[str] = field(default_factory=list)  # the devcontainer.json's named volumes, removed
     tokens_revoked: int = 0
     tokens_live: int = 0  # tokens GitHub has not confirmed revoked (remembered, retried later)
+
+
+def devcontainer_volumes(record: DroneRecord) -> list[str]:
+    """The named volumes a drone's devcontainer.json gave it (its own copies: names.devcontainer_volume)."""
+    if record.damaged is not None:
+        return []
+    try:
+        sources = unitfile.volume_sources(record.path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, unitfile.UnitFileError):
+        return []
+    prefix = devcontainer_volume(record.name, "")
+    return [source for source in sources if source.startswith(prefix) and "/" not in source]
 
 
 def _token_revoker(ctx: Context) -> GitHubApp | None:
@@ -477,7 +490,7 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     gone, so running destroy again finds the drone and finishes the job.
     """
     names = names_of(name)
-    require_drone(ctx.paths, name, damaged_ok=True)
+    record = require_drone(ctx.paths, name, damaged_ok=True)
     result = DestroyResult(name)
     progress(f"stopping {names.service}")
     units = (names.service, names.creds_service, names.creds_socket)
@@ -504,6 +517,9 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
         progress(f"removing volume {names.volume}")
         removed = _attempt(failures, f"volume {names.volume}", lambda: ctx.podman.remove_volume(names.volume))
         result.volume_removed = bool(removed)
+        for volume in devcontainer_volumes(record):
+            if _attempt(failures, f"volume {volume}", functools.partial(ctx.podman.remove_volume, volume)):
+                result.other_volumes.append(volume)
     if failures:
         raise DevboxError(
             f"drone {name} is destroyed only in part: could not remove {'; '.join(failures)}; "

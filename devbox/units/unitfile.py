@@ -240,3 +240,13 @@ def image(text: str) -> str | None:
     found = values(parse_sections(text), "Container", "Image")
     words = _quadlet_words(found[-1]) if found else []
     return words[0] if words else None
+
+
+def volume_sources(text: str) -> list[str]:
+    """The source of every Volume= of a .container file: a host path or a named volume."""
+    sources = []
+    for value in values(parse_sections(text), "Container", "Volume"):
+        words = _quadlet_words(value)
+        if words:
+            sources.append(words[0].split(":", 1)[0])
+    return sources

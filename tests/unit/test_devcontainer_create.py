@@ -418,3 +418,26 @@ def test_a_remote_user_name_that_could_be_an_ssh_option_is_refused(world: World,
     code, _, err = devbox(capsys, "create", "--path", str(workspace(world)))
     assert code == ExitCode.INVALID_INPUT and "is not a plain user name" in err
     assert not (world.paths.quadlet_dir / "drone-app.container").exists()
+
+
+def test_destroy_removes_the_devcontainers_named_volumes_and_no_other(world: World, builder: FakeBuilder, capsys) -> None:
+    mounts = CONFIG.replace('"remoteUser"', '"mounts": ["source=cache,target=/cache,type=volume"],\n  "remoteUser"')
+    root = workspace(world, {".devcontainer/devcontainer.json": mounts})
+    assert devbox(capsys, "create", "app", "--path", str(root))[0] == 0
+    assert devbox(capsys, "create", "app-vol-x", "--path", str(root))[0] == 0
+    unit = (world.paths.quadlet_dir / "drone-app.container").read_text()
+    assert "Volume=drone-app-vol-cache:/cache\n" in unit
+    world.podman.volumes |= {"drone-app-vol-cache", "drone-app-vol-x-vol-cache", "drone-app-home"}
+    code, out, err = devbox(capsys, "destroy", "app", "--yes", "--json")
+    assert code == 0, err
+    assert json.loads(out)["volumes_removed"] == ["drone-app-vol-cache"]
+    assert world.podman.volumes == {"drone-app-vol-x-vol-cache"}  # the other drone's copy stays
+
+
+def test_destroy_keep_volume_keeps_the_devcontainers_volumes_too(world: World, builder: FakeBuilder, capsys) -> None:
+    mounts = CONFIG.replace('"remoteUser"', '"mounts": ["source=cache,target=/cache,type=volume"],\n  "remoteUser"')
+    root = workspace(world, {".devcontainer/devcontainer.json": mounts})
+    assert devbox(capsys, "create", "app", "--path", str(root))[0] == 0
+    world.podman.volumes |= {"drone-app-vol-cache", "drone-app-home"}
+    assert devbox(capsys, "destroy", "app", "--yes", "--keep-volume")[0] == 0
+    assert world.podman.volumes == {"drone-app-vol-cache", "drone-app-home"}
