@@ -492,13 +492,13 @@ def request_from_unit(
                 cpus = arg
             elif key == "--memory":
                 memory = arg
+    declared = declared_fields(labels)
     env = []
     for value in unitfile.values(sections, "Container", "Environment"):
         for word in unitfile.split_words(value):
             key, sep, _ = word.partition("=")
-            if sep and not key.startswith(RESERVED_ENV_PREFIX):
+            if sep and not key.startswith(RESERVED_ENV_PREFIX) and key not in declared["devcontainer_env"]:
                 env.append(word)
-    declared = declared_fields(labels)
     permissions: list[str] = []
     if declared["repos"]:  # exactly the archived permissions: the config's others dropped
         archived = dict(declared["permissions"])

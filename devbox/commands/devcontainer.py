@@ -277,7 +277,8 @@ def apply(
         _discard(found.fetched)
         raise
     config = merged.config
-    env = dict(ctx.config.drone.env) | dict(config.container_env) | dict(parse_env(item) for item in request.env)
+    user_env = dict(parse_env(item) for item in request.env)
+    env = dict(ctx.config.drone.env) | dict(config.container_env) | user_env
     user_limits = request.cpus is not None or ctx.config.drone.cpus is not None
     user_memory = request.memory is not None or ctx.config.drone.memory is not None
     return replace(
@@ -289,6 +290,7 @@ def apply(
         permissions=_permissions(config, spec, request, notes),
         devcontainer=found.relative,
         devcontainer_hash=image.config_hash,
+        devcontainer_env=tuple(sorted(name for name, _ in config.container_env if name not in user_env)),
         login_user=None
         if image.remote_user is None
         else validate_login_name(image.remote_user, "the image's remote user"),

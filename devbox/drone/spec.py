@@ -61,6 +61,7 @@ class DroneSpec:
     dotfiles_branch: str | None = None
     devcontainer: str | None = None  # the repository's devcontainer.json, relative to the workspace
     devcontainer_hash: str | None = None  # the hash its built image is cached by
+    devcontainer_env: tuple[str, ...] = ()  # names in `env` whose value is the devcontainer.json's (built anew)
     login_user: str | None = None  # who SSH logs in as when not the host user (a devcontainer's remote user)
     ports: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, drone port): forwardPorts
     extras: ContainerExtras | None = None  # the rest of the devcontainer.json (devbox/devcontainer/)
@@ -92,6 +93,7 @@ class DroneSpec:
         dotfiles_branch: str | None = None,
         devcontainer: str | None = None,
         devcontainer_hash: str | None = None,
+        devcontainer_env: tuple[str, ...] = (),
         login_user: str | None = None,
         ports: tuple[tuple[int, int], ...] = (),
         extras: ContainerExtras | None = None,
@@ -143,6 +145,7 @@ class DroneSpec:
             dotfiles_branch=dotfiles_branch if dotfiles_url else None,
             devcontainer=devcontainer,
             devcontainer_hash=devcontainer_hash,
+            devcontainer_env=tuple(sorted(validate_env_key(k) for k in devcontainer_env)),
             login_user=None if login_user is None else validate_login_name(login_user, "the login user"),
             ports=tuple((parse_port(host), parse_port(port)) for host, port in ports),
             extras=extras,
@@ -204,6 +207,14 @@ def _read_ports(text: str) -> tuple[tuple[int, int], ...]:
     return tuple((int(host), int(port)) for host, _, port in pairs if host.isdigit() and port.isdigit())
 
 
+def _names(names: tuple[str, ...]) -> str | None:
+    return ",".join(names) or None
+
+
+def _read_names(text: str) -> tuple[str, ...]:
+    return tuple(name for name in text.split(",") if name)
+
+
 def _is_true(text: str) -> bool:
     return text == "true"
 
@@ -262,6 +273,8 @@ LABELS: tuple[Label, ...] = (
     # restore builds the same devcontainer.json again (cached by its hash); the ports are claims.
     Label("devcontainer", "devcontainer", _text, str, None, "devcontainer"),
     Label("devcontainer-hash", "devcontainer_hash", _text, str),
+    # Which Environment= lines are the configuration's: restore and rebuild take them from it anew.
+    Label("devcontainer-env", "devcontainer_env", _names, _read_names, ()),
     # Built again from the image at restore, so no create option.
     Label("login-user", "login_user", _text, str),
     Label("ports", "ports", _ports, _read_ports, ()),

@@ -165,6 +165,7 @@ def devcontainer_spec(name: str, text: str, *, path: str | None, repos: list[str
         path=path,
         devcontainer=".devcontainer/devcontainer.json",
         devcontainer_hash=image.config_hash,
+        devcontainer_env=tuple(name for name, _ in merged.config.container_env),
         ports=tuple((port, port) for port in merged.config.ports),
         extras=mapping.extras(name, merged, image, merged.config.workspace_folder if path else None, workspace),
     )

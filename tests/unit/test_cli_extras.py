@@ -126,6 +126,7 @@ def test_create_and_destroy_json(world: World, capsys) -> None:
         "removed_files": data["removed_files"],
         "volume_removed": True,
         "volume_kept": False,
+        "volumes_removed": [],
         "tokens_revoked": 0,
     }
     assert len(data["removed_files"]) == 5

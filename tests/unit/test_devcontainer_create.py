@@ -383,6 +383,9 @@ def test_restore_builds_the_same_devcontainer_json_again() -> None:
 
     (unit,) = [f.text for f in render_drone(cases()["devcontainer"], HOST) if f.relative_path == "drone-app.container"]
     request, ignored = request_from_unit(unit, "app2", {})
+    # the configuration's containerEnv is taken from it anew (it may have changed): only the user's own carries over
+    assert "Environment=NVM_DIR=/usr/local/share/nvm\n" in unit
+    assert not any(item.startswith("NVM_DIR=") for item in request.env)
     assert (request.devcontainer, request.path, request.no_devcontainer) == (
         ".devcontainer/devcontainer.json",
         "/home/dev/code/app",

@@ -85,6 +85,8 @@ def test_labels_read_back_as_the_spec_that_wrote_them() -> None:
         dotfiles_branch="main",
         path="/home/dev/src/demo",
         devcontainer=".devcontainer/devcontainer.json",
+        env={"APP_ENV": "dev", "MINE": "1"},
+        devcontainer_env=("APP_ENV",),
         devcontainer_hash="0123abcd",
         login_user="vscode",
         ports=((3000, 3000), (8081, 8080)),
