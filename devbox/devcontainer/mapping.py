@@ -98,10 +98,12 @@ def _json_hook(value: Hook) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def hooks_file(merged: Merged, workspace_folder: str) -> str:
-    """The per-drone devcontainer.json the drone's init reads (brief item 2), mounted read-only."""
+def hooks_file(merged: Merged, workspace_folder: str, config_hash: str) -> str:
+    """The per-drone devcontainer.json the drone's init reads, mounted read-only. The once-per-drone
+    hooks run again when the build's hash differs from the one their marker recorded (a rebuild)."""
     config = merged.config
     document = {
+        "configHash": config_hash,
         "remoteUser": config.remote_user or config.container_user,
         "workspaceFolder": config.workspace_folder or workspace_folder,
         "remoteEnv": dict(config.remote_env),
@@ -130,9 +132,16 @@ def extras(
         workdir=workdir,
         # sshd logs the remote user in to its home from the image's passwd: the drone's home
         # volume is mounted there, so SSH sessions, the init and the hooks share one home.
-        home=_home(image.remote_home) if user_given and image.remote_uid is not None else None,
-        hooks=hooks_file(merged, workspace_folder),
+        home=drone_home(merged, image),
+        hooks=hooks_file(merged, workspace_folder, image.config_hash),
     )
+
+
+def drone_home(merged: Merged, image: BuiltImage) -> str | None:
+    """Where the drone's home volume goes: the image's remote user's home; None: the host user's (%h)."""
+    config = merged.config
+    user_given = config.remote_user or config.container_user or image.remote_user
+    return _home(image.remote_home) if user_given and image.remote_uid is not None else None
 
 
 def _home(path: str | None) -> str | None:

@@ -330,8 +330,9 @@ def test_metadata_first_then_the_file_later_wins_env_merged_hooks_in_order() -> 
     assert merged.config.cap_add == ("SYS_PTRACE", "NET_RAW")
     assert merged.hooks["onCreateCommand"] == NamedCommands((("1", "feature-setup"), ("2", ("make", "setup"))))
     assert merged.hooks["postCreateCommand"] == "npm ci"  # the label repeats the file's own entry: once
-    hooks = json.loads(mapping.hooks_file(merged, "/home/dev/w"))
+    hooks = json.loads(mapping.hooks_file(merged, "/home/dev/w", "h4sh"))
     assert hooks == {
+        "configHash": "h4sh",
         "remoteUser": "vscode",
         "workspaceFolder": "/home/dev/w",
         "remoteEnv": {},

@@ -157,3 +157,17 @@ def test_sigterm_during_a_long_hook_stops_the_init_cleanly(drone):
     wait_for(lambda: outcome(drone) == "running: postStartCommand", what="the hook to run")
     proc.send_signal(signal.SIGTERM)
     assert exit_code(proc, timeout=20) == 143
+
+
+def test_a_new_build_runs_the_once_hooks_again_once(drone):
+    """devbox rebuild writes the new build's hash into the hooks file: onCreate/postCreate run again, once."""
+    log = drone.tmp / "hooks.log"
+    config = {"onCreateCommand": f"echo onCreate >>'{log}'", "postStartCommand": f"echo postStart >>'{log}'"}
+    hooks(drone, configHash="build-1", **config)
+    assert run_once(drone) == "done: onCreateCommand postStartCommand"
+    assert run_once(drone) == "done: postStartCommand"
+    hooks(drone, configHash="build-2", **config)
+    assert run_once(drone) == "done: onCreateCommand postStartCommand"
+    assert run_once(drone) == "done: postStartCommand"
+    assert log.read_text().splitlines() == ["onCreate", "postStart", "postStart", "onCreate", "postStart", "postStart"]
+    assert (drone.state / "devcontainer" / "onCreateCommand.done").read_text() == "build-2"
