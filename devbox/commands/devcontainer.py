@@ -126,7 +126,7 @@ def find(ctx: Context, request: CreateRequest, spec: DroneSpec, notes: list[str]
             return None
         fetched = ctx.paths.build_dir(spec.name)
         workspace = _fetch(ctx, repo, spec.name)
-        container_workspace = f"{ctx.paths.home}/{repo.split('/', 1)[1]}"
+        container_workspace = repo_workspace(str(ctx.paths.home), repo)
     try:
         relative = discover.choose(workspace, request.devcontainer)
         if relative is None:
@@ -140,6 +140,24 @@ def find(ctx: Context, request: CreateRequest, spec: DroneSpec, notes: list[str]
         raise
     notes += config.notes
     return Found(relative, source, config, container_workspace, fetched)
+
+
+def repo_workspace(home: str, repo: str) -> str:
+    """Where the drone's init clones a --repo repository: into the drone user's home."""
+    return f"{home}/{repo.split('/', 1)[1]}"
+
+
+def _in_remote_home(spec: DroneSpec, found: Found, home: str | None) -> Found:
+    """A --repo drone whose home is the image's remote user's: its workspace is there, so the
+    configuration's ${containerWorkspaceFolder} is read again with that path."""
+    if spec.path or not home or not spec.repos:
+        return found
+    container_workspace = repo_workspace(home, spec.repos[0])
+    if container_workspace == found.container_workspace:
+        return found
+    workspace = found.source.workspace
+    document = _document(spec.name, workspace, found.relative, container_workspace)
+    return replace(found, config=validate.check(document, None), container_workspace=container_workspace)
 
 
 def _document(name: str, workspace: Path, relative: str, container_workspace: str) -> read.Document:
@@ -273,6 +291,9 @@ def apply(
             image = unbuilt_image(spec.name, found.source)
             notes.append(f"image {image.tag}: not built yet (dry run)")
         merged = mapping.merge([*mapping.metadata_configs(image), found.config])
+        moved = _in_remote_home(spec, found, mapping.drone_home(merged, image))
+        if moved is not found:
+            found, merged = moved, mapping.merge([*mapping.metadata_configs(image), moved.config])
     except BaseException:
         _discard(found.fetched)
         raise

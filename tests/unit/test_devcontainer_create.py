@@ -246,7 +246,7 @@ def test_create_with_repo_fetches_it_safely_with_a_token_for_that_repo(
     assert builder.built[0].workspace == (build_dir / "checkout").resolve()
     assert [p.name for p in build_dir.iterdir()] == ["checkout"]  # the credential file is gone
     hooks = json.loads((world.paths.drones_dir / "acme-app/devcontainer.json").read_text())
-    assert hooks["workspaceFolder"] == f"{world.paths.home}/app"
+    assert hooks["workspaceFolder"] == "/home/vscode/app"  # cloned into the remote user's home, where the home is
     assert devbox(capsys, "destroy", "acme-app", "--yes")[0] == 0
     assert not build_dir.exists()
 
@@ -423,7 +423,9 @@ def test_a_remote_user_name_that_could_be_an_ssh_option_is_refused(world: World,
     assert not (world.paths.quadlet_dir / "drone-app.container").exists()
 
 
-def test_destroy_removes_the_devcontainers_named_volumes_and_no_other(world: World, builder: FakeBuilder, capsys) -> None:
+def test_destroy_removes_the_devcontainers_named_volumes_and_no_other(
+    world: World, builder: FakeBuilder, capsys
+) -> None:
     mounts = CONFIG.replace('"remoteUser"', '"mounts": ["source=cache,target=/cache,type=volume"],\n  "remoteUser"')
     root = workspace(world, {".devcontainer/devcontainer.json": mounts})
     assert devbox(capsys, "create", "app", "--path", str(root))[0] == 0
@@ -444,3 +446,28 @@ def test_destroy_keep_volume_keeps_the_devcontainers_volumes_too(world: World, b
     world.podman.volumes |= {"drone-app-vol-cache", "drone-app-home"}
     assert devbox(capsys, "destroy", "app", "--yes", "--keep-volume")[0] == 0
     assert world.podman.volumes == {"drone-app-vol-cache", "drone-app-home"}
+
+
+def test_a_repo_drone_reads_container_workspace_folder_in_the_remote_users_home(
+    world: World, builder: FakeBuilder, git: FakeGit, capsys
+) -> None:
+    github_app(world)
+    git.files = {".devcontainer/devcontainer.json": CONFIG.replace('"dev"', '"${containerWorkspaceFolder}/x"')}
+    assert devbox(capsys, "create", "--repo", "acme/app")[0] == 0
+    unit = (world.paths.quadlet_dir / "drone-acme-app.container").read_text()
+    assert "Environment=APP_ENV=/home/vscode/app/x\n" in unit
+    assert "Volume=drone-acme-app-home:/home/vscode\n" in unit
+
+
+def test_a_repo_drone_without_a_remote_user_keeps_the_host_users_home(
+    world: World, builder: FakeBuilder, git: FakeGit, capsys
+) -> None:
+    github_app(world)
+    git.files = {
+        ".devcontainer/devcontainer.json": '{"image": "x", "containerEnv": {"W": "${containerWorkspaceFolder}"}}'
+    }
+    world.builder = FakeBuilder()
+    world.builder.build = lambda source, progress: BuiltImage(TAG, (), "hash123")  # type: ignore[method-assign]
+    assert devbox(capsys, "create", "--repo", "acme/app")[0] == 0
+    unit = (world.paths.quadlet_dir / "drone-acme-app.container").read_text()
+    assert f"Environment=W={world.paths.home}/app\n" in unit
