@@ -393,6 +393,28 @@ def restart(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     _change_state(lifecycle.restart, name, "running", as_json)
 
 
+@app.command()
+def rebuild(
+    name: str = DroneArg,
+    no_cache: bool = typer.Option(False, "--no-cache", help="Build again even when this configuration's image exists."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build a devcontainer.json drone again from its current configuration; the home volume stays."""
+    from devbox.commands.rebuild import rebuild as rebuild_drone
+
+    ctx = make_context()
+    with _spinner() as progress:
+        result = rebuild_drone(ctx, name, fresh=no_cache, progress=progress)
+    if as_json:
+        _print_json(output.rebuild_dict(result))
+        return
+    for note in result.notes:
+        print(note)
+    image = f"on {result.spec.image}" if result.image_changed else f"on the same image ({result.spec.image})"
+    state = "restarted" if result.restarted else "stopped: it runs the new image at its next start"
+    print(f"drone {name} is rebuilt {image}, {state}")
+
+
 @app.command("tailscale-login")
 def tailscale_login(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
     """Give a drone its Tailscale auth key again (its node is gone) and restart it."""

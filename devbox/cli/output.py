@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from devbox.commands.backup import BackupResult, RestoreResult
     from devbox.commands.doctor import Check
     from devbox.commands.lifecycle import CreateResult, DestroyResult
+    from devbox.commands.rebuild import RebuildResult
     from devbox.commands.sweep import DroneReport, Report
 
 if TYPE_CHECKING:
@@ -207,6 +208,18 @@ def create_dict(result: CreateResult) -> dict[str, Any]:
         "files": [{"path": str(item.path), "change": item.change.value} for item in result.files],
         "started": result.started,
         "dry_run": result.dry_run,
+        "notes": result.notes,
+    }
+
+
+def rebuild_dict(result: RebuildResult) -> dict[str, Any]:
+    return {
+        "name": result.spec.name,
+        "image": result.spec.image,
+        "previous_image": result.previous_image,
+        "image_changed": result.image_changed,
+        "restarted": result.restarted,
+        "devcontainer_hash": result.spec.devcontainer_hash,
         "notes": result.notes,
     }
 

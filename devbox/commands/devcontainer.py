@@ -194,6 +194,7 @@ def prepare(
     build: bool,
     is_free: Callable[[int], bool],
     progress: Progress = no_progress,
+    fresh: bool = False,
 ) -> tuple[DroneSpec, list[str]]:
     """SPEC as the workspace's devcontainer.json makes it (unchanged without one), and one-line notes.
 
@@ -202,7 +203,8 @@ def prepare(
     found = find(ctx, request, spec, notes)
     if found is None:
         return spec, notes
-    return apply(ctx, request, spec, found, build=build, is_free=is_free, notes=notes, progress=progress), notes
+    spec = apply(ctx, request, spec, found, build=build, is_free=is_free, notes=notes, progress=progress, fresh=fresh)
+    return spec, notes
 
 
 def discard(ctx: Context, name: str) -> None:
@@ -281,12 +283,13 @@ def apply(
     is_free: Callable[[int], bool],
     notes: list[str],
     progress: Progress = no_progress,
+    fresh: bool = False,
 ) -> DroneSpec:
     """SPEC with the devcontainer.json's image, environment, limits, ports, mounts and hooks."""
     try:
         if build:
             builder: ImageBuilder = ctx.image_builder
-            image = builder.build(found.source, progress)
+            image = builder.build(found.source, progress, fresh=fresh)
         else:
             image = unbuilt_image(spec.name, found.source)
             notes.append(f"image {image.tag}: not built yet (dry run)")

@@ -75,7 +75,7 @@ T = TypeVar("T")
 SSH_PORTS = range(2201, 3000)  # where a drone without a tailnet gets its 127.0.0.1 SSH port
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -88,7 +88,7 @@ def _port_free(port: int) -> bool:
 
 def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] | None = None) -> int:
     """The lowest port in SSH_PORTS no drone claims and nothing listens on."""
-    is_free = is_free or _port_free
+    is_free = is_free or port_free
     claimed = {record.declared.ssh_port for record in find_drones(paths).values()}
     for port in SSH_PORTS:
         if port not in claimed and is_free(port):
@@ -182,7 +182,7 @@ def render_spec(ctx: Context, request: CreateRequest) -> DroneSpec:
 
     spec = build_spec(ctx, request)
     try:
-        return devcontainer.prepare(ctx, request, spec, build=False, is_free=_port_free)[0]
+        return devcontainer.prepare(ctx, request, spec, build=False, is_free=port_free)[0]
     finally:
         devcontainer.discard(ctx, spec.name)
 
@@ -278,7 +278,7 @@ def _create(
 
     try:
         spec, devcontainer_notes = devcontainer.prepare(
-            ctx, request, spec, build=not dry_run, is_free=_port_free, progress=progress
+            ctx, request, spec, build=not dry_run, is_free=port_free, progress=progress
         )
         files = render_files(ctx, spec)
         if not start:  # made stopped, it stays stopped at boot like a drone `devbox stop` stopped
@@ -310,10 +310,10 @@ def _create(
             ctx.podman.create_secret(spec.names.tailscale_secret, tailscale_key.value)
         progress("reloading the user manager")
         ctx.systemd.daemon_reload()
-        _check_generated(ctx, spec.name)
+        check_generated(ctx, spec.name)
         if start:
             progress(f"starting {spec.names.service}")
-            _start_or_explain(ctx, spec.names.service)
+            start_or_explain(ctx, spec.names.service)
     except BaseException:  # Ctrl-C during a long first start too
         _undo_create(ctx, spec.name, written + timer_written, volume_was_there)
         raise
@@ -343,7 +343,7 @@ def _ensure_image(ctx: Context, image: str, progress: Progress) -> None:
         raise DevboxError(f"image {image} is not present and could not be pulled", ExitCode.IMAGE)
 
 
-def _check_generated(ctx: Context, name: str) -> None:
+def check_generated(ctx: Context, name: str) -> None:
     """After daemon-reload the Quadlet generator must have produced drone-NAME.service."""
     service = names_of(name).service
     if ctx.systemd.states([service])[service].exists:
@@ -356,7 +356,7 @@ def _check_generated(ctx: Context, name: str) -> None:
     )
 
 
-def _start_or_explain(ctx: Context, service: str, action: Callable[[str], None] | None = None) -> None:
+def start_or_explain(ctx: Context, service: str, action: Callable[[str], None] | None = None) -> None:
     """Start (or restart) a drone; when that fails, the error carries the unit's last journal lines."""
     try:
         (action or ctx.systemd.start)(service)
@@ -394,7 +394,7 @@ def start(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     _ensure_autostart(ctx, record)
     retire_key(ctx, record, progress)  # before the start: a registered drone starts without its auth key
     progress(f"starting {names_of(name).service}")
-    _start_or_explain(ctx, names_of(name).service)
+    start_or_explain(ctx, names_of(name).service)
 
 
 @locks.locked
@@ -420,7 +420,7 @@ def restart(ctx: Context, name: str, progress: Progress = no_progress, *, keep_k
     if not keep_key:
         retire_key(ctx, record, progress)
     progress(f"restarting {names_of(name).service}")
-    _start_or_explain(ctx, names_of(name).service, ctx.systemd.restart)
+    start_or_explain(ctx, names_of(name).service, ctx.systemd.restart)
 
 
 @dataclass

@@ -225,18 +225,17 @@ class CliBuilder:
         podman: str = "podman",
         cli: str | None = None,
         runner: Runner | None = None,
-        force: bool = False,
     ) -> None:
         self.log_dir = log_dir  # full build logs, one file per configuration hash
         self.podman = podman
         self.cli = cli
         self.runner = runner
-        self.force = force  # build even when the tag exists (devbox rebuild)
 
-    def build(self, source: DevcontainerSource, progress: Progress) -> BuiltImage:
+    def build(self, source: DevcontainerSource, progress: Progress, *, fresh: bool = False) -> BuiltImage:
         digest = config_hash(source)
         tag, base = image_tags(source, digest)
-        if not self.force and self._exists(tag):
+        existed = self._exists(tag)
+        if existed and not fresh:
             progress(f"the devcontainer image is built already ({tag})")
             return self._from_labels(tag, digest)
         log = self.log_dir / f"{tag.rsplit('/', 1)[1].replace(':', '-')}.log"
@@ -247,8 +246,8 @@ class CliBuilder:
             metadata, image_user = self._inspect(base)
             account = self._account(base, metadata, image_user)
             self._contract(base, tag, digest, account, log, progress)
-        except BaseException:
-            self._remove_quietly(tag, base)
+        except BaseException:  # a tag that was there stays: other drones from this config run it
+            self._remove_quietly(*((base,) if existed else (tag, base)))
             raise
         return BuiltImage(tag, metadata, digest, account.uid, account.gid, account.name, account.home)
 

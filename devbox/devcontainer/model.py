@@ -43,7 +43,9 @@ class BuiltImage:
 
 
 class ImageBuilder(Protocol):
-    def build(self, source: DevcontainerSource, progress: Progress) -> BuiltImage: ...
+    def build(self, source: DevcontainerSource, progress: Progress, *, fresh: bool = False) -> BuiltImage:
+        """The drone image for SOURCE; cached by its hash unless FRESH (devbox rebuild --no-cache)."""
+        ...
 
 
 # --- what is allowed ------------------------------------------------------------------------------

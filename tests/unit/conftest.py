@@ -26,7 +26,7 @@ def world(tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     w = World(paths, FakeSystemd(paths.quadlet_dir), FakePodman())
     monkeypatch.setattr(cli, "make_context", lambda: w.context())
     # Ports this host happens to use (an e2e machine shares its network) must not change what tests see.
-    monkeypatch.setattr(lifecycle, "_port_free", lambda port: True)
+    monkeypatch.setattr(lifecycle, "port_free", lambda port: True)
     monkeypatch.setenv("DEVBOX_CONFIG", str(paths.config_file))
     return w
 

@@ -212,8 +212,16 @@ def test_a_second_build_from_the_same_config_never_calls_the_cli(tmp_path, works
 
 def test_rebuild_forces_the_cli_even_when_the_tag_exists(tmp_path, workspace, tools, cli):
     builder(tmp_path, tools, cli).build(workspace, lambda _: None)
-    builder(tmp_path, tools, cli, force=True).build(workspace, lambda _: None)
+    builder(tmp_path, tools, cli).build(workspace, lambda _: None, fresh=True)
     assert len(tools.cli_calls()) == 2
+
+
+def test_a_failed_fresh_build_keeps_the_tag_other_drones_run(tmp_path, workspace, tools, cli):
+    built = builder(tmp_path, tools, cli).build(workspace, lambda _: None)
+    tools.cli_status = 1
+    with pytest.raises(DevboxError):
+        builder(tmp_path, tools, cli).build(workspace, lambda _: None, fresh=True)
+    assert built.tag in tools.images
 
 
 def test_the_user_falls_back_to_container_user_then_the_image_user_then_root():

@@ -39,10 +39,12 @@ TAG = "localhost/devbox-devcontainer-app:abc"
 class FakeBuilder:
     metadata: tuple[dict[str, object], ...] = ({"containerEnv": {"FROM_FEATURE": "1"}, "onCreateCommand": "f"},)
     built: list[DevcontainerSource] = field(default_factory=list)
+    fresh: list[bool] = field(default_factory=list)
     fail: str = ""
 
-    def build(self, source: DevcontainerSource, progress: object) -> BuiltImage:
+    def build(self, source: DevcontainerSource, progress: object, *, fresh: bool = False) -> BuiltImage:
         self.built.append(source)
+        self.fresh.append(fresh)
         if self.fail:
             raise DevboxError(self.fail, ExitCode.IMAGE)
         return BuiltImage(TAG, self.metadata, "hash123", 1000, 1000, "vscode", "/home/vscode")
