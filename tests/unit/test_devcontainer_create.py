@@ -419,7 +419,7 @@ def test_a_remote_user_name_that_could_be_an_ssh_option_is_refused(world: World,
     hostile = _replace(
         builder.build(DevcontainerSource(Path("/"), Path("/x"), Path("/")), None), remote_user="-oProxyCommand=x"
     )
-    world.builder = type("Hostile", (), {"build": lambda self, source, progress: hostile})()
+    world.builder = type("Hostile", (), {"build": lambda self, source, progress, fresh=False: hostile})()
     code, _, err = devbox(capsys, "create", "--path", str(workspace(world)))
     assert code == ExitCode.INVALID_INPUT and "is not a plain user name" in err
     assert not (world.paths.quadlet_dir / "drone-app.container").exists()
@@ -469,7 +469,7 @@ def test_a_repo_drone_without_a_remote_user_keeps_the_host_users_home(
         ".devcontainer/devcontainer.json": '{"image": "x", "containerEnv": {"W": "${containerWorkspaceFolder}"}}'
     }
     world.builder = FakeBuilder()
-    world.builder.build = lambda source, progress: BuiltImage(TAG, (), "hash123")  # type: ignore[method-assign]
+    world.builder.build = lambda source, progress, fresh=False: BuiltImage(TAG, (), "hash123")  # type: ignore[method-assign]
     assert devbox(capsys, "create", "--repo", "acme/app")[0] == 0
     unit = (world.paths.quadlet_dir / "drone-acme-app.container").read_text()
     assert f"Environment=W={world.paths.home}/app\n" in unit
