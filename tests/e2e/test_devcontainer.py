@@ -240,3 +240,20 @@ def test_status_says_when_the_configuration_changed_since_the_build(box: Devbox,
     machine.user(f"sed -i 's/from-the-feature/changed/' {WS}/.devcontainer/devcontainer.json")
     assert box.json("status", "demo").get("devcontainer_changed") is True
     assert "changed since its image was built" in box.run("status", "demo").stdout
+
+
+def test_rebuild_takes_the_changed_configuration_and_keeps_the_home(box: Devbox, machine) -> None:
+    """After the previous test changed the feature's greeting: rebuild builds it, the home stays."""
+    ssh(box, "demo", "echo kept > ~/keep.txt")
+    before = box.json("status", "demo")["image"]
+    count = len(hooks_log(box, "demo"))
+    machine.user(f"rm -f {CALLS}")
+    result = json.loads(box.run("rebuild", "demo", "--json", timeout=900).stdout)
+    print("rebuild:", result)
+    assert result["restarted"] is True and result["image"] != before
+    assert cli_calls(machine) != []  # the changed configuration was built
+    wait_for(lambda: len(hooks_log(box, "demo")) >= count + 2, 120, "the hooks after the rebuild")
+    assert hooks_log(box, "demo")[count:] == ["postCreate", "postStart"]  # a new build: postCreate once more
+    assert ssh(box, "demo", "demo-marker; cat ~/keep.txt").stdout.splitlines() == ["demo-marker: changed", "kept"]
+    assert box.json("status", "demo").get("devcontainer_changed") is False
+    assert box.json("status", "demo2")["image"] == before  # the other drone from the old config is untouched
