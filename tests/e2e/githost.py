@@ -23,7 +23,7 @@ from fakegithub import FakeGitHub, rsa_keypair
 
 STATE = Path(sys.argv[1])
 REPOS = STATE / "repos"
-INSTALLATIONS = {"acme": (4242, {"demo", "other"}, {"contents": "write", "pull_requests": "write"})}
+INSTALLATIONS = {"acme": (4242, {"demo", "other", "dcdemo"}, {"contents": "write", "pull_requests": "write"})}
 
 
 def make_repos() -> None:

@@ -177,9 +177,17 @@ def test_a_second_build_from_the_same_config_does_not_call_the_cli(machine, buil
 # --- devbox create --path end to end (needs the configuration side) -------------------------------
 
 
+class RecordingDevbox(Devbox):
+    """devbox with the recording CLI first on PATH, so a test can tell whether a create built anything."""
+
+    def run(self, *args: str, check: bool = True, timeout: float = 300, input: str | None = None):
+        command = f"PATH={DIR}/bin:$PATH DEVBOX_SYSTEMD={self.backend} devbox {shlex.join(args)}"
+        return self.machine.user(command, check=check, timeout=timeout, input=input)
+
+
 @pytest.fixture(scope="module")
 def box(machine) -> Iterator[Devbox]:
-    devbox = Devbox(machine, "pystemd")
+    devbox = RecordingDevbox(machine, "pystemd")
     if "devcontainer" not in devbox.run("create", "--help").stdout:
         pytest.skip("devbox create does not read devcontainer.json yet (the configuration helper's part)")
     write_config(machine, PLAIN_CONFIG + '\n[identity]\nname = "Ada Lovelace"\nemail = "ada@example.com"\n')
