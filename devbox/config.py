@@ -26,6 +26,7 @@ class DroneDefaults:
     cpus: float | None = None
     memory: str | None = None
     syncthing: bool = False
+    services: tuple[str, ...] = ()  # `with` in the file (a Python keyword)
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -146,6 +147,14 @@ def _env_table(value: Any) -> dict[str, str]:
     return {values.validate_env_key(k): values.validate_env_value(k, _str(v)) for k, v in value.items()}
 
 
+def _services(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise DevboxError('expected a list of service names, for example ["syncthing"]', ExitCode.INVALID_INPUT)
+    from devbox.drone.services import validate_services
+
+    return validate_services(_str(item) for item in value)
+
+
 def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DevboxError("expected a number", ExitCode.INVALID_INPUT)
@@ -157,6 +166,7 @@ _DRONE_KEYS: dict[str, Callable[[Any], Any]] = {
     "cpus": _number,
     "memory": lambda v: values.parse_memory(_str(v)),
     "syncthing": _bool,
+    "with": lambda v: _services(v),
     "env": _env_table,
 }
 _APP_ID = re.compile(r"[0-9]{1,12}|Iv[0-9A-Za-z.]{4,40}")
@@ -313,7 +323,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     if bool(github.app_id) != bool(github.private_key):
         raise DevboxError(f"{path}: github: set both app_id and private_key, or neither", ExitCode.CONFIG)
     return Config(
-        drone=DroneDefaults(**sections["drone"]),
+        drone=DroneDefaults(**{("services" if k == "with" else k): v for k, v in sections["drone"].items()}),
         github=github,
         broker=BrokerConfig(**sections["broker"]),
         cleanup=CleanupConfig(**sections["cleanup"]),

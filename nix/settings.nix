@@ -45,6 +45,7 @@ rec {
       cpus = opt types.number "[drone] cpus: the default CPU limit.";
       memory = opt types.str "[drone] memory: the default memory limit, such as \"8g\".";
       syncthing = opt types.bool "[drone] syncthing: run Syncthing in new drones.";
+      "with" = opt (types.listOf types.str) "[drone] with: optional services every new drone runs (see the README).";
       env = opt (types.attrsOf types.str) "[drone] env: environment for every drone (no secrets: it is in the unit file).";
     };
     github = {
@@ -89,7 +90,7 @@ rec {
       (clean {
         max_drones = s.maxDrones;
         flavor = s.flavor;
-        drone = clean { inherit (s.drone) image cpus memory syncthing env; };
+        drone = clean { inherit (s.drone) image cpus memory syncthing env; "with" = s.drone."with"; };
         github = clean {
           app_id = s.github.appId;
           private_key = s.github.privateKey;

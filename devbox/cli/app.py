@@ -161,6 +161,12 @@ DRONE_OPTIONS: tuple[DroneOption, ...] = (
         "syncthing",
     ),
     DroneOption(
+        "with_service",
+        list[str],
+        typer.Option([], "--with", help="Run an optional service in the drone (repeatable; see the README)."),
+        "services",
+    ),
+    DroneOption(
         "env",
         list[str],
         typer.Option([], "--env", "-e", help="KEY=VALUE for the drone's environment (repeatable)."),

@@ -59,6 +59,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "tailscale": status.tailnet_name is not None,
         "tailnet_name": status.tailnet_name,
         "syncthing": status.syncthing,
+        "with": list(status.services),
         "syncthing_device_id": status.syncthing_id,
         "workspace": status.workspace,
         "dotfiles": status.dotfiles,
@@ -168,6 +169,8 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         changed = "; changed since its image was built" if status.devcontainer_changed else ""
         outcome = status.devcontainer_outcome or "hooks not run yet"
         lines.append(("devcontainer", f"{status.devcontainer}: {outcome}{changed}"))
+    if status.services:
+        lines.append(("with", ", ".join(status.services)))
     if status.syncthing:
         lines.append(("syncthing", status.syncthing_id or "device ID not available (is the drone running?)"))
     if status.broker is not None:

@@ -40,6 +40,7 @@ class DroneStatus:
     autostart: bool
     ssh_port: int | None
     syncthing: bool
+    services: tuple[str, ...]  # --with
     tailnet_name: str | None = None  # the drone's name on the tailnet, when it joins one
     syncthing_id: str | None = None  # asked of a running drone by `status` only
     workspace: str | None = None  # the host directory of --path
@@ -91,6 +92,7 @@ def status_of(
         autostart=record.autostart,
         ssh_port=declared.ssh_port,
         syncthing=declared.syncthing,
+        services=declared.services,
         tailnet_name=tailnet_name(record.name, tailnet) if declared.tailscale else None,
         workspace=declared.path,
         dotfiles=declared.dotfiles_url,

@@ -24,6 +24,7 @@ from devbox.commands.progress import Progress, no_progress
 from devbox.commands.tailscale import on_tailnet, resolve_key, retire_key
 from devbox.config import parse_permission
 from devbox.context import Context, host_facts
+from devbox.drone.services import SYNCTHING, validate_services
 from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.host import quadlet
@@ -55,6 +56,7 @@ class CreateRequest:
     memory: str | None = None
     ssh_port: str | int | None = None
     syncthing: bool | None = None
+    services: Sequence[str] = ()  # --with NAME, over the config's [drone] with
     env: Sequence[str] = ()
     permissions: Sequence[str] = ()  # NAME=LEVEL over the config's defaults; LEVEL "none" drops one
     idle_stop: str | None = None  # a duration such as 12h; None: the config's [cleanup] idle_stop
@@ -136,6 +138,7 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
     from devbox.drone.sshkeys import gather_keys
     from devbox.drone.workspace import validate_workspace
 
+    services = validate_services([*defaults.services, *request.services])
     tailscale = ctx.config.tailscale
     on_tailnet = tailscale.enabled if request.tailscale is None else request.tailscale
     ssh_port = request.ssh_port
@@ -150,7 +153,8 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
         cpus=request.cpus if request.cpus is not None else defaults.cpus,
         memory=request.memory if request.memory is not None else defaults.memory,
         ssh_port=ssh_port,
-        syncthing=defaults.syncthing if request.syncthing is None else request.syncthing,
+        syncthing=SYNCTHING in services or (defaults.syncthing if request.syncthing is None else request.syncthing),
+        services=[name for name in services if name != SYNCTHING],
         env=env,
         permissions=permissions,
         idle_stop=request.idle_stop,

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from devbox.drone.extras import ContainerExtras
+from devbox.drone.services import validate_services
 from devbox.errors import DevboxError, invalid
 from devbox.names import LABEL_PREFIX, DroneNames, names_of
 from devbox.values import (
@@ -47,6 +48,7 @@ class DroneSpec:
     memory: str | None = None
     ssh_port: int | None = None
     syncthing: bool = False
+    services: tuple[str, ...] = ()  # --with NAME: drone/services.py (syncthing is its own field)
     env: tuple[tuple[str, str], ...] = field(default=())
     permissions: tuple[tuple[str, str], ...] = ()
     idle_stop: int | None = None  # seconds; None: the config's [cleanup] idle_stop
@@ -79,6 +81,7 @@ class DroneSpec:
         memory: str | None = None,
         ssh_port: str | int | None = None,
         syncthing: bool = False,
+        services: tuple[str, ...] | list[str] = (),
         env: dict[str, str] | None = None,
         permissions: dict[str, str] | None = None,
         idle_stop: str | None = None,
@@ -131,6 +134,7 @@ class DroneSpec:
             memory=None if memory is None else parse_memory(memory),
             ssh_port=None if ssh_port is None else parse_port(ssh_port),
             syncthing=syncthing,
+            services=validate_services(services),
             env=env_items,
             permissions=tuple(sorted((permissions or {}).items())) if checked_repos else (),
             idle_stop=None if idle_stop is None else parse_duration(idle_stop),
@@ -257,6 +261,7 @@ LABELS: tuple[Label, ...] = (
     Label("created", "created", _created, _read_created),
     Label("repos", "repos", lambda repos: ",".join(repos), lambda text: tuple(r for r in text.split(",") if r), ()),
     Label("syncthing", "syncthing", _boolean, _is_true, False, "syncthing", _is_true),
+    Label("with", "services", _names, _read_names, (), "services", _read_names),
     Label("ssh-port", "ssh_port", _text, _read_optional_int, None, "ssh_port", _read_optional_int),
     # restore gives exactly these permissions (and drops the config's others): lifecycle.request_from_unit
     Label("permissions", "permissions", _permissions, lambda text: tuple(parse_permissions_label(text).items()), ()),

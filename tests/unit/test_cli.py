@@ -395,6 +395,7 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "tailscale": False,
         "tailnet_name": None,
         "syncthing": True,
+        "with": [],
         "syncthing_device_id": device_id,
         "workspace": None,
         "dotfiles": None,

@@ -160,7 +160,7 @@ SETTINGS_OPTIONS = {
     "maxDrones", "flavor", "extraSettings",
     "tailscale.enable", "tailscale.authKey", "tailscale.loginServer", "tailscale.ssh", "tailscale.tailnet",
     "ssh.authorizedKeys", "ssh.defaultKeys",
-    "drone.image", "drone.cpus", "drone.memory", "drone.syncthing", "drone.env",
+    "drone.image", "drone.cpus", "drone.memory", "drone.syncthing", "drone.with", "drone.env",
     "github.appId", "github.privateKey", "github.apiUrl", "github.host", "github.gitUrl", "github.installationId", "github.permissions",
     "broker.idleExit", "cleanup.idleStop", "cleanup.idleDestroy", "cleanup.keepTimer", "cleanup.keepVolume",
 }  # fmt: skip
@@ -192,7 +192,8 @@ def test_every_config_key_has_a_nix_option():
     }
     for prefix, keys in tables.items():
         for key in keys:
-            assert f"{camel(key)} = opt" in source, f"nix/settings.nix has no option for {prefix}{key}"
+            declared = (f"{camel(key)} = opt", f'"{camel(key)}" = opt')  # quoted: a Nix keyword such as with
+            assert any(d in source for d in declared), f"nix/settings.nix has no option for {prefix}{key}"
             assert f"{key} = " in source or f"inherit (s.{prefix.rstrip('.')})" in source, (
                 f"nix/settings.nix does not render {prefix}{key}"
             )

@@ -74,6 +74,7 @@ def test_labels_read_back_as_the_spec_that_wrote_them() -> None:
         version="1.2.3",
         ssh_port=2205,
         syncthing=True,
+        services=("syncthing",),
         permissions={"contents": "write", "issues": "read"},
         idle_stop="12h",
         idle_destroy="14d",
