@@ -392,10 +392,23 @@ def _ensure_autostart(ctx: Context, record: DroneRecord) -> None:
         ctx.systemd.daemon_reload()
 
 
+def _reset_broker(ctx: Context, name: str, progress: Progress) -> None:
+    """A broker systemd gave up on (failed, start limit hit) gets a fresh start with its drone:
+    the drone only Wants= the socket, so without this it would start with no tokens."""
+    units = broker_units(name)
+    broker = broker_state(ctx.systemd.states(units), name)
+    if broker.healthy or broker.state == "missing":
+        return
+    progress(f"the credential broker was {broker.state}: resetting it")
+    for unit in units:
+        ctx.systemd.reset_failed(unit)
+
+
 @locks.locked
 def start(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     record = require_drone(ctx.paths, name)
     _ensure_autostart(ctx, record)
+    _reset_broker(ctx, name, progress)
     retire_key(ctx, record, progress)  # before the start: a registered drone starts without its auth key
     progress(f"starting {names_of(name).service}")
     start_or_explain(ctx, names_of(name).service)
@@ -423,6 +436,7 @@ def restart(ctx: Context, name: str, progress: Progress = no_progress, *, keep_k
     _ensure_autostart(ctx, record)
     if not keep_key:
         retire_key(ctx, record, progress)
+    _reset_broker(ctx, name, progress)
     progress(f"restarting {names_of(name).service}")
     start_or_explain(ctx, names_of(name).service, ctx.systemd.restart)
 

@@ -150,3 +150,25 @@ def test_doctor_is_content_with_listening_brokers_and_says_when_it_cannot_ask() 
     assert (check.status, check.detail) == ("ok", "1 drone(s): none failed")
     check = {c.name: c for c in doctor.run_checks(host_with(None))}["credential brokers"]
     assert check.status == "warn" and "systemctl show failed" in check.detail
+
+
+@pytest.mark.parametrize("command", ["start", "restart"])
+def test_start_and_restart_reset_a_broker_systemd_gave_up_on(world: World, capsys, command: str) -> None:
+    assert devbox(capsys, "create", "probe")[0] == 0
+    socket, service = UNITS
+    world.systemd.failed |= {socket, service}
+    world.systemd.results |= {socket: "service-start-limit-hit", service: "exit-code"}
+    world.systemd.calls.clear()
+    assert devbox(capsys, command, "probe")[0] == 0
+    resets = [unit for call, unit in world.systemd.calls if call == "reset-failed"]
+    assert resets == [socket, service]
+    assert world.systemd.calls.index(("reset-failed", service)) < world.systemd.calls.index(
+        (command, "drone-probe.service")
+    )
+
+
+def test_a_healthy_broker_is_left_alone(world: World, capsys) -> None:
+    assert devbox(capsys, "create", "probe")[0] == 0
+    world.systemd.calls.clear()
+    assert devbox(capsys, "restart", "probe")[0] == 0
+    assert not any(call == "reset-failed" for call, _ in world.systemd.calls)
