@@ -284,10 +284,7 @@ def _create(
         spec, devcontainer_notes = devcontainer.prepare(
             ctx, request, spec, build=not dry_run, is_free=port_free, progress=progress
         )
-        files = render_files(ctx, spec)
-        if not start:  # made stopped, it stays stopped at boot like a drone `devbox stop` stopped
-            files = [f for f in files if f.relative_path != names_of(spec.name).autostart_dropin]
-        planned = install.plan(files, ctx.paths, force=force)
+        planned = install.plan(_new_drone_files(ctx, spec, start), ctx.paths, force=force)
     except BaseException:
         devcontainer.discard(ctx, spec.name)
         raise
@@ -303,7 +300,9 @@ def _create(
     _install_shared(ctx)
     progress("writing unit files")
     volume_was_there = ctx.podman.volume_exists(spec.names.volume)  # a failed first start must not leave one behind
-    written = install.apply(planned)
+    with locks.claims_lock(ctx.paths, waiting=progress):
+        spec, planned = _claim_again(ctx, request, spec, planned, start=start, force=force)
+        written = install.apply(planned)
     timer_written: list[install.PlannedFile] = []
     try:
         # The clean-up timer comes with the first drone; its files go in before the one reload.
@@ -322,7 +321,41 @@ def _create(
         _undo_create(ctx, spec.name, written + timer_written, volume_was_there)
         raise
     timer.enable_timer(ctx, changed=bool(timer_written))
-    return CreateResult(spec, planned, started=start, notes=notes)
+    return CreateResult(spec, planned, started=start, notes=_create_notes(spec) + devcontainer_notes)
+
+
+def _new_drone_files(ctx: Context, spec: DroneSpec, start: bool) -> list[RenderedFile]:
+    """Made stopped, a drone stays stopped at boot like one `devbox stop` stopped: no autostart drop-in."""
+    files = render_files(ctx, spec)
+    return files if start else [f for f in files if f.relative_path != names_of(spec.name).autostart_dropin]
+
+
+def _claim_again(
+    ctx: Context,
+    request: CreateRequest,
+    spec: DroneSpec,
+    planned: list[install.PlannedFile],
+    *,
+    start: bool,
+    force: bool,
+) -> tuple[DroneSpec, list[install.PlannedFile]]:
+    """Under the claims lock, what another create may have taken since this one looked: the drone
+    limit, and its ports (an SSH port devbox chose is chosen again; one the user gave is an error)."""
+    others = {n: r for n, r in find_drones(ctx.paths).items() if n != spec.name}
+    limit = ctx.config.max_drones
+    if limit and len(others) >= limit:
+        raise DevboxError(f"the drone limit is reached ({limit}, max_drones in the config)", ExitCode.LIMIT)
+    owners = {r.declared.ssh_port: n for n, r in others.items()}
+    owners |= {host: n for n, r in others.items() for host, _ in r.declared.ports}
+    for host, _ in spec.ports:
+        if host in owners:
+            raise DevboxError(f"port {host} was just claimed by drone {owners[host]}: create again", ExitCode.LIMIT)
+    if spec.ssh_port not in owners:
+        return spec, planned
+    if request.ssh_port is not None:
+        raise DevboxError(f"--ssh-port {spec.ssh_port} is drone {owners[spec.ssh_port]}'s", ExitCode.EXISTS)
+    spec = replace(spec, ssh_port=free_ssh_port(ctx.paths))
+    return spec, install.plan(_new_drone_files(ctx, spec, start), ctx.paths, force=force)
 
 
 def _write_private_key(path: Path, text: str) -> None:

@@ -101,6 +101,17 @@ def drone_lock(
         os.close(fd)  # closing the only descriptor releases the flock
 
 
+CLAIMS = "-claims"  # not a drone name (names start with a letter): the lock around claiming ports and slots
+
+
+@contextmanager
+def claims_lock(paths: Paths, *, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Held from the last check of what other drones claim (ports, max_drones) to the write of a new
+    drone's unit, so two creates of different drones never take the same port or the last slot."""
+    with drone_lock(paths, CLAIMS, wait=60.0, waiting=waiting):
+        yield
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -193,3 +193,42 @@ def test_stale_temporary_files_of_dead_writers_are_removed_live_ones_kept(tmp_pa
         path.write_text("half")
     install.atomic_write(target, "whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name, other.name])
+
+
+def test_a_port_another_create_took_meanwhile_is_chosen_again(world: World, capsys, monkeypatch) -> None:
+    """Two creates of different drones at once: each chose its SSH port before either wrote its unit."""
+    from devbox.commands import lifecycle
+
+    chosen = lifecycle.free_ssh_port(world.paths)
+    real_install_shared = lifecycle._install_shared
+
+    def meanwhile(ctx) -> None:  # the other create writes its unit with the same port first
+        monkeypatch.setattr(lifecycle, "_install_shared", real_install_shared)
+        real_install_shared(ctx)
+        assert devbox(capsys, "create", "other", "--ssh-port", str(chosen), "--no-start")[0] == 0
+
+    monkeypatch.setattr(lifecycle, "_install_shared", meanwhile)
+    code, out, err = devbox(capsys, "create", "first", "--json")
+    assert code == 0, err
+    first = (world.paths.quadlet_dir / "drone-first.container").read_text()
+    other = (world.paths.quadlet_dir / "drone-other.container").read_text()
+    assert f"Label=io.devbox.ssh-port={chosen}\n" in other
+    assert f"Label=io.devbox.ssh-port={chosen}\n" not in first and "Label=io.devbox.ssh-port=" in first
+
+
+def test_the_last_slot_taken_meanwhile_is_refused_and_nothing_written(world: World, capsys, monkeypatch) -> None:
+    from devbox.commands import lifecycle
+
+    world.paths.config_file.parent.mkdir(parents=True, exist_ok=True)
+    world.paths.config_file.write_text("max_drones = 1\n")
+    real_install_shared = lifecycle._install_shared
+
+    def meanwhile(ctx) -> None:
+        monkeypatch.setattr(lifecycle, "_install_shared", real_install_shared)
+        real_install_shared(ctx)
+        assert devbox(capsys, "create", "other", "--no-start")[0] == 0
+
+    monkeypatch.setattr(lifecycle, "_install_shared", meanwhile)
+    code, _, err = devbox(capsys, "create", "first")
+    assert code == ExitCode.LIMIT and "drone limit is reached" in err
+    assert not (world.paths.quadlet_dir / "drone-first.container").exists()
