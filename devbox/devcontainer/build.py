@@ -236,9 +236,10 @@ class CliBuilder:
     def build(self, source: DevcontainerSource, progress: Progress) -> BuiltImage:
         digest = config_hash(source)
         tag, base = image_tags(source, digest)
-        if not self.force and self._exists(tag):
+        cached = None if self.force else self._cached(tag, digest)
+        if cached is not None:
             progress(f"the devcontainer image is built already ({tag})")
-            return self._from_labels(tag, digest)
+            return cached
         log = self.log_dir / f"{tag.rsplit('/', 1)[1].replace(':', '-')}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("")
@@ -314,8 +315,16 @@ class CliBuilder:
                 ExitCode.IMAGE,
             )
 
-    def _from_labels(self, tag: str, digest: str) -> BuiltImage:
-        raw = self._json([self.podman, "image", "inspect", "--format", "json", tag], f"podman image inspect {tag}")
+    def _cached(self, tag: str, digest: str) -> BuiltImage | None:
+        """TAG's image from its labels, or None when it is not there: one `podman image inspect`, the
+        whole cost of a cached build (another podman process for `image exists` first cost as much)."""
+        out: list[str] = []
+        if self._run([self.podman, "image", "inspect", "--format", "json", tag], out.append) != 0:
+            return None  # no such image; a podman failing otherwise fails again in the build
+        try:
+            raw = json.loads("\n".join(out))
+        except ValueError:
+            raise DevboxError(f"podman image inspect {tag} gave no JSON: {last_error(out)}", ExitCode.PODMAN) from None
         labels = ((raw[0] if isinstance(raw, list) and raw else {}).get("Config") or {}).get("Labels") or {}
         fields: dict[str, Any] = {field: labels.get(label) for field, label in USER_LABELS.items()}
         for field in ("remote_uid", "remote_gid"):

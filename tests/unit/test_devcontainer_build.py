@@ -207,7 +207,24 @@ def test_a_second_build_from_the_same_config_never_calls_the_cli(tmp_path, works
     again = builder(tmp_path, tools, cli).build(workspace, lambda _: None)
     assert again == first
     assert tools.cli_calls() == []
-    assert [c[1:3] for c in tools.calls] == [["image", "exists"], ["image", "inspect"]]
+    assert [c[1:3] for c in tools.calls] == [["image", "inspect"]]  # one podman process, the whole cost
+
+
+def test_a_cached_image_podman_cannot_describe_is_an_error_not_a_build(tmp_path, workspace, tools, cli):
+    builder(tmp_path, tools, cli).build(workspace, lambda _: None)
+    tools.calls.clear()
+    garbled = tools.__call__
+
+    def runner(argv, on_line):
+        if argv[1:3] == ["image", "inspect"]:
+            on_line("Error: something unreadable")
+            return 0
+        return garbled(argv, on_line)
+
+    with pytest.raises(DevboxError) as caught:
+        build.CliBuilder(tmp_path / "logs", podman="podman", cli=cli, runner=runner).build(workspace, lambda _: None)
+    assert caught.value.code == ExitCode.PODMAN and "gave no JSON" in caught.value.message
+    assert tools.cli_calls() == []
 
 
 def test_rebuild_forces_the_cli_even_when_the_tag_exists(tmp_path, workspace, tools, cli):
