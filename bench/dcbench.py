@@ -195,7 +195,7 @@ def _contract_build(base: str, tag: str, account: Account) -> list[str]:
     context = templates_dir() / "image"
     argv = ["podman", "build", "--pull=never", "--build-arg", f"BASE={base}", "--tag", tag]
     argv += ["--build-arg", f"DEVBOX_USER={account.uid}:{account.gid}"]
-    return [*argv, "--file", str(context / "Containerfile.contract"), str(context)]
+    return [*argv, "--layers=false", "--file", str(context / "Containerfile.contract"), str(context)]
 
 
 def _wait_ssh(work: Work, port: int, user: str) -> None:

@@ -304,7 +304,9 @@ class CliBuilder:
         argv = [self.podman, "build", "--pull=never", "--build-arg", f"BASE={base}", "--tag", tag]
         argv += ["--build-arg", f"DEVBOX_USER={account.uid}:{account.gid}"]
         argv += [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
-        argv += ["--file", str(context / "Containerfile.contract"), str(context)]
+        # One commit at the end, not one per instruction: the tag is the cache, and each commit costs
+        # about as much as a RUN step (README: Speed).
+        argv += ["--layers=false", "--file", str(context / "Containerfile.contract"), str(context)]
         progress("adding devbox's contract layer (init, sshd, git)")
         lines = self._logged(argv, log, progress)
         if lines.status != 0:

@@ -192,6 +192,7 @@ def test_a_first_build_runs_the_cli_then_the_contract_layer_and_reads_the_user(t
     assert contract[:7] == ["podman", "build", "--pull=never", "--build-arg", f"BASE={base}", "--tag", tag]
     assert contract[-3:-1] == ["--file", str(build.templates_dir() / "image" / "Containerfile.contract")]
     assert contract[7:9] == ["--build-arg", "DEVBOX_USER=1500:1501"]  # the drone runs as the remote user
+    assert contract[-4] == "--layers=false"  # no intermediate image per instruction: the tag is the cache
     labels = tools.images[tag]
     assert labels["io.devbox.devcontainer-hash"] == digest and labels["io.devbox.remote-uid"] == "1500"
     [probe] = [c for c in tools.calls if c[1] == "run"]
