@@ -176,9 +176,8 @@ def _create(work: Work, name: str) -> None:
 
 def _podman_run(work: Work, image: str, account: Account) -> None:
     """The image run as a drone's unit runs it (keep-id onto the login user, an init, the home volume,
-    the workspace, the authorized keys), without devbox's hooks file, tools or broker socket."""
-    run(["podman", "rm", "-f", "-t", "0", RUN], check=False)
-    run(["podman", "volume", "rm", "-f", f"{RUN}-home"], check=False)
+    the workspace, the authorized keys), without devbox's hooks file, tools or broker socket.
+    _clean has removed the container and volume of the last run before: nothing to remove here."""
     argv = ["podman", "run", "-d", "--name", RUN, "--hostname", RUN, "--init", "--pull=never"]
     argv += [f"--userns=keep-id:uid={account.uid},gid={account.gid}", "-e", f"DEVBOX_DRONE={RUN}"]
     argv += ["-e", f"HOME={account.home}", "-v", f"{RUN}-home:{account.home}"]
