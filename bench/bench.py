@@ -8,7 +8,10 @@ Run it as the user who owns the drones, on a host with systemd and Podman 5:
 It creates and destroys its own drones (named bench-*), never touches others, and
 prints a table; the same figures go to the JSON file. The broker part runs only
 when a GitHub App is configured for devbox (it then measures the real broker
-against whatever API the config points at).
+against whatever API the config points at). The devcontainer part (bench/dcbench.py)
+builds the workspace given with --devcontainer (by default the end-to-end fixture,
+whose Dockerfile is FROM localhost/devbox-base:trixie) and needs the Dev Containers
+CLI on PATH. --parts chooses the parts.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ QUADLET_DIR = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) /
 PODMAN_PS = ["podman", "ps", "--filter", "label=io.devbox.drone", "--format", "json"]
 RUNTIME = Path(os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}"))
 DRONES_DATA = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "devbox" / "drones"
+PARTS = ("startup", "create", "list", "broker", "devcontainer")
+# The devcontainer part's default workspace: the end-to-end fixture (FROM localhost/devbox-base:trixie).
+DEVCONTAINER = Path(__file__).resolve().parent.parent / "tests" / "e2e" / "devcontainer" / "demo"
 
 
 def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -225,7 +231,7 @@ def machine() -> dict[str, str]:
     )
     podman = run(["podman", "--version"]).stdout.strip()
     systemd = run(["systemctl", "--version"]).stdout.splitlines()[0]
-    return {
+    found = {
         "cpu": cpu,
         "cores": str(os.cpu_count()),
         "kernel": platform.release(),
@@ -233,32 +239,39 @@ def machine() -> dict[str, str]:
         "systemd": systemd,
         "python": platform.python_version(),
     }
+    if shutil.which("devcontainer"):
+        found["devcontainer"] = run(["devcontainer", "--version"]).stdout.strip()
+    return found
 
 
 def table(results: dict[str, object]) -> str:
     lines = [f"machine: {results['machine']}"]
-    start = results["startup"]
-    assert isinstance(start, dict)
-    base = start["python3 -c pass"]
-    for key, value in start.items():
-        lines.append(f"{key:<44} {value * 1000:8.1f} ms  {value / base:5.2f}x python3 -c pass")
-    create = results["create"]
-    assert isinstance(create, dict)
-    bare = create["hand-written unit + daemon-reload + start"]
-    for key, value in create.items():
-        lines.append(f"{key:<44} {value * 1000:8.1f} ms  {value / bare:5.2f}x by hand")
-    listing = results["list"]
-    assert isinstance(listing, dict)
-    for size, pair in listing.items():
-        ps, ours = pair["podman ps --filter label=io.devbox.drone --format json"], pair["devbox list --json"]
-        label = f"list, {size} drones: podman ps / devbox"
-        lines.append(f"{label:<44} {ps * 1000:8.1f} / {ours * 1000:.1f} ms  {ours / ps:5.2f}x")
+    start = results.get("startup")
+    if isinstance(start, dict):
+        base = start["python3 -c pass"]
+        for key, value in start.items():
+            lines.append(f"{key:<44} {value * 1000:8.1f} ms  {value / base:5.2f}x python3 -c pass")
+    create = results.get("create")
+    if isinstance(create, dict):
+        bare = create["hand-written unit + daemon-reload + start"]
+        for key, value in create.items():
+            lines.append(f"{key:<44} {value * 1000:8.1f} ms  {value / bare:5.2f}x by hand")
+    listing = results.get("list")
+    if isinstance(listing, dict):
+        for size, pair in listing.items():
+            ps, ours = pair["podman ps --filter label=io.devbox.drone --format json"], pair["devbox list --json"]
+            label = f"list, {size} drones: podman ps / devbox"
+            lines.append(f"{label:<44} {ps * 1000:8.1f} / {ours * 1000:.1f} ms  {ours / ps:5.2f}x")
     broker = results.get("broker")
     if isinstance(broker, dict):
         for key, value in broker.items():
             lines.append(f"{key:<44} {value if not isinstance(value, float) else round(value, 3)}")
-    else:
+    elif broker is not None:
         lines.append(f"broker: {broker}")
+    if "devcontainer" in results:
+        from dcbench import table as devcontainer_table
+
+        lines += devcontainer_table(results["devcontainer"])  # type: ignore[arg-type]
     return "\n".join(lines)
 
 
@@ -270,21 +283,34 @@ def main() -> None:
     parser.add_argument("--repo", default="acme/demo", help="repository for the broker drone")
     parser.add_argument("--idle-wait", type=float, default=60.0, help="how long to wait for the broker's idle exit")
     parser.add_argument("--out", default="bench/results/latest.json")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run, of {','.join(PARTS)}")
+    parser.add_argument("--devcontainer", default=str(DEVCONTAINER), help="the devcontainer part's workspace")
     args = parser.parse_args()
+    parts = args.parts.split(",")
     if not shutil.which("podman") or not shutil.which("systemctl"):
         raise SystemExit("bench: needs podman and systemctl --user")
+    if args.reps < 1 or not set(parts) <= set(PARTS):
+        raise SystemExit(f"bench: --reps is at least 1; --parts are of {','.join(PARTS)}")
 
     results: dict[str, object] = {"machine": machine(), "reps": args.reps}
-    results["startup"] = bench_startup(args.reps)
-    results["create"] = bench_create(args.reps, args.image)
-    results["list"] = bench_list(args.reps, [int(s) for s in args.sizes.split(",")], args.image)
-    from devbox.config import load_config
-    from devbox.paths import Paths
+    if "startup" in parts:
+        results["startup"] = bench_startup(args.reps)
+    if "create" in parts:
+        results["create"] = bench_create(args.reps, args.image)
+    if "list" in parts:
+        results["list"] = bench_list(args.reps, [int(s) for s in args.sizes.split(",")], args.image)
+    if "broker" in parts:
+        from devbox.config import load_config
+        from devbox.paths import Paths
 
-    if load_config(Paths.from_env().config_file).github.enabled:
-        results["broker"] = bench_broker(args.reps, args.image, args.repo, args.idle_wait)
-    else:
-        results["broker"] = "skipped: no GitHub App configured for devbox"
+        if load_config(Paths.from_env().config_file).github.enabled:
+            results["broker"] = bench_broker(args.reps, args.image, args.repo, args.idle_wait)
+        else:
+            results["broker"] = "skipped: no GitHub App configured for devbox"
+    if "devcontainer" in parts:
+        from dcbench import bench_devcontainer
+
+        results["devcontainer"] = bench_devcontainer(args.reps, Path(args.devcontainer))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -234,10 +234,11 @@ class CliBuilder:
     def build(self, source: DevcontainerSource, progress: Progress, *, fresh: bool = False) -> BuiltImage:
         digest = config_hash(source)
         tag, base = image_tags(source, digest)
-        existed = self._exists(tag)
-        if existed and not fresh:
+        cached = self._cached(tag, digest)
+        existed = cached is not None
+        if cached is not None and not fresh:
             progress(f"the devcontainer image is built already ({tag})")
-            return self._from_labels(tag, digest)
+            return cached
         log = self.log_dir / f"{tag.rsplit('/', 1)[1].replace(':', '-')}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("")
@@ -302,7 +303,9 @@ class CliBuilder:
         argv = [self.podman, "build", "--pull=never", "--build-arg", f"BASE={base}", "--tag", tag]
         argv += ["--build-arg", f"DEVBOX_USER={account.uid}:{account.gid}"]
         argv += [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
-        argv += ["--file", str(context / "Containerfile.contract"), str(context)]
+        # One commit at the end, not one per instruction: the tag is the cache, and each commit costs
+        # about as much as a RUN step (README: Speed).
+        argv += ["--layers=false", "--file", str(context / "Containerfile.contract"), str(context)]
         progress("adding devbox's contract layer (init, sshd, git)")
         lines = self._logged(argv, log, progress)
         if lines.status != 0:
@@ -313,8 +316,16 @@ class CliBuilder:
                 ExitCode.IMAGE,
             )
 
-    def _from_labels(self, tag: str, digest: str) -> BuiltImage:
-        raw = self._json([self.podman, "image", "inspect", "--format", "json", tag], f"podman image inspect {tag}")
+    def _cached(self, tag: str, digest: str) -> BuiltImage | None:
+        """TAG's image from its labels, or None when it is not there: one `podman image inspect`, the
+        whole cost of a cached build (another podman process for `image exists` first cost as much)."""
+        out: list[str] = []
+        if self._run([self.podman, "image", "inspect", "--format", "json", tag], out.append) != 0:
+            return None  # no such image; a podman failing otherwise fails again in the build
+        try:
+            raw = json.loads("\n".join(out))
+        except ValueError:
+            raise DevboxError(f"podman image inspect {tag} gave no JSON: {last_error(out)}", ExitCode.PODMAN) from None
         labels = ((raw[0] if isinstance(raw, list) and raw else {}).get("Config") or {}).get("Labels") or {}
         fields: dict[str, Any] = {field: labels.get(label) for field, label in USER_LABELS.items()}
         for field in ("remote_uid", "remote_gid"):

@@ -192,6 +192,7 @@ def test_a_first_build_runs_the_cli_then_the_contract_layer_and_reads_the_user(t
     assert contract[:7] == ["podman", "build", "--pull=never", "--build-arg", f"BASE={base}", "--tag", tag]
     assert contract[-3:-1] == ["--file", str(build.templates_dir() / "image" / "Containerfile.contract")]
     assert contract[7:9] == ["--build-arg", "DEVBOX_USER=1500:1501"]  # the drone runs as the remote user
+    assert contract[-4] == "--layers=false"  # no intermediate image per instruction: the tag is the cache
     labels = tools.images[tag]
     assert labels["io.devbox.devcontainer-hash"] == digest and labels["io.devbox.remote-uid"] == "1500"
     [probe] = [c for c in tools.calls if c[1] == "run"]
@@ -207,7 +208,24 @@ def test_a_second_build_from_the_same_config_never_calls_the_cli(tmp_path, works
     again = builder(tmp_path, tools, cli).build(workspace, lambda _: None)
     assert again == first
     assert tools.cli_calls() == []
-    assert [c[1:3] for c in tools.calls] == [["image", "exists"], ["image", "inspect"]]
+    assert [c[1:3] for c in tools.calls] == [["image", "inspect"]]  # one podman process, the whole cost
+
+
+def test_a_cached_image_podman_cannot_describe_is_an_error_not_a_build(tmp_path, workspace, tools, cli):
+    builder(tmp_path, tools, cli).build(workspace, lambda _: None)
+    tools.calls.clear()
+    garbled = tools.__call__
+
+    def runner(argv, on_line):
+        if argv[1:3] == ["image", "inspect"]:
+            on_line("Error: something unreadable")
+            return 0
+        return garbled(argv, on_line)
+
+    with pytest.raises(DevboxError) as caught:
+        build.CliBuilder(tmp_path / "logs", podman="podman", cli=cli, runner=runner).build(workspace, lambda _: None)
+    assert caught.value.code == ExitCode.PODMAN and "gave no JSON" in caught.value.message
+    assert tools.cli_calls() == []
 
 
 def test_rebuild_forces_the_cli_even_when_the_tag_exists(tmp_path, workspace, tools, cli):
