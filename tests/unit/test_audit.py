@@ -69,6 +69,32 @@ def test_recorded_restart_and_ssh_login_make_the_timeline() -> None:
     assert all(e.unit == "drone-aud.service" and e.cursor.startswith("s=") for e in events)
 
 
+def test_recorded_scripted_session_with_the_drones_forgeries() -> None:
+    """tests/e2e/test_audit.py's session: create and clone, a refused repo, an SSH login, systemctl stop,
+    devbox start; then the drone printed a systemd line, DEVBOX_ fields as text and an sshd line; destroy."""
+    events = audit.timeline_of(recorded("scripted-session.json"), "aud")
+    assert kinds(events) == [
+        ("drone-started", "systemd"),
+        ("token-minted", "devbox"),
+        ("token-refused", "devbox"),
+        ("ssh-login", "drone"),
+        ("drone-stopped", "systemd"),
+        ("drone-started", "systemd"),
+        ("ssh-login", "drone"),  # printed by the drone itself: only ever an ssh-login, marked as the drone's
+        ("drone-stopped", "systemd"),
+    ]
+    mint, refusal = events[1], events[2]
+    assert mint.unit == refusal.unit == "drone-aud-creds.service"
+    assert mint.details["repos"] == "acme/demo" and mint.details["asked"] == "acme/demo.git"
+    assert mint.details["permissions"] == "contents:write,metadata:read,pull_requests:write"
+    assert refusal.details == {
+        "asked": "acme/other.git",
+        "reason": "acme/other is not one of drone aud's repositories",
+        "by": "broker",
+    }
+    assert events[6].details["user"] == "mallory"
+
+
 def test_another_drones_name_finds_nothing_in_the_recording() -> None:
     assert audit.timeline_of(recorded("ssh-and-restart.json"), "au") == []
     assert audit.timeline_of(recorded("ssh-and-restart.json"), "other") == []
