@@ -134,6 +134,39 @@ def test_the_drones_output_cannot_forge_a_devbox_or_systemd_event(box: Devbox) -
     assert [(e["event"], e["source"], e["details"].get("user")) for e in new] == [("ssh-login", "drone", "mallory")]
 
 
+def test_a_volatile_journal_is_read_by_a_journal_group_member_and_said_when_not(box: Devbox, machine) -> None:
+    """Storage=volatile: one shared file, no per-user one. `journalctl --user` then finds nothing new even for
+    a member of systemd-journal; devbox's _UID= query does, and without a way to read it devbox says so."""
+    box.run("create", "vol")
+    machine.root(
+        "mkdir -p /etc/systemd/journald.conf.d && printf '[Journal]\\nStorage=volatile\\n' "
+        "> /etc/systemd/journald.conf.d/audit-e2e.conf && systemctl restart systemd-journald "
+        "&& mv /var/log/journal /var/log/journal.audit-e2e"
+    )
+    try:
+        refused = box.run("audit", "vol", check=False)
+        assert refused.returncode == 12, refused.stderr
+        assert "the journal is volatile" in refused.stderr and "systemd-journal" in refused.stderr
+
+        machine.root("usermod -aG systemd-journal dev")
+        box.sh("systemctl --user restart drone-vol.service")
+        events = json.loads(box.run("audit", "vol", "--since", "1m", "--json").stdout)["events"]
+        assert [(e["event"], e["source"]) for e in events] == [
+            ("drone-stopped", "systemd"),
+            ("drone-started", "systemd"),
+        ]
+        by_user = box.sh("journalctl --user --no-pager -q -o cat --since=-1min USER_UNIT=drone-vol.service").stdout
+        assert "Started drone-vol.service" not in by_user  # why devbox does not use --user
+    finally:
+        machine.root(
+            "rm -f /etc/systemd/journald.conf.d/audit-e2e.conf; gpasswd -d dev systemd-journal; "
+            "test -d /var/log/journal.audit-e2e && mv /var/log/journal.audit-e2e /var/log/journal; "
+            "systemctl restart systemd-journald; journalctl --flush",
+            check=False,
+        )
+        box.run("destroy", "vol", "--yes", check=False)
+
+
 def test_since_and_a_destroyed_drones_past(box: Devbox) -> None:
     everything = audit(box)["events"]
     box.sh("sleep 2")
