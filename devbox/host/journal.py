@@ -133,7 +133,7 @@ def read_entries(argv: list[str], timeout: float = READ_TIMEOUT) -> list[Entry]:
 def parse_entries(text: str) -> list[Entry]:
     """`journalctl -o json` output: one object per line; lines that are not objects are skipped."""
     entries = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): a value may hold U+2028 and the like, unescaped in JSON
         try:
             entry = json.loads(line)
         except ValueError:

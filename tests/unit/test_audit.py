@@ -237,6 +237,11 @@ def test_lines_that_are_not_objects_are_skipped() -> None:
     assert journal.parse_entries('{"A": "1"}\nnot json\n[1]\n\n{"B": "2"}\n') == [{"A": "1"}, {"B": "2"}]
 
 
+def test_a_value_with_a_unicode_line_separator_stays_in_its_entry() -> None:
+    line = json.dumps({"MESSAGE": "a\u2028b\x85c\x1cd", "X": "1"}, ensure_ascii=False)
+    assert journal.parse_entries(line + "\n") == [{"MESSAGE": "a\u2028b\x85c\x1cd", "X": "1"}]
+
+
 def _script(tmp_path: Path, body: str) -> str:
     path = tmp_path / "journalctl"
     path.write_text("#!/bin/sh\n" + body)
