@@ -49,6 +49,17 @@ JOURNAL_GROUPS = ("systemd-journal", "adm")
 PERSISTENT_JOURNAL = Path("/var/log/journal")
 
 Reader = Callable[[list[str]], list[journal.Entry]]
+# What job_event and ssh_event read (journalctl adds the cursor and the timestamps itself).
+READ_FIELDS = (
+    "MESSAGE",
+    "MESSAGE_ID",
+    "JOB_RESULT",
+    "USER_UNIT",
+    "CONTAINER_NAME",
+    "_SYSTEMD_USER_UNIT",
+    "_SYSTEMD_UNIT",
+    "_TRANSPORT",
+)
 
 
 @dataclass(frozen=True)
@@ -70,15 +81,23 @@ class Timeline:
     events: list[AuditEvent]
 
 
-def matches(name: str, uid: int) -> list[list[str]]:
-    """The journal matches for one drone: its devbox events, the manager's jobs for its service, its
-    container's output. Each group is limited to the user's own entries (_UID, set by journald)."""
+def queries(name: str, uid: int) -> list[tuple[list[list[str]], tuple[str, ...]]]:
+    """The journal queries for one drone, each (match groups, fields to output; () for all): its devbox
+    events with every field (their DEVBOX_* details are open-ended); the manager's jobs for its service
+    and its container's output with the fields read here only (conmon's entries carry its whole command
+    line: a chatty drone's output would otherwise be megabytes). Every group holds only the user's own
+    entries (_UID, set by journald)."""
     names = names_of(name)
     own = f"_UID={uid}"
     return [
-        [own, f"{journal.DRONE_FIELD}={name}"],
-        [own, f"USER_UNIT={names.service}", f"_SYSTEMD_USER_UNIT={MANAGER_SCOPE}"],
-        [own, f"CONTAINER_NAME={names.container}", f"_SYSTEMD_USER_UNIT={names.service}"],
+        ([[own, f"{journal.DRONE_FIELD}={name}"]], ()),
+        (
+            [
+                [own, f"USER_UNIT={names.service}", f"_SYSTEMD_USER_UNIT={MANAGER_SCOPE}"],
+                [own, f"CONTAINER_NAME={names.container}", f"_SYSTEMD_USER_UNIT={names.service}"],
+            ],
+            READ_FIELDS,
+        ),
     ]
 
 
@@ -170,6 +189,10 @@ def check_readable(groups: Iterable[str], persistent: bool) -> None:
         )
 
 
+def current_uid() -> int:
+    return os.getuid()
+
+
 def _group_names() -> list[str]:
     import grp
 
@@ -190,8 +213,13 @@ def audit(ctx: Context, name: str, since: int | None = None, read: Reader | None
     validate_name(name)
     check_readable(_group_names(), PERSISTENT_JOURNAL.is_dir())
     start = ctx.clock() - timedelta(seconds=since) if since is not None else None
-    argv = journal.query_argv(matches(name, os.getuid()), start.timestamp() if start else None)
-    events = timeline_of((read or journal.read_entries)(argv), name, start)
+    read = read or journal.read_entries
+    entries = [
+        entry
+        for groups, fields in queries(name, current_uid())
+        for entry in read(journal.query_argv(groups, start.timestamp() if start else None, fields))
+    ]
+    events = timeline_of(entries, name, start)
     installed = name in find_drones(ctx.paths)
     if not installed and not events:
         when = " in that time" if start else ""

@@ -102,15 +102,17 @@ Entry = dict[str, object]
 READ_TIMEOUT = 60.0
 
 
-def query_argv(groups: Sequence[Sequence[str]], since: float | None = None) -> list[str]:
+def query_argv(groups: Sequence[Sequence[str]], since: float | None = None, fields: Sequence[str] = ()) -> list[str]:
     """journalctl's argv for entries matching any of GROUPS (each a list of FIELD=value matches, all of
-    which must hold), oldest first, as JSON.
+    which must hold), oldest first, as JSON: only FIELDS of each (and the cursor and timestamps), if given.
 
     No --user: on a volatile journal (no SplitMode) --user finds no file of the user's at all, while a
     member of systemd-journal reads the shared file; callers put _UID=... in every group instead."""
     argv = ["journalctl", "--no-pager", "--quiet", "-o", "json"]
     if since is not None:
         argv.append(f"--since=@{int(since)}")  # whole seconds, never later than asked: callers filter exactly
+    if fields:
+        argv.append("--output-fields=" + ",".join(fields))
     for index, group in enumerate(groups):
         argv += (["+"] if index else []) + list(group)
     return argv

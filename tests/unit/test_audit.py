@@ -200,9 +200,9 @@ def test_entries_without_a_time_are_skipped() -> None:
 # --- reading the journal -------------------------------------------------------------------------------------
 
 
-def test_the_query_matches_the_users_own_entries_of_this_drone() -> None:
-    argv = journal.query_argv(audit.matches("aud", UID), since=1_796_068_837.9)
-    assert argv == [
+def test_the_queries_match_the_users_own_entries_of_this_drone() -> None:
+    (devbox_groups, all_fields), (other_groups, fields) = audit.queries("aud", UID)
+    assert journal.query_argv(devbox_groups, 1_796_068_837.9, all_fields) == [
         "journalctl",
         "--no-pager",
         "--quiet",
@@ -211,7 +211,15 @@ def test_the_query_matches_the_users_own_entries_of_this_drone() -> None:
         "--since=@1796068837",
         "_UID=1000",
         "DEVBOX_DRONE=aud",
-        "+",
+    ]
+    argv = journal.query_argv(other_groups, None, fields)
+    assert argv == [
+        "journalctl",
+        "--no-pager",
+        "--quiet",
+        "-o",
+        "json",
+        "--output-fields=" + ",".join(audit.READ_FIELDS),
         "_UID=1000",
         "USER_UNIT=drone-aud.service",
         "_SYSTEMD_USER_UNIT=init.scope",
@@ -221,7 +229,43 @@ def test_the_query_matches_the_users_own_entries_of_this_drone() -> None:
         "_SYSTEMD_USER_UNIT=drone-aud.service",
     ]
     assert "--user" not in argv
-    assert "--since" not in " ".join(journal.query_argv([["A=1"]]))
+
+
+def journalctl(entries: list[journal.Entry], argv: list[str]) -> list[journal.Entry]:
+    """What journalctl answers to ARGV (query_argv's options, matches and `+`) from the recorded ENTRIES."""
+    since, fields, groups = 0, [], [[]]  # type: ignore[var-annotated]
+    for arg in argv[1:]:
+        if arg.startswith("--since=@"):
+            since = int(arg.removeprefix("--since=@")) * 1_000_000
+        elif arg.startswith("--output-fields="):
+            fields = arg.removeprefix("--output-fields=").split(",")
+        elif arg == "+":
+            groups.append([])
+        elif "=" in arg and not arg.startswith("-"):
+            groups[-1].append(tuple(arg.split("=", 1)))
+    kept = ["__CURSOR", "__REALTIME_TIMESTAMP", "__MONOTONIC_TIMESTAMP", "_BOOT_ID", *fields]
+    return [
+        {k: v for k, v in entry.items() if not fields or k in kept}
+        for entry in entries
+        if int(str(entry["__REALTIME_TIMESTAMP"])) >= since
+        and any(all(journal.text_of(entry.get(k)) == v for k, v in group) for group in groups)
+    ]
+
+
+def test_the_queries_find_the_recorded_session_and_nothing_else() -> None:
+    entries = recorded("scripted-session.json")
+    found = [
+        e
+        for groups, fields in audit.queries("aud", UID)
+        for e in journalctl(entries, journal.query_argv(groups, None, fields))
+    ]
+    assert kinds(audit.timeline_of(found, "aud")) == kinds(audit.timeline_of(entries, "aud"))
+    assert all("_CMDLINE" not in e for e in found if "DEVBOX_EVENT" not in e)
+    assert [
+        e
+        for groups, fields in audit.queries("aud", 1001)
+        for e in journalctl(entries, journal.query_argv(groups, None, fields))
+    ] == []
 
 
 def test_field_values_as_journalctl_writes_them() -> None:
@@ -336,17 +380,30 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     return int(exited.value.code or 0), out, err
 
 
+SESSION = [
+    "drone-started",
+    "token-minted",
+    "token-refused",
+    "ssh-login",
+    "drone-stopped",
+    "drone-started",
+    "ssh-login",
+    "drone-stopped",
+]
+
+
 @pytest.fixture
 def journal_reads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[str]]:
-    """Every journalctl argv the command runs; it answers with the recording."""
+    """Every journalctl argv the command runs; each is answered from the recorded session."""
     calls: list[list[str]] = []
 
     def read(argv: list[str], timeout: float = 0) -> list[journal.Entry]:
         calls.append(argv)
-        return recorded("ssh-and-restart.json")
+        return journalctl(recorded("scripted-session.json"), argv)
 
     monkeypatch.setattr(journal, "read_entries", read)
     monkeypatch.setattr(audit, "PERSISTENT_JOURNAL", tmp_path)
+    monkeypatch.setattr(audit, "current_uid", lambda: UID)
     return calls
 
 
@@ -356,18 +413,20 @@ def test_audit_json_of_an_installed_drone(world: World, capsys, journal_reads: l
     assert (code, err) == (0, "")
     data = json.loads(out)
     assert data["installed"] is True
-    assert [e["event"] for e in data["events"]] == ["drone-stopped", "drone-started", "ssh-login"]
-    assert journal_reads[0][:5] == ["journalctl", "--no-pager", "--quiet", "-o", "json"]
+    assert [e["event"] for e in data["events"]] == SESSION
+    assert [argv[-1] for argv in journal_reads] == ["DEVBOX_DRONE=aud", "_SYSTEMD_USER_UNIT=drone-aud.service"]
 
 
 def test_since_is_a_duration_counted_back_from_now(world: World, capsys, journal_reads: list[list[str]]) -> None:
-    world.now = datetime(2026, 11, 30, 20, 0, 40, tzinfo=UTC)
-    code, out, _ = run_cli(capsys, "audit", "aud", "--since", "2s", "--json")
+    world.now = datetime(2026, 11, 30, 20, 9, 12, 500000, tzinfo=UTC)
+    code, out, _ = run_cli(capsys, "audit", "aud", "--since", "3s", "--json")
     assert code == 0
     data = json.loads(out)
-    assert data["since"] == "2026-11-30T20:00:38.000000Z"
-    assert [e["event"] for e in data["events"]] == ["drone-started", "ssh-login"]
-    assert f"--since=@{int(world.now.timestamp()) - 2}" in journal_reads[0]
+    assert data["since"] == "2026-11-30T20:09:09.500000Z"
+    # journalctl is asked from the whole second (it returns the refusal at 20:09:09.28 too); devbox cuts exactly.
+    assert f"--since=@{int(world.now.timestamp()) - 3}" in journal_reads[0]
+    assert [e["event"] for e in data["events"]] == SESSION[4:]
+    assert data["events"][0]["time"] == "2026-11-30T20:09:09.914288Z"
 
 
 @pytest.mark.parametrize("value", ["2", "1w", "-5m", "0s", ""])
@@ -382,7 +441,7 @@ def test_a_destroyed_drones_past_is_still_shown(world: World, capsys, journal_re
     code, out, _ = run_cli(capsys, "audit", "aud")
     assert code == 0
     assert out.splitlines()[0] == "drone aud is not installed (destroyed?): its past events"
-    assert len(out.splitlines()) == 4
+    assert len(out.splitlines()) == 1 + len(SESSION)
 
 
 def test_a_drone_with_no_unit_and_no_events_is_not_found(world: World, capsys, journal_reads) -> None:
