@@ -178,9 +178,9 @@ def timeline_of(entries: Iterable[journal.Entry], name: str, since: datetime | N
     return sorted(events, key=lambda e: e.time)
 
 
-def check_readable(groups: Iterable[str], persistent: bool) -> None:
-    """A volatile journal keeps no per-user file: only a member of systemd-journal or adm reads it."""
-    if not persistent and not set(groups) & set(JOURNAL_GROUPS):
+def check_readable(groups: Iterable[str], persistent: bool, uid: int) -> None:
+    """A volatile journal keeps no per-user file: only root or a member of systemd-journal or adm reads it."""
+    if not persistent and uid != 0 and not set(groups) & set(JOURNAL_GROUPS):
         raise DevboxError(
             "the journal is volatile (no /var/log/journal), so only members of systemd-journal or adm can read "
             "devbox's events: sudo mkdir /var/log/journal && sudo systemctl restart systemd-journald, "
@@ -197,7 +197,7 @@ def _group_names() -> list[str]:
     import grp
 
     names = []
-    for gid in os.getgroups():
+    for gid in {os.getgid(), *os.getgroups()}:
         try:
             names.append(grp.getgrgid(gid).gr_name)
         except KeyError:
@@ -211,7 +211,7 @@ def audit(ctx: Context, name: str, since: int | None = None, read: Reader | None
     from devbox.units.installed import find_drones
 
     validate_name(name)
-    check_readable(_group_names(), PERSISTENT_JOURNAL.is_dir())
+    check_readable(_group_names(), PERSISTENT_JOURNAL.is_dir(), current_uid())
     start = ctx.clock() - timedelta(seconds=since) if since is not None else None
     read = read or journal.read_entries
     entries = [

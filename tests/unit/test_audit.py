@@ -310,11 +310,12 @@ def test_a_failing_or_missing_journalctl_is_an_environment_error(tmp_path: Path)
 
 
 def test_a_volatile_journal_needs_a_journal_group() -> None:
-    audit.check_readable(["dev"], persistent=True)
-    audit.check_readable(["dev", "systemd-journal"], persistent=False)
-    audit.check_readable(["adm"], persistent=False)
+    audit.check_readable(["dev"], persistent=True, uid=UID)
+    audit.check_readable(["dev", "systemd-journal"], persistent=False, uid=UID)
+    audit.check_readable(["adm"], persistent=False, uid=UID)
+    audit.check_readable(["root"], persistent=False, uid=0)
     with pytest.raises(DevboxError) as refused:
-        audit.check_readable(["dev", "sudo"], persistent=False)
+        audit.check_readable(["dev", "sudo"], persistent=False, uid=UID)
     assert refused.value.code == ExitCode.ENVIRONMENT
     assert "usermod -aG systemd-journal" in refused.value.message
 
