@@ -23,6 +23,15 @@ RUN rm -f /etc/ssh/ssh_host_*
 CMD ["/usr/local/bin/devbox-drone-init"]
 """
 DRONE = "aud"
+# What the scripted session below must list, in this order (tests/unit/test_audit.py reads its recording).
+SESSION = [
+    ("drone-started", "systemd"),
+    ("token-minted", "devbox"),
+    ("token-refused", "devbox"),
+    ("ssh-login", "drone"),
+    ("drone-stopped", "systemd"),
+    ("drone-started", "systemd"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +90,7 @@ def test_a_scripted_session_is_listed_exactly_in_order(box: Devbox, githost) -> 
     timeline = audit(box)
     events = timeline["events"]
     assert (timeline["drone"], timeline["installed"], timeline["since"]) == (DRONE, True, None)
-    assert core(events) == [
-        ("drone-started", "systemd"),
-        ("token-minted", "devbox"),
-        ("token-refused", "devbox"),
-        ("ssh-login", "drone"),
-        ("drone-stopped", "systemd"),
-        ("drone-started", "systemd"),
-    ], json.dumps(events, indent=1)
+    assert core(events) == SESSION, json.dumps(events, indent=1)
     times = [e["time"] for e in events]
     assert times == sorted(times)
 

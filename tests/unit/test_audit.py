@@ -15,9 +15,13 @@ from devbox.cli import output
 from devbox.commands import audit
 from devbox.errors import DevboxError, ExitCode
 from devbox.host import journal
+from tests.e2e import test_audit as e2e_session
 from tests.fakes import World
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "journal"
+# The e2e test's session, then what it did after: the drone printed an sshd line itself (only ever an
+# ssh-login, marked as the drone's) and was destroyed (a stop).
+RECORDED_SESSION = [*e2e_session.SESSION, ("ssh-login", "drone"), ("drone-stopped", "systemd")]
 UID = 1000
 
 
@@ -73,16 +77,7 @@ def test_recorded_scripted_session_with_the_drones_forgeries() -> None:
     """tests/e2e/test_audit.py's session: create and clone, a refused repo, an SSH login, systemctl stop,
     devbox start; then the drone printed a systemd line, DEVBOX_ fields as text and an sshd line; destroy."""
     events = audit.timeline_of(recorded("scripted-session.json"), "aud")
-    assert kinds(events) == [
-        ("drone-started", "systemd"),
-        ("token-minted", "devbox"),
-        ("token-refused", "devbox"),
-        ("ssh-login", "drone"),
-        ("drone-stopped", "systemd"),
-        ("drone-started", "systemd"),
-        ("ssh-login", "drone"),  # printed by the drone itself: only ever an ssh-login, marked as the drone's
-        ("drone-stopped", "systemd"),
-    ]
+    assert kinds(events) == RECORDED_SESSION
     mint, refusal = events[1], events[2]
     assert mint.unit == refusal.unit == "drone-aud-creds.service"
     assert mint.details["repos"] == "acme/demo" and mint.details["asked"] == "acme/demo.git"
@@ -381,16 +376,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     return int(exited.value.code or 0), out, err
 
 
-SESSION = [
-    "drone-started",
-    "token-minted",
-    "token-refused",
-    "ssh-login",
-    "drone-stopped",
-    "drone-started",
-    "ssh-login",
-    "drone-stopped",
-]
+SESSION = [event for event, _ in RECORDED_SESSION]
 
 
 @pytest.fixture
