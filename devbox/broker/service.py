@@ -17,6 +17,7 @@ from devbox.broker import pending, store
 from devbox.broker.github import Token
 from devbox.broker.tokens import TokenCache, cache_key
 from devbox.errors import DevboxError, ExitCode
+from devbox.host import journal
 
 
 class TokenSource(Protocol):
@@ -41,6 +42,7 @@ class DroneBroker:
     activity_path: Path
     clock: Callable[[], float]
     pending_path: Path | None = None  # where tokens that could not be revoked are remembered
+    record: Callable[..., None] = journal.record  # the audit trail (tests replace it)
 
     def __post_init__(self) -> None:
         self._cache = TokenCache(clock=self.app.now if self.app else self.clock)
@@ -72,26 +74,71 @@ class DroneBroker:
         return wanted.split("/", 1)[0]
 
     def token(self, repo: str | None = None) -> Token:
-        if self.app is None:
-            raise DevboxError(f"no GitHub App is configured for drone {self.name}", ExitCode.CREDENTIALS)
-        owner = self._owner_of(repo)
-        names = self._by_owner[owner]
+        try:
+            if self.app is None:
+                raise DevboxError(f"no GitHub App is configured for drone {self.name}", ExitCode.CREDENTIALS)
+            owner = self._owner_of(repo)
+        except NotAllowed as exc:
+            self._refused(repo, str(exc))
+            raise
+        except DevboxError as exc:
+            self._refused(repo, exc.message)
+            raise
+        minted: list[Token] = []
+        try:
+            token = self._cached_or_minted(owner, minted)
+        except DevboxError as exc:
+            self._refused(repo, exc.message, by="github")
+            raise
+        with self._lock:
+            store.save(self.store_path, self._cache.items())
+        self._served(token, owner, repo, fresh=bool(minted))
+        return token
+
+    def _cached_or_minted(self, owner: str, minted: list[Token]) -> Token:
+        """The owner's token from the cache, or a new one (then also appended to MINTED)."""
+        assert self.app is not None
+        app, names = self.app, self._by_owner[owner]
         with self._lock:
             installation = self._installations.get(owner)
         if installation is None:
-            installation = self.app.installation_for(owner, names[0])
+            installation = app.installation_for(owner, names[0])
             with self._lock:
                 self._installations[owner] = installation
-        key = cache_key(installation, names, self.permissions)
-        app = self.app
-        token = self._cache.get(key, lambda: app.create_token(installation, names, self.permissions))
-        with self._lock:
-            store.save(self.store_path, self._cache.items())
-        return token
+
+        def mint() -> Token:
+            minted.append(app.create_token(installation, names, self.permissions))
+            return minted[-1]
+
+        return self._cache.get(cache_key(installation, names, self.permissions), mint)
+
+    def _served(self, token: Token, owner: str, asked: str | None, fresh: bool) -> None:
+        """One audit event per token handed out: what it opens and until when, never the token."""
+        repos = ",".join(f"{owner}/{name}" for name in token.repositories) or ",".join(self.repos)
+        permissions = ",".join(f"{k}:{v}" for k, v in sorted(token.permissions.items()))
+        expires = token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        event, verb = (journal.TOKEN_MINTED, "minted") if fresh else (journal.TOKEN_SERVED, "served a cached")
+        message = f"{verb} token for {repos} ({permissions}) until {expires}"
+        self.record(event, self.name, message, repos=repos, permissions=permissions, expires=expires, asked=asked)
+
+    def _refused(self, asked: str | None, reason: str, by: str = "broker") -> None:
+        """BY: the broker (not one of the drone's repositories) or github (it would not mint)."""
+        message = f"refused a token for {asked or 'the default repository'}: {reason}"
+        self.record(
+            journal.TOKEN_REFUSED,
+            self.name,
+            message,
+            priority=journal.PRIORITY_WARNING,
+            asked=asked,
+            reason=reason,
+            by=by,
+        )
 
     def git_credential(self, host: str, path: str) -> str:
         if host.lower() != self.host.lower():
-            raise NotAllowed(f"drone {self.name} has no credentials for {host}")
+            reason = f"drone {self.name} has no credentials for {host}"
+            self._refused(f"{host}/{path}", reason)
+            raise NotAllowed(reason)
         token = self.token(path or None)
         expiry = int(token.expires_at.timestamp())
         return f"username=x-access-token\npassword={token.token}\npassword_expiry_utc={expiry}\n"

@@ -475,6 +475,24 @@ def logs(
 
 
 @app.command()
+def audit(
+    name: str = DroneArg,
+    since: str | None = typer.Option(None, "--since", help="Only the last DURATION: 90s, 30m, 12h, 14d."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """What a drone did with its credentials: tokens, refusals, SSH logins, starts and stops, from the journal."""
+    from devbox.commands.audit import audit as read_audit
+    from devbox.values import parse_duration
+
+    seconds = parse_duration(since) if since is not None else None
+    timeline = read_audit(make_context(), name, seconds)
+    if as_json:
+        _print_json(output.audit_dict(timeline))
+    else:
+        print(output.audit_text(timeline))
+
+
+@app.command()
 def doctor(as_json: bool = JsonOpt) -> None:
     """Check that this host can run drones; each failed check says what to do."""
     from devbox.commands.doctor import run_checks

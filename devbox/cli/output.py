@@ -17,9 +17,10 @@ from devbox.commands.inventory import DroneStatus
 from devbox.errors import DevboxError, ExitCode
 from devbox.names import DRONE_SSH_PORT
 from devbox.paths import Paths
-from devbox.values import format_duration, rough_duration
+from devbox.values import format_duration, printable, rough_duration
 
 if TYPE_CHECKING:
+    from devbox.commands.audit import AuditEvent, Timeline
     from devbox.commands.backup import BackupResult, RestoreResult
     from devbox.commands.doctor import Check
     from devbox.commands.lifecycle import CreateResult, DestroyResult
@@ -337,6 +338,53 @@ def report_text(report: Report) -> str:
             lines.append(f"  done: {drone.done}")
         if drone.error:
             lines.append(f"  error: {drone.error}")
+    return "\n".join(lines)
+
+
+# --- devbox audit: one drone's timeline ----------------------------------------------------------
+
+
+def _iso_micro(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def audit_event_dict(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "time": _iso_micro(event.time),
+        "event": event.event,
+        "source": event.source,
+        "unit": event.unit,
+        "message": event.message,
+        "details": dict(event.details),
+        "cursor": event.cursor,
+    }
+
+
+def audit_dict(timeline: Timeline) -> dict[str, Any]:
+    return {
+        "drone": timeline.drone,
+        "since": _iso_micro(timeline.since) if timeline.since else None,
+        "installed": timeline.installed,
+        "events": [audit_event_dict(e) for e in timeline.events],
+    }
+
+
+def _visible(text: str) -> str:
+    """One line whatever a drone put in a value: line breaks and other invisible characters escaped."""
+    return "".join(ch if printable(ch) else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def audit_text(timeline: Timeline) -> str:
+    """One line per event, oldest first: time (UTC), event, source, what happened."""
+    lines = [] if timeline.installed else [f"drone {timeline.drone} is not installed (destroyed?): its past events"]
+    if not timeline.events:
+        lines.append(
+            f"no events of drone {timeline.drone}" + (f" since {_iso(timeline.since)}" if timeline.since else "")
+        )
+    width = max((len(e.event) for e in timeline.events), default=0)
+    for event in timeline.events:
+        when = event.time.strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"{when}  {event.event:<{width}}  {event.source:<7}  {_visible(event.message)}")
     return "\n".join(lines)
 
 
