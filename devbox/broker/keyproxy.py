@@ -27,6 +27,7 @@ from devbox.host import journal
 
 MAX_HEAD = 64 * 1024
 CHUNK = 64 * 1024
+LINGER = 1.0  # seconds a closing connection still reads what the client sends
 # Never passed on: hop-by-hop headers, the proxy's own framing, and every header that carries a key.
 _DROPPED = frozenset(
     {
@@ -240,7 +241,17 @@ class KeyProxy:
             self.open -= 1
             with contextlib.suppress(Exception):
                 await writer.drain()
+                await self._linger(reader, writer)
             writer.close()
+
+    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """End our side, then read what the client still sends (a refused request's body) for a
+        moment: closing on unread input would reset the connection before the client reads the answer."""
+        if writer.can_write_eof():
+            writer.write_eof()
+        deadline = time.monotonic() + LINGER
+        while (left := deadline - time.monotonic()) > 0 and await asyncio.wait_for(reader.read(CHUNK), left):
+            pass
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -419,6 +419,7 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
             },
             "reset": [],
         },
+        "keys": [],
     }
     text = devbox(capsys, "status", "alpha")[1]
     assert f"syncthing  {device_id}\n" in text

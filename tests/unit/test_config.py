@@ -116,7 +116,7 @@ def test_github_section(tmp_path: Path) -> None:
         ),
         (
             '[github]\napp_id = "1"\nprivate_key = "/k.pem"\n',
-            "github.private_key: invalid secret reference '/k.pem': use op://VAULT/ITEM/FIELD, env:NAME or file:PATH",
+            "github.private_key: invalid secret reference (not shown: it may be the secret itself): use op://VAULT/ITEM/FIELD, env:NAME or file:PATH",
         ),
         (
             '[github]\npermissions = { contents = "all" }\n',
