@@ -250,8 +250,9 @@ class KeyProxy:
         if writer.can_write_eof():
             writer.write_eof()
         deadline = time.monotonic() + LINGER
-        while (left := deadline - time.monotonic()) > 0 and await asyncio.wait_for(reader.read(CHUNK), left):
-            pass
+        while (left := deadline - time.monotonic()) > 0:
+            if not await asyncio.wait_for(reader.read(CHUNK), left):
+                return
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
