@@ -5,8 +5,8 @@ shown in an assertion message), and streams server-sent events one chunk at a ti
 after the first waits for `release` (tests set it once the client has seen the first chunk), so a
 test can prove the proxy does not gather a response. `GET /bytes/N` streams N bytes (bench).
 
-Runnable on its own (the e2e machine starts it): python3 fakeupstream.py DIR KEYHEADER KEYVALUE
-writes DIR/ca.pem and DIR/port, then serves until killed.
+Runnable on its own (the e2e machine starts it): python3 fakeupstream.py DIR KEYHEADER KEYFILE
+writes DIR/ca.pem and DIR/port, then serves until killed (see `main`).
 """
 
 from __future__ import annotations
@@ -192,13 +192,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-if __name__ == "__main__":  # the e2e machine: serve until killed; the streaming waits for DIR/release
-    directory = Path(sys.argv[1])
-    fake = FakeUpstream(sys.argv[2], sys.argv[3]).start(directory)
+def main(directory: Path, header: str, key_file: Path) -> None:
+    """Serve until killed, on 127.0.0.1: DIR/ca.pem, DIR/port; streams wait for DIR/release; DIR/sent-last
+    appears when the last event of a stream is sent; DIR/seen.jsonl has each request (headers too)."""
+    import time
 
-    def watch_release() -> None:
-        import time
-
+    fake = FakeUpstream(header, key_file.read_text().strip()).start(directory)
+    (directory / "port").write_text(str(fake.port))
+    count = 0
+    with (directory / "seen.jsonl").open("a") as log:
         while True:
             if (directory / "release").exists():
                 fake.release.set()
@@ -207,17 +209,14 @@ if __name__ == "__main__":  # the e2e machine: serve until killed; the streaming
             if fake.sent_last.is_set():
                 (directory / "sent-last").touch()
                 fake.sent_last.clear()
-            time.sleep(0.02)
-
-    threading.Thread(target=watch_release, daemon=True).start()
-    (directory / "port").write_text(str(fake.port))
-    with (directory / "seen.jsonl").open("a") as log:
-        count = 0
-        import time
-
-        while True:
-            time.sleep(0.05)
             for item in fake.seen[count:]:
-                log.write(json.dumps({"method": item.method, "path": item.path, "headers": item.headers}) + "\n")
+                # The key is written as a marker: this log must not be one more place that holds it.
+                headers = [(k, "<the key>" if v == fake.value else v) for k, v in item.headers]
+                log.write(json.dumps({"method": item.method, "path": item.path, "headers": headers}) + "\n")
                 log.flush()
             count = len(fake.seen)
+            time.sleep(0.02)
+
+
+if __name__ == "__main__":  # the e2e machine: fakeupstream.py DIR HEADER KEYFILE (the key never in argv)
+    main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))
