@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from devbox.host import journal
 
 MAX_HEAD = 64 * 1024
-CHUNK = 64 * 1024
+CHUNK = 1024 * 1024  # at most this much is read before it is passed on (a read returns what is there)
 LINGER = 1.0  # seconds a closing connection still reads what the client sends
 # Never passed on: hop-by-hop headers, the proxy's own framing, and every header that carries a key.
 _DROPPED = frozenset(
@@ -301,7 +301,11 @@ class KeyProxy:
             try:
                 up_reader, up_writer = await asyncio.wait_for(
                     asyncio.open_connection(
-                        upstream.host, upstream.port, ssl=self._tls[upstream.name], server_hostname=upstream.host
+                        upstream.host,
+                        upstream.port,
+                        ssl=self._tls[upstream.name],
+                        server_hostname=upstream.host,
+                        limit=CHUNK,
                     ),
                     self.limits.connect_timeout,
                 )
