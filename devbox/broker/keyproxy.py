@@ -277,17 +277,15 @@ class KeyProxy:
         self.touch()
         await self._forward(request, upstream, reader, writer)
 
+    def _audit(self, event: str, request: Request, message: str, **fields: object) -> None:
+        """One audit event: what was asked and what came of it, never a header, a body or the key."""
+        self.record(event, self.drone, message, method=request.method, path=request.path, **fields)
+
     def _refuse(self, request: Request, reason: str) -> None:
-        self.record(
-            journal.API_REFUSED,
-            self.drone,
-            f"refused {request.method} /{request.key}{request.path}: key {request.key} {reason}",
-            priority=journal.PRIORITY_WARNING,
-            upstream=request.key,
-            method=request.method,
-            path=request.path,
-            status=403,
-            reason=reason,
+        message = f"refused {request.method} /{request.key}{request.path}: key {request.key} {reason}"
+        warning = journal.PRIORITY_WARNING
+        self._audit(
+            journal.API_REFUSED, request, message, priority=warning, upstream=request.key, status=403, reason=reason
         )
 
     async def _forward(
@@ -324,14 +322,13 @@ class KeyProxy:
             writer.write(_reply(exc.status, exc.reason + "\n"))
         finally:
             duration = round((time.monotonic() - started) * 1000)
-            self.record(
+            message = f"{request.method} {upstream.authority}{request.path} -> {status} ({sent} bytes, {duration} ms)"
+            self._audit(
                 journal.API_REQUEST,
-                self.drone,
-                f"{request.method} {upstream.authority}{request.path} -> {status} ({sent} bytes, {duration} ms)",
+                request,
+                message,
                 upstream=upstream.name,
                 host=upstream.authority,
-                method=request.method,
-                path=request.path,
                 status=status,
                 bytes=sent,
                 duration_ms=duration,

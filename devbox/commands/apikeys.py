@@ -29,6 +29,19 @@ def drone_keys(ctx: Context, requested: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def without_key_env(ctx: Context, keys: Sequence[str], env: dict[str, str]) -> dict[str, str]:
+    """ENV without the variables the drone's keys set (ANTHROPIC_BASE_URL...). The same value again is
+    dropped (restore reads them back from the unit with the rest); another value is refused: the
+    tools would miss the proxy, or the placeholder would pose as a key."""
+    from devbox.context import key_facts
+
+    ours = {name: value for key in key_facts(ctx) if key.name in keys for name, value in key.env}
+    for name, value in env.items():
+        if name in ours and value != ours[name]:
+            raise invalid(f"--env {name} is set by the key proxy for this drone's keys: leave it out")
+    return {name: value for name, value in env.items() if name not in ours}
+
+
 def secret_references(ctx: Context) -> tuple[str, ...]:
     """Every key's secret reference: a file: one's directory is never mounted into a drone."""
     return tuple(key.secret for key in ctx.config.keys.values())

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 from devbox import __version__
 from devbox.cleanup import activity, timer
 from devbox.commands import locks
-from devbox.commands.apikeys import drone_keys, install_keys
+from devbox.commands.apikeys import drone_keys, install_keys, without_key_env
 from devbox.commands.brokerstate import broker_state, broker_units
 from devbox.commands.inventory import DroneStatus, status_of
 from devbox.commands.progress import Progress, no_progress
@@ -131,6 +131,8 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
     defaults = ctx.config.drone
     env = dict(defaults.env)
     env.update(parse_env(item) for item in request.env)
+    keys = drone_keys(ctx, request.keys)
+    env = without_key_env(ctx, keys, env)
     permissions = dict(ctx.config.github.permissions)
     for item in request.permissions:
         perm, sep, level = item.partition("=")
@@ -173,7 +175,7 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
         ],
         dotfiles_url=request.dotfiles or ctx.config.dotfiles.repo,  # DroneSpec.build checks both
         dotfiles_branch=request.dotfiles_branch or ctx.config.dotfiles.branch,
-        keys=drone_keys(ctx, request.keys),
+        keys=keys,
     )
     socket = ctx.paths.creds_socket(spec.name)
     if len(str(socket).encode()) > SOCKET_PATH_MAX:

@@ -172,3 +172,28 @@ def test_destroy_and_stop_take_the_proxy_units_down(world: World, capsys, monkey
     assert not (world.paths.unit_dir / "drone-demo-keys.service").exists()
     assert not (world.paths.unit_dir / "drone-demo-keys.socket").exists()
     assert ("reset-failed", "drone-demo-keys.service") in world.systemd.calls
+
+
+def test_the_keys_variables_are_not_the_users_to_set(world: World, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_KEY", KEY)
+    write_config(world, '[keys.anthropic]\nsecret = "env:ANTHROPIC_KEY"\n')
+    code, _, err = devbox(capsys, "create", "demo", "--key", "anthropic", "--env", "ANTHROPIC_API_KEY=sk-real")
+    assert code == ExitCode.INVALID_INPUT and "--env ANTHROPIC_API_KEY is set by the key proxy" in err
+    assert "sk-real" not in err
+
+
+def test_backup_and_restore_carry_the_keys_and_not_their_variables(world: World, capsys, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("ANTHROPIC_KEY", KEY)
+    write_config(world, '[keys.anthropic]\nsecret = "env:ANTHROPIC_KEY"\n')
+    devbox(capsys, "create", "demo", "--key", "anthropic", "--env", "EDITOR=vim", "--no-devcontainer")
+    world.podman.volumes.add("drone-demo-home")
+    archive = tmp_path / "demo.tar"
+    code, _, err = devbox(capsys, "backup", "demo", "--output", str(archive))
+    assert code == 0, err
+    devbox(capsys, "destroy", "demo", "--yes")
+    code, _, err = devbox(capsys, "restore", str(archive))
+    assert code == 0, err
+    container = (world.paths.quadlet_dir / "drone-demo.container").read_text()
+    assert "Label=io.devbox.keys=anthropic\n" in container
+    assert container.count("Environment=ANTHROPIC_BASE_URL=") == 1 and "Environment=EDITOR=vim\n" in container
+    assert (world.paths.unit_dir / "drone-demo-keys.service").exists()
