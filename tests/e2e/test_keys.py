@@ -61,11 +61,9 @@ def box(machine, upstream) -> Iterator[Devbox]:
     devbox.run("create", "agent", "--key", "anthropic")
     devbox.run("create", "other", "--key", "openai")
     try:
-        wait_for(
-            lambda: in_drone(devbox, "agent", f"curl -s -o /dev/null {PROXY}/", check=False).returncode == 0,
-            60,
-            "the key forwarder in drone agent",
-        )
+        for name in ("agent", "other"):
+            forwarding = lambda: in_drone(devbox, name, f"curl -so /dev/null {PROXY}/", check=False).returncode == 0  # noqa: B023, E731
+            wait_for(forwarding, 60, f"the key forwarder in drone {name}")
         yield devbox
     finally:
         for name in ("agent", "other"):
