@@ -35,8 +35,8 @@ def upstream(machine) -> Iterator[dict[str, str]]:
     machine.user("umask 077 && cat > ~/keyhost/anthropic.key", input=KEY + "\n")
     machine.user("umask 077 && cat > ~/keyhost/openai.key", input=OPENAI_KEY + "\n")
     machine.user(
-        "cd ~/keyhost && nohup /opt/devbox-venv/bin/python fakeupstream.py state x-api-key anthropic.key"
-        " > log 2>&1 & echo $! > pid"
+        "cd ~/keyhost; nohup /opt/devbox-venv/bin/python fakeupstream.py state x-api-key anthropic.key"
+        " > log 2>&1 < /dev/null & echo $! > pid"
     )
     wait_for(lambda: machine.user("test -s ~/keyhost/state/port", check=False).returncode == 0, 60, "the upstream")
     port = machine.user("cat ~/keyhost/state/port").stdout.strip()
