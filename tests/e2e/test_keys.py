@@ -156,3 +156,18 @@ def test_the_key_is_not_in_the_drones_files_given_on_stdin(box: Devbox, machine)
             timeout=180,
         )
         assert found.stdout.strip() == "", f"a key is in drone {drone}'s files: {found.stdout}"
+
+
+def test_bench_figures_of_the_key_proxy(machine, capsys) -> None:
+    """bench/bench.py's key proxy part alone, in this machine (test_bench.py runs the whole bench)."""
+    bench = HERE.parents[1] / "bench" / "bench.py"
+    machine.user("mkdir -p ~/bench && cat > ~/bench/bench.py", input=bench.read_text())
+    machine.user("cat > ~/bench/fakeupstream.py", input=(HERE.parent / "fakeupstream.py").read_text())
+    out = machine.user(
+        "cd ~/bench && /opt/devbox-venv/bin/python -c 'import json, bench; print(json.dumps(bench.bench_key_proxy(7)))'",
+        timeout=600,
+    ).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    with capsys.disabled():
+        print("\n" + "\n".join(f"key proxy: {k:<45} {v:8.2f}" for k, v in figures.items()))
+    assert figures["100 MB streamed: proxy/direct throughput"] > 0
