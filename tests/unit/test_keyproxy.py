@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -252,3 +254,44 @@ def test_many_connections_at_once_are_bounded(tmp_path: Path, upstream: FakeUpst
     finally:
         for conn in idle:
             conn.close()
+
+
+@pytest.mark.skipif(shutil.which("perl") is None, reason="no perl here to run the drone's key forwarder")
+def test_the_drones_forwarder_passes_a_stream_through(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """templates/drone/key-forward (perl, as in the drone) between a TCP client and the proxy's socket."""
+    from devbox.paths import templates_dir
+    from tests.fakeupstream import free_port
+
+    running = run_proxy(tmp_path, anthropic(upstream))
+    port = free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DEVBOX_KEY_PROXY": f"127.0.0.1:{port}",
+        "DEVBOX_KEY_PROXY_SOCKET": str(running.path),
+        "DEVBOX_KEY_FORWARD_LOG": str(tmp_path / "forward.log"),
+    }
+    forwarder = subprocess.Popen([str(templates_dir() / "drone" / "key-forward")], env=env)
+    try:
+        deadline = time.monotonic() + 10
+        while (
+            "key proxy on" not in (tmp_path / "forward.log").read_text(errors="replace")
+            if (tmp_path / "forward.log").exists()
+            else True
+        ):
+            assert time.monotonic() < deadline and forwarder.poll() is None
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(post("/anthropic/v1/messages", b'{"stream": true}'))
+            received = b""
+            while b'"n": 0' not in received:
+                chunk = conn.recv(65536)
+                assert chunk, received
+                received += chunk
+            assert not upstream.sent_last.is_set()  # the first event came through the forwarder alone
+            upstream.release.set()
+            while chunk := conn.recv(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"0\r\n\r\n")
+    finally:
+        forwarder.terminate()
+        forwarder.wait(timeout=10)
