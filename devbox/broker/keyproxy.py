@@ -308,7 +308,9 @@ class KeyProxy:
                     self.limits.connect_timeout,
                 )
             except (OSError, TimeoutError, ssl.SSLError) as exc:
-                why = "certificate not trusted" if isinstance(exc, ssl.SSLCertVerificationError) else "unreachable"
+                why = "unreachable"
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    why = f"certificate not trusted ({exc.verify_message})"
                 writer.write(_reply(502, f"upstream {upstream.authority}: {why}\n"))
                 return
             try:
