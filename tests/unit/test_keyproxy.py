@@ -128,22 +128,27 @@ def test_a_key_whose_secret_is_missing_is_refused_and_says_so(tmp_path: Path, up
     assert running.events[0][2]["reason"] == "missing"
 
 
+def stream(conn: socket.socket, upstream: FakeUpstream) -> bytes:
+    """Ask for server-sent events; the first must arrive while the upstream still holds back the rest."""
+    conn.sendall(post("/anthropic/v1/messages", b'{"stream": true}'))
+    received = b""
+    while b'data: {"n": 0}' not in received:
+        chunk = conn.recv(65536)
+        assert chunk, received
+        received += chunk
+    assert not upstream.sent_last.is_set()
+    upstream.release.set()
+    while chunk := conn.recv(65536):
+        received += chunk
+    return received
+
+
 def test_server_sent_events_stream_chunk_by_chunk(tmp_path: Path, upstream: FakeUpstream) -> None:
     running = run_proxy(tmp_path, anthropic(upstream))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(10)
         conn.connect(str(running.path))
-        conn.sendall(post("/anthropic/v1/messages", b'{"stream": true}'))
-        received = b""
-        while b'data: {"n": 0}' not in received:
-            chunk = conn.recv(65536)
-            assert chunk, received
-            received += chunk
-        # The first event is here while the upstream still holds back the rest.
-        assert not upstream.sent_last.is_set()
-        upstream.release.set()
-        while chunk := conn.recv(65536):
-            received += chunk
+        received = stream(conn, upstream)
     assert received.startswith(b"HTTP/1.1 200 ")
     assert b"text/event-stream" in received
     assert received.index(b'"n": 0') < received.index(b'"n": 1') < received.index(b'"n": 2')
@@ -278,16 +283,7 @@ def test_the_drones_forwarder_passes_a_stream_through(tmp_path: Path, upstream: 
             assert time.monotonic() < deadline and forwarder.poll() is None
             time.sleep(0.05)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            conn.sendall(post("/anthropic/v1/messages", b'{"stream": true}'))
-            received = b""
-            while b'"n": 0' not in received:
-                chunk = conn.recv(65536)
-                assert chunk, received
-                received += chunk
-            assert not upstream.sent_last.is_set()  # the first event came through the forwarder alone
-            upstream.release.set()
-            while chunk := conn.recv(65536):
-                received += chunk
+            received = stream(conn, upstream)  # the first event comes through the forwarder alone
         assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"0\r\n\r\n")
     finally:
         forwarder.terminate()
