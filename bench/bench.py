@@ -35,7 +35,7 @@ QUADLET_DIR = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) /
 PODMAN_PS = ["podman", "ps", "--filter", "label=io.devbox.drone", "--format", "json"]
 RUNTIME = Path(os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}"))
 DRONES_DATA = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "devbox" / "drones"
-PARTS = ("startup", "create", "list", "broker", "devcontainer")
+PARTS = ("startup", "create", "list", "keys", "broker", "devcontainer")
 # The devcontainer part's default workspace: the end-to-end fixture (FROM localhost/devbox-base:trixie).
 DEVCONTAINER = Path(__file__).resolve().parent.parent / "tests" / "e2e" / "devcontainer" / "demo"
 
@@ -220,6 +220,109 @@ def bench_broker(reps: int, image: str, repo: str, idle_wait: float) -> dict[str
         devbox("destroy", name, "--yes", check=False)
 
 
+# The key proxy in a process of its own, on a Unix socket, as systemd would hand it over (the
+# socket activation itself is the broker's, measured above).
+_PROXY_SCRIPT = """
+import asyncio, socket, sys
+from devbox.broker.keyproxy import KeyProxy, Upstream, serve
+sock_path, url, key_file, ca = sys.argv[1:5]
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sock_path)
+listener.listen(128)
+key = open(key_file).read().strip()
+proxy = KeyProxy("bench", {"bench": Upstream("bench", url, "x-api-key", key, ca)}, record=lambda *a, **k: None)
+asyncio.run(serve(proxy, listener, 3600))
+"""
+
+
+def _fakeupstream() -> Path:
+    """tests/fakeupstream.py: beside this script (the e2e machine copies it there) or in the checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "fakeupstream.py", here.parent / "tests" / "fakeupstream.py"):
+        if candidate.exists():
+            return candidate
+    raise SystemExit("bench: tests/fakeupstream.py is missing (the key proxy's stand-in upstream)")
+
+
+def _http(connect: Callable[[], socket.socket], target: str, headers: str = "") -> tuple[float, int]:
+    """One GET on a new connection: (seconds to the last byte, bytes of the answer)."""
+    started = time.perf_counter()
+    with connect() as conn:
+        conn.sendall(f"GET {target} HTTP/1.1\r\nHost: bench\r\n{headers}Connection: close\r\n\r\n".encode())
+        size, first = 0, b""
+        while chunk := conn.recv(1 << 20):
+            if not first:
+                first = chunk[:16]
+            size += len(chunk)
+    if not first.startswith(b"HTTP/1.1 200"):
+        raise SystemExit(f"bench: the key proxy's upstream answered {first!r}")
+    return time.perf_counter() - started, size
+
+
+def bench_key_proxy(reps: int, megabytes: int = 100) -> dict[str, float]:
+    """The model API key proxy against the direct TLS connection to the same stand-in upstream, in one run:
+    small requests (each a new connection both ways, as the proxy makes one upstream connection per
+    request) and a streamed response of MEGABYTES."""
+    import ssl
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="devbox-bench-keys-"))
+    key_file = work / "key"
+    key_file.write_text("sk-bench-" + os.urandom(8).hex())
+    key_file.chmod(0o600)
+    state = work / "upstream"
+    state.mkdir()
+    upstream = subprocess.Popen([sys.executable, str(_fakeupstream()), str(state), "x-api-key", str(key_file)])
+    proxy = None
+    try:
+        deadline = time.monotonic() + 30
+        while not (state / "port").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        port = int((state / "port").read_text())
+        sock = str(work / "keys.sock")
+        url = f"https://127.0.0.1:{port}"
+        proxy = subprocess.Popen([sys.executable, "-c", _PROXY_SCRIPT, sock, url, str(key_file), str(state / "ca.pem")])
+        while not Path(sock).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        context = ssl.create_default_context(cafile=str(state / "ca.pem"))
+        key = key_file.read_text()
+
+        def direct() -> socket.socket:
+            return context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
+
+        def proxied() -> socket.socket:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.connect(sock)
+            return conn
+
+        # The direct client sends the key itself; through the proxy the client sends none.
+        direct_request = lambda target: _http(direct, target, f"x-api-key: {key}\r\n")  # noqa: E731
+        samples: dict[str, list[float]] = {"direct": [], "proxy": []}
+        for _ in range(max(reps * 30, 50)):
+            samples["direct"].append(direct_request("/small")[0])
+            samples["proxy"].append(_http(proxied, "/bench/small")[0])
+        total = megabytes * 1024 * 1024
+        direct_bulk = min(direct_request(f"/bytes/{total}")[0] for _ in range(max(1, reps // 3)))
+        proxy_bulk = min(_http(proxied, f"/bench/bytes/{total}")[0] for _ in range(max(1, reps // 3)))
+        result = {}
+        for pct in (50, 99):
+            ms_direct = _percentile(samples["direct"], pct) * 1000
+            ms_proxy = _percentile(samples["proxy"], pct) * 1000
+            result[f"small request p{pct}: direct ms"] = ms_direct
+            result[f"small request p{pct}: proxy ms"] = ms_proxy
+            result[f"small request p{pct}: proxy/direct"] = ms_proxy / ms_direct
+        result[f"{megabytes} MB streamed: direct MB/s"] = megabytes / direct_bulk
+        result[f"{megabytes} MB streamed: proxy MB/s"] = megabytes / proxy_bulk
+        result[f"{megabytes} MB streamed: proxy/direct throughput"] = direct_bulk / proxy_bulk
+        return result
+    finally:
+        for process in (proxy, upstream):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def machine() -> dict[str, str]:
     cpu = next(
         (
@@ -262,6 +365,10 @@ def table(results: dict[str, object]) -> str:
             ps, ours = pair["podman ps --filter label=io.devbox.drone --format json"], pair["devbox list --json"]
             label = f"list, {size} drones: podman ps / devbox"
             lines.append(f"{label:<44} {ps * 1000:8.1f} / {ours * 1000:.1f} ms  {ours / ps:5.2f}x")
+    keys = results.get("key proxy")
+    if isinstance(keys, dict):
+        for key, value in keys.items():
+            lines.append(f"key proxy: {key:<33} {value:8.2f}")
     broker = results.get("broker")
     if isinstance(broker, dict):
         for key, value in broker.items():
@@ -299,6 +406,8 @@ def main() -> None:
         results["create"] = bench_create(args.reps, args.image)
     if "list" in parts:
         results["list"] = bench_list(args.reps, [int(s) for s in args.sizes.split(",")], args.image)
+    if "keys" in parts:
+        results["key proxy"] = bench_key_proxy(args.reps)
     if "broker" in parts:
         from devbox.config import load_config
         from devbox.paths import Paths

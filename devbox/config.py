@@ -28,6 +28,7 @@ class DroneDefaults:
     syncthing: bool = False
     services: tuple[str, ...] = ()  # `with` in the file (a Python keyword)
     env: dict[str, str] = field(default_factory=dict)
+    keys: tuple[str, ...] = ()  # [keys.NAME] every new drone gets (create --key adds to them)
 
 
 DEFAULT_PERMISSIONS = {"contents": "write", "pull_requests": "write"}
@@ -110,6 +111,42 @@ class DotfilesConfig:
 
 
 @dataclass(frozen=True)
+class KeyConfig:
+    """A model API key the host-side key proxy (broker/keyproxy.py) sets on a drone's requests.
+
+    The drone reaches it at http://KEY_PROXY_ADDRESS/NAME/... and never sees the secret."""
+
+    name: str
+    secret: str  # a secret reference: op://..., env:NAME, file:PATH
+    upstream: str  # https://host[:port][/base]
+    header: str = "authorization"
+    prefix: str = ""  # put before the key in the header, for example "Bearer "
+    base_url_env: str | None = None  # the drone variable tools read the base URL from
+    key_env: str | None = None  # a placeholder key for tools that insist on one (never the key)
+    base_path: str = ""  # appended to the base URL the drone gets, for example /v1
+    ca_file: str | None = None  # an extra CA bundle for the upstream's certificate (tests, a private CA)
+
+
+# Defaults for well-known upstreams; the secret always comes from the user's [keys.NAME].
+KEY_DEFAULTS: dict[str, dict[str, str]] = {
+    "anthropic": {
+        "upstream": "https://api.anthropic.com",
+        "header": "x-api-key",
+        "base_url_env": "ANTHROPIC_BASE_URL",
+        "key_env": "ANTHROPIC_API_KEY",
+    },
+    "openai": {
+        "upstream": "https://api.openai.com",
+        "header": "authorization",
+        "prefix": "Bearer ",
+        "base_url_env": "OPENAI_BASE_URL",
+        "key_env": "OPENAI_API_KEY",
+        "base_path": "/v1",
+    },
+}
+
+
+@dataclass(frozen=True)
 class Config:
     drone: DroneDefaults = field(default_factory=DroneDefaults)
     github: GitHubConfig = field(default_factory=GitHubConfig)
@@ -119,6 +156,7 @@ class Config:
     ssh: SshConfig = field(default_factory=SshConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     dotfiles: DotfilesConfig = field(default_factory=DotfilesConfig)
+    keys: dict[str, KeyConfig] = field(default_factory=dict)  # [keys.NAME]
     max_drones: int = 0  # 0: no limit
     flavor: str = "plain"  # or "zerg": a few messages in the swarm's words
 
@@ -168,6 +206,7 @@ _DRONE_KEYS: dict[str, Callable[[Any], Any]] = {
     "syncthing": _bool,
     "with": lambda v: _services(v),
     "env": _env_table,
+    "keys": lambda v: _key_names(v),
 }
 _APP_ID = re.compile(r"[0-9]{1,12}|Iv[0-9A-Za-z.]{4,40}")
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
@@ -282,11 +321,80 @@ _DOTFILES_KEYS: dict[str, Callable[[Any], Any]] = {
     "repo": _checked("validate_dotfiles_url"),
     "branch": _checked("validate_branch"),
 }
+_HEADER = re.compile(r"[A-Za-z0-9-]{1,64}")
+# Headers a key can never go in: they frame the request or route it.
+_FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "expect"})
+_HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+_BASE_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*")
+
+
+def _key_names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise DevboxError('expected a list of key names, for example ["anthropic"]', ExitCode.INVALID_INPUT)
+    return tuple(dict.fromkeys(values.validate_key_name(v) for v in value))
+
+
+def _header(value: Any) -> str:
+    header = _str(value)
+    if not _HEADER.fullmatch(header) or header.lower() in _FORBIDDEN_HEADERS:
+        raise DevboxError("expected an HTTP header name such as x-api-key or authorization", ExitCode.INVALID_INPUT)
+    return header.lower()
+
+
+def _prefix(value: Any) -> str:
+    prefix = _str(value)
+    if len(prefix) > 64 or not all(" " <= c <= "~" for c in prefix):
+        raise DevboxError('expected up to 64 printable ASCII characters, such as "Bearer "', ExitCode.INVALID_INPUT)
+    return prefix
+
+
+def _env_name(value: Any) -> str:
+    return values.validate_env_key(_str(value))
+
+
+def _absolute_file(value: Any) -> str:
+    path = _str(value)
+    if not path.startswith("/") or not values.PLAIN_PATH.fullmatch(path):
+        raise DevboxError("expected an absolute path of a-z, 0-9, '.', '_', '-', '/'", ExitCode.INVALID_INPUT)
+    return path
+
+
+_KEY_KEYS: dict[str, Callable[[Any], Any]] = {
+    "secret": _secret_reference,
+    "upstream": _matching(_HTTPS_URL, "an https URL such as https://api.anthropic.com"),
+    "header": _header,
+    "prefix": _prefix,
+    "base_url_env": _env_name,
+    "key_env": _env_name,
+    "base_path": _matching(_BASE_PATH, "a URL path such as /v1, or empty"),
+    "ca_file": _absolute_file,
+}
+
+
+def _parse_keys(raw: Any, path: Path) -> dict[str, KeyConfig]:
+    if not isinstance(raw, dict):
+        raise DevboxError(f"{path}: keys: expected tables [keys.NAME]", ExitCode.CONFIG)
+    keys = {}
+    for name, table in raw.items():
+        try:
+            values.validate_key_name(name)
+        except DevboxError as exc:
+            raise DevboxError(f"{path}: keys.{name}: {exc.message}", ExitCode.CONFIG) from None
+        if not isinstance(table, dict):
+            raise DevboxError(f"{path}: keys.{name}: expected a table [keys.{name}]", ExitCode.CONFIG)
+        checked = {**KEY_DEFAULTS.get(name, {}), **_check_table(table, _KEY_KEYS, (), path, prefix=f"keys.{name}.")}
+        for required in ("secret", "upstream"):
+            if required not in checked:
+                raise DevboxError(f"{path}: keys.{name}: {required} is required", ExitCode.CONFIG)
+        keys[name] = KeyConfig(name=name, **checked)
+    return keys
+
+
 _TOP_KEYS: dict[str, Callable[[Any], Any]] = {
     "max_drones": _count,
     "flavor": _matching(re.compile(r"plain|zerg"), '"plain" or "zerg"'),
 }
-_SECTIONS = ("drone", "github", "broker", "cleanup", "tailscale", "ssh", "identity", "dotfiles")
+_SECTIONS = ("drone", "github", "broker", "cleanup", "tailscale", "ssh", "identity", "dotfiles", "keys")
 
 
 def load_config(path: Path) -> Config:
@@ -319,6 +427,10 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         if not isinstance(table, dict):
             raise DevboxError(f"{path}: {name}: expected a table [{name}]", ExitCode.CONFIG)
         sections[name] = _check_table(table, keys, (), path, prefix=f"{name}.")
+    api_keys = _parse_keys(raw.get("keys", {}), path)
+    unknown = [k for k in sections["drone"].get("keys", ()) if k not in api_keys]
+    if unknown:
+        raise DevboxError(f"{path}: drone.keys: {unknown[0]} has no [keys.{unknown[0]}] table", ExitCode.CONFIG)
     github = GitHubConfig(**sections["github"])
     if bool(github.app_id) != bool(github.private_key):
         raise DevboxError(f"{path}: github: set both app_id and private_key, or neither", ExitCode.CONFIG)
@@ -331,6 +443,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         ssh=SshConfig(**sections["ssh"]),
         identity=IdentityConfig(**sections["identity"]),
         dotfiles=DotfilesConfig(**sections["dotfiles"]),
+        keys=api_keys,
         **top,
     )
 

@@ -130,6 +130,15 @@ class Context:
 
 
 @dataclass(frozen=True)
+class KeyFacts:
+    """A configured model API key as a drone's units need it: never the key itself."""
+
+    name: str
+    credential: str  # the key file the proxy loads (LoadCredential=)
+    env: tuple[tuple[str, str], ...]  # the drone's variables: the base URL, a placeholder key
+
+
+@dataclass(frozen=True)
 class HostFacts:
     """What the units need to know about this host, gathered by the caller (render does no I/O)."""
 
@@ -145,6 +154,7 @@ class HostFacts:
     # The host's Quadlet generator, (major, minor); None when unknown: then only keys every
     # Quadlet devbox supports (4.4 on) reads, with PodmanArgs= for the rest.
     quadlet_version: tuple[int, int] | None = None
+    keys: tuple[KeyFacts, ...] = ()  # every [keys.NAME] of the config; a drone's units use its own
 
 
 def selinux_enabled() -> bool:
@@ -170,6 +180,28 @@ def github_key_path(ctx: Context) -> str | None:
     return plain_path(ctx.paths.github_key_copy, "the devbox state directory")
 
 
+def key_file(ctx: Context, name: str) -> str:
+    """The file key NAME's proxy loads: the file itself for file:, else devbox's private copy."""
+    reference = ctx.config.keys[name].secret
+    if reference.startswith("file:"):
+        return plain_path(Path(os.path.expanduser(reference[5:])).resolve(), f"the key file of [keys.{name}]")
+    return plain_path(ctx.paths.key_copy(name), "the devbox state directory")
+
+
+def key_facts(ctx: Context) -> tuple[KeyFacts, ...]:
+    from devbox.names import KEY_PROXY_ADDRESS, PLACEHOLDER_KEY
+
+    facts = []
+    for name, key in sorted(ctx.config.keys.items()):
+        env = []
+        if key.base_url_env:
+            env.append((key.base_url_env, f"http://{KEY_PROXY_ADDRESS}/{name}{key.base_path}"))
+        if key.key_env:
+            env.append((key.key_env, PLACEHOLDER_KEY))
+        facts.append(KeyFacts(name, key_file(ctx, name), tuple(env)))
+    return tuple(facts)
+
+
 def host_facts(ctx: Context) -> HostFacts:
     return HostFacts(
         devbox_command=ctx.devbox_command,
@@ -182,4 +214,5 @@ def host_facts(ctx: Context) -> HostFacts:
         gid=os.getgid(),
         selinux=selinux_enabled(),
         quadlet_version=ctx.quadlet_version,
+        keys=key_facts(ctx),
     )

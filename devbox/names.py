@@ -11,6 +11,11 @@ LABEL_PREFIX = "io.devbox."
 DRONE_LABEL = LABEL_PREFIX + "drone"
 # The drone's sshd listens here inside the container; --ssh-port publishes it, the tailnet reaches it.
 DRONE_SSH_PORT = 2222
+# Inside a drone with model API keys, the key proxy's address (devbox forwards it to the host's
+# keys.sock). Not 127.0.0.1: tailscaled (userspace networking) hands tailnet peers' connections there.
+KEY_PROXY_ADDRESS = "127.0.0.3:9119"
+# What the drone's tools get where they insist on a key of their own (ANTHROPIC_API_KEY): never the key.
+PLACEHOLDER_KEY = "devbox-proxy"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,15 @@ class DroneNames:
     @property
     def creds_service(self) -> str:
         return f"{self.unit}-creds.service"
+
+    @property
+    def keys_socket(self) -> str:
+        """The model API key proxy's socket unit (only for a drone with keys)."""
+        return f"{self.unit}-keys.socket"
+
+    @property
+    def keys_service(self) -> str:
+        return f"{self.unit}-keys.service"
 
     @property
     def user_units(self) -> tuple[str, str]:

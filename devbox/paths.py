@@ -47,6 +47,14 @@ class Paths:
     def creds_socket(self, name: str) -> Path:
         return self.socket_dir(name) / "creds.sock"
 
+    def keys_socket(self, name: str) -> Path:
+        """The model API key proxy's socket, beside the credential socket."""
+        return self.socket_dir(name) / "keys.sock"
+
+    def key_copy(self, key: str) -> Path:
+        """Where an API key from op:// or env: is kept (0600) for the key proxy's LoadCredential=."""
+        return self.state_dir / "credentials" / "keys" / f"{key}.key"
+
     @property
     def tools_dir(self) -> Path:
         """Scripts mounted read-only into every drone (git credential helper, gh wrapper, clone)."""

@@ -31,6 +31,18 @@ PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
 HTTP_URL = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 
 
+_KEY_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,29}[a-z0-9])?")
+
+
+def validate_key_name(name: object) -> str:
+    """A model API key's name ([keys.NAME], --key NAME): it is a URL path segment in the drone."""
+    if not isinstance(name, str) or not _KEY_NAME.fullmatch(name):
+        raise invalid(
+            f"invalid key name {name!r}: use 1 to 31 of a-z, 0-9 and '-', starting with a letter, not ending with '-'"
+        )
+    return name
+
+
 def is_name(name: str) -> bool:
     return _NAME.fullmatch(name) is not None and "--" not in name and name.isascii()
 

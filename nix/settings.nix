@@ -47,6 +47,7 @@ rec {
       syncthing = opt types.bool "[drone] syncthing: run Syncthing in new drones.";
       "with" = opt (types.listOf types.str) "[drone] with: optional services every new drone runs (see the README).";
       env = opt (types.attrsOf types.str) "[drone] env: environment for every drone (no secrets: it is in the unit file).";
+      keys = opt (types.listOf types.str) "[drone] keys: model API keys ([keys.NAME] of the config) every new drone gets.";
     };
     github = {
       appId = opt types.str "[github] app_id: the GitHub App's numeric id or client id (Iv...).";
@@ -90,7 +91,7 @@ rec {
       (clean {
         max_drones = s.maxDrones;
         flavor = s.flavor;
-        drone = clean { inherit (s.drone) image cpus memory syncthing env; "with" = s.drone."with"; };
+        drone = clean { inherit (s.drone) image cpus memory syncthing env keys; "with" = s.drone."with"; };
         github = clean {
           app_id = s.github.appId;
           private_key = s.github.privateKey;

@@ -173,6 +173,14 @@ DRONE_OPTIONS: tuple[DroneOption, ...] = (
         "env",
     ),
     DroneOption(
+        "key",
+        list[str],
+        typer.Option(
+            [], "--key", help="Model API key [keys.NAME] the host's key proxy sets for the drone (repeatable)."
+        ),
+        "keys",
+    ),
+    DroneOption(
         "permission",
         list[str],
         typer.Option(
@@ -512,6 +520,14 @@ def doctor(as_json: bool = JsonOpt) -> None:
 def broker(name: str = DroneArg) -> None:
     """Serve the drone's credential socket (started by drone-NAME-creds.socket)."""
     from devbox.broker.server import serve_from_systemd
+
+    serve_from_systemd(name)
+
+
+@app.command("keys-proxy", hidden=True)
+def keys_proxy(name: str = DroneArg) -> None:
+    """Serve the drone's model API key socket (started by drone-NAME-keys.socket)."""
+    from devbox.broker.keyproxy import serve_from_systemd
 
     serve_from_systemd(name)
 

@@ -70,6 +70,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "devcontainer_changed": status.devcontainer_changed,
         "killed_for_memory": status.killed_for_memory,
         "broker": None if status.broker is None else broker_dict(status.broker),
+        "keys": status.keys,
     }
 
 
@@ -149,6 +150,7 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         ("uptime", rough_duration(data["uptime_seconds"])),
         ("restarts", "-" if status.restarts is None else str(status.restarts)),
         ("ports", ", ".join(status.ports) or "-"),
+        *([("api keys", ", ".join(status.keys) + " (through the host's key proxy)")] if status.keys else []),
         (
             "volume",
             f"{status.volume}"

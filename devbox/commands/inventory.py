@@ -7,7 +7,7 @@ little else (see cli/fastpath.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,7 @@ class DroneStatus:
     devcontainer_changed: bool | None = None  # its configuration changed since the build (None: unknown)
     killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
     broker: BrokerState | None = None  # its credential socket and service, asked by `status` only
+    keys: list[str] = field(default_factory=list)  # model API keys the host's key proxy sets for it
 
     def uptime_seconds(self, now: datetime) -> int | None:
         return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
@@ -98,6 +99,7 @@ def status_of(
         dotfiles=declared.dotfiles_url,
         devcontainer=declared.devcontainer,
         killed_for_memory=unit.result == "oom-kill",
+        keys=list(declared.keys),
     )
 
 

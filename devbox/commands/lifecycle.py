@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 from devbox import __version__
 from devbox.cleanup import activity, timer
 from devbox.commands import locks
+from devbox.commands.apikeys import drone_keys, install_keys, without_key_env
 from devbox.commands.brokerstate import broker_state, broker_units
 from devbox.commands.inventory import DroneStatus, status_of
 from devbox.commands.progress import Progress, no_progress
@@ -70,6 +71,7 @@ class CreateRequest:
     dotfiles_branch: str | None = None
     devcontainer: str | None = None  # which devcontainer.json (SUB or a path in the workspace); None: the only one
     no_devcontainer: bool = False  # ignore the workspace's devcontainer.json
+    keys: Sequence[str] = ()  # model API keys ([keys.NAME]) on top of the config's [drone] keys
 
 
 T = TypeVar("T")
@@ -104,10 +106,15 @@ def _private_dirs(ctx: Context) -> tuple[Path, ...]:
     """What no drone may have mounted: sockets, settings, keys, devbox's own files (see drone/workspace.py)."""
     import getpass
 
+    from devbox.commands.apikeys import secret_references
     from devbox.drone.workspace import secret_file_dirs
 
     paths = ctx.paths
-    references = (ctx.config.github.private_key, ctx.config.tailscale.auth_key_reference(getpass.getuser()))
+    references = (
+        ctx.config.github.private_key,
+        ctx.config.tailscale.auth_key_reference(getpass.getuser()),
+        *secret_references(ctx),
+    )
     return (
         paths.runtime_dir,
         paths.config_file.parent,
@@ -126,6 +133,8 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
     defaults = ctx.config.drone
     env = dict(defaults.env)
     env.update(parse_env(item) for item in request.env)
+    keys = drone_keys(ctx, request.keys)
+    env = without_key_env(ctx, keys, env)
     permissions = dict(ctx.config.github.permissions)
     for item in request.permissions:
         perm, sep, level = item.partition("=")
@@ -170,6 +179,7 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
         ],
         dotfiles_url=request.dotfiles or ctx.config.dotfiles.repo,  # DroneSpec.build checks both
         dotfiles_branch=request.dotfiles_branch or ctx.config.dotfiles.branch,
+        keys=keys,
     )
     socket = ctx.paths.creds_socket(spec.name)
     if len(str(socket).encode()) > SOCKET_PATH_MAX:
@@ -298,6 +308,7 @@ def _create(
     if prepare is not None:
         prepare(spec)
     _install_shared(ctx)
+    install_keys(ctx, spec.keys)
     progress("writing unit files")
     volume_was_there = ctx.podman.volume_exists(spec.names.volume)  # a failed first start must not leave one behind
     with locks.claims_lock(ctx.paths, waiting=progress):
@@ -406,7 +417,7 @@ def _undo_create(ctx: Context, name: str, written: list[install.PlannedFile], vo
     secret and the volume the first start made. Each step is tried whatever the others do."""
     names = names_of(name)
     failures: list[str] = []
-    for unit in (names.service, names.creds_socket, names.creds_service):
+    for unit in (names.service, names.creds_socket, names.creds_service, names.keys_socket, names.keys_service):
         _attempt(failures, unit, functools.partial(ctx.systemd.stop, unit))
     _attempt(failures, "the unit files", lambda: install.rollback(written))
     _attempt(failures, "the SSH key", lambda: ctx.paths.drone_key(name).unlink(missing_ok=True))
@@ -450,12 +461,13 @@ def start(ctx: Context, name: str, progress: Progress = no_progress) -> None:
 @locks.locked
 def stop(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     """Stop, and stay stopped across a restart of the user manager (the autostart drop-in goes)."""
-    require_drone(ctx.paths, name)
+    record = require_drone(ctx.paths, name)
     if install.remove_file(ctx.paths.quadlet_dir / names_of(name).autostart_dropin):
         ctx.systemd.daemon_reload()
     progress(f"stopping {names_of(name).service}")
     ctx.systemd.stop(names_of(name).service)
-    for unit in (names_of(name).creds_socket, names_of(name).creds_service):
+    key_units = (names_of(name).keys_socket, names_of(name).keys_service) if record.declared.keys else ()
+    for unit in (names_of(name).creds_socket, names_of(name).creds_service, *key_units):
         ctx.systemd.stop(unit)
     # systemd forgets a stopped Quadlet unit's stop time; the idle clean-up needs it.
     with contextlib.suppress(OSError):
@@ -544,7 +556,8 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
     record = require_drone(ctx.paths, name, damaged_ok=True)
     result = DestroyResult(name)
     progress(f"stopping {names.service}")
-    units = (names.service, names.creds_service, names.creds_socket)
+    key_units = (names.keys_service, names.keys_socket) if record.declared.keys or record.damaged else ()
+    units = (names.service, names.creds_service, names.creds_socket, *key_units)
     states = ctx.systemd.states(units)
     for unit in units:
         state = states[unit]

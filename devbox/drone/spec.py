@@ -27,6 +27,7 @@ from devbox.values import (
     validate_env_key,
     validate_env_value,
     validate_image,
+    validate_key_name,
     validate_login_name,
     validate_name,
     validate_repo,
@@ -67,6 +68,7 @@ class DroneSpec:
     login_user: str | None = None  # who SSH logs in as when not the host user (a devcontainer's remote user)
     ports: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, drone port): forwardPorts
     extras: ContainerExtras | None = None  # the rest of the devcontainer.json (devbox/devcontainer/)
+    keys: tuple[str, ...] = ()  # model API keys ([keys.NAME]) the host's key proxy sets for this drone
 
     @classmethod
     def build(
@@ -100,6 +102,7 @@ class DroneSpec:
         login_user: str | None = None,
         ports: tuple[tuple[int, int], ...] = (),
         extras: ContainerExtras | None = None,
+        keys: tuple[str, ...] | list[str] = (),
     ) -> DroneSpec:
         checked_repos = tuple(validate_repo(r) for r in repos)
         if len(set(checked_repos)) != len(checked_repos):
@@ -153,6 +156,7 @@ class DroneSpec:
             login_user=None if login_user is None else validate_login_name(login_user, "the login user"),
             ports=tuple((parse_port(host), parse_port(port)) for host, port in ports),
             extras=extras,
+            keys=tuple(sorted({validate_key_name(key) for key in keys})),
         )
 
     @property
@@ -283,6 +287,8 @@ LABELS: tuple[Label, ...] = (
     # Built again from the image at restore, so no create option.
     Label("login-user", "login_user", _text, str),
     Label("ports", "ports", _ports, _read_ports, ()),
+    # The key proxy serves exactly these; restore asks the new host's config for them again.
+    Label("keys", "keys", _names, _read_names, (), "keys", _read_names),
 )
 LABEL_KEYS = frozenset(label.key for label in LABELS)
 

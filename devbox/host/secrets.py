@@ -56,7 +56,10 @@ def validate_reference(reference: str) -> str:
     if reference.startswith("file:") and len(reference) > 5:
         return reference
     raise DevboxError(
-        f"invalid secret reference {reference!r}: use op://VAULT/ITEM/FIELD, env:NAME or file:PATH", ExitCode.SECRET
+        # Not shown: what is here instead of a reference is often the secret itself, pasted in.
+        "invalid secret reference (not shown: it may be the secret itself): "
+        "use op://VAULT/ITEM/FIELD, env:NAME or file:PATH",
+        ExitCode.SECRET,
     )
 
 

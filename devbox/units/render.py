@@ -13,10 +13,10 @@ from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from devbox.context import HostFacts
+from devbox.context import HostFacts, KeyFacts
 from devbox.drone.identity import GitIdentity
 from devbox.drone.spec import DroneSpec
-from devbox.names import DRONE_SSH_PORT, names_of
+from devbox.names import DRONE_SSH_PORT, KEY_PROXY_ADDRESS, names_of
 from devbox.paths import templates_dir
 from devbox.units.unitfile import MARKER
 from devbox.values import printable
@@ -149,6 +149,7 @@ def _render(template: str, **context: object) -> str:
 def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
     """Every file of one drone, in a stable order."""
     name = spec.name
+    keys = [key for key in host.keys if key.name in spec.keys]  # the caller checked each one is configured
     return [
         RenderedFile(
             Place.QUADLET,
@@ -159,6 +160,8 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
                 host=host,
                 labels=sorted(spec.labels().items()),
                 drone_ssh_port=DRONE_SSH_PORT,
+                keys=keys,
+                key_proxy_address=KEY_PROXY_ADDRESS,
                 quadlet_keys=quadlet_keys(host.quadlet_version),
                 # The drone's home: the host user's (%h, keep-id), or a devcontainer image's remote user's
                 # (a plain path, checked by devcontainer/mapping.py: it needs no quoting and holds no %).
@@ -171,8 +174,20 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
         RenderedFile(
             Place.UNITS, names_of(name).creds_service, _render("units/creds.service.j2", spec=spec, host=host)
         ),
+        *(key_proxy_units(spec, host, keys) if keys else []),
         RenderedFile(Place.DRONES, authorized_keys_file(name), _render("drone/authorized_keys.j2", spec=spec)),
         *hooks_files(spec),
+    ]
+
+
+def key_proxy_units(spec: DroneSpec, host: HostFacts, keys: list[KeyFacts]) -> list[RenderedFile]:
+    """The model API key proxy's socket-activated pair, for a drone with keys."""
+    names = names_of(spec.name)
+    return [
+        RenderedFile(Place.UNITS, names.keys_socket, _render("units/keys.socket.j2", spec=spec)),
+        RenderedFile(
+            Place.UNITS, names.keys_service, _render("units/keys.service.j2", spec=spec, host=host, keys=keys)
+        ),
     ]
 
 
@@ -195,7 +210,7 @@ def authorized_keys_file(name: str) -> str:
     return f"{name}/authorized_keys"
 
 
-DRONE_TOOLS = ("git-credential-devbox", "gh", "clone-repos", "dotfiles")
+DRONE_TOOLS = ("git-credential-devbox", "gh", "clone-repos", "dotfiles", "key-forward")
 
 
 def render_drone_tools(git_url: str, identity: GitIdentity | None = None) -> list[RenderedFile]:
@@ -231,6 +246,8 @@ def drone_files(name: str) -> list[tuple[Place, str]]:
         (Place.QUADLET, names_of(name).tailscale_dropin),
         (Place.UNITS, names_of(name).creds_socket),
         (Place.UNITS, names_of(name).creds_service),
+        (Place.UNITS, names_of(name).keys_socket),
+        (Place.UNITS, names_of(name).keys_service),
         (Place.DRONES, authorized_keys_file(name)),
         (Place.DRONES, names_of(name).hooks_file),
     ]

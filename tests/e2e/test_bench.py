@@ -15,6 +15,8 @@ SIZES = os.environ.get("DEVBOX_BENCH_SIZES", "1,3")
 
 def test_bench_measures_everything(machine, githost, capsys) -> None:
     machine.user("mkdir -p ~/bench && cat > ~/bench/bench.py", input=BENCH.read_text())
+    fake = BENCH.parents[1] / "tests" / "fakeupstream.py"  # the key proxy's stand-in upstream
+    machine.user("cat > ~/bench/fakeupstream.py", input=fake.read_text())
     result = machine.user(
         "cd ~/bench && /opt/devbox-venv/bin/python bench.py --image localhost/devbox-test:latest "
         f"--reps {REPS} --sizes {SIZES} --idle-wait 30 --parts startup,create,list,broker --out ~/bench/results.json",
@@ -23,7 +25,10 @@ def test_bench_measures_everything(machine, githost, capsys) -> None:
     with capsys.disabled():
         print("\n" + result.stdout)
     data = json.loads(machine.user("cat ~/bench/results.json").stdout)
-    assert set(data) == {"machine", "reps", "startup", "create", "list", "broker"}
+    assert set(data) == {"machine", "reps", "startup", "create", "list", "key proxy", "broker"}
+    keys = data["key proxy"]
+    assert keys["small request p99: proxy ms"] >= keys["small request p50: proxy ms"] > 0
+    assert keys["100 MB streamed: proxy/direct throughput"] > 0 and keys["small request p50: proxy/direct"] > 0
     assert set(data["startup"]) == {"python3 -c pass", "devbox --help", "devbox list (no drones)"}
     assert all(v > 0 for v in data["startup"].values()) and all(v > 0 for v in data["create"].values())
     assert set(data["list"]) == set(SIZES.split(","))

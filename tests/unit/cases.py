@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from devbox.context import HostFacts
+from devbox.context import HostFacts, KeyFacts
 from devbox.drone.spec import DroneSpec
 from tests.fakes import FIXED_NOW
 
@@ -69,6 +69,13 @@ def cases() -> dict[str, DroneSpec]:
         "hostile-env": DroneSpec.build(
             name="x", repos=["acme/demo"], image="localhost/devbox-drone:latest", env=HOSTILE_ENV, **common
         ),
+        "api-keys": DroneSpec.build(
+            name="agent",
+            repos=["acme/agent"],
+            image="localhost/devbox-drone:latest",
+            keys=["openai", "anthropic"],
+            **common,
+        ),
         **devcontainer_cases(),
     }
 
@@ -83,6 +90,19 @@ HOST = HostFacts(
     uid=1000,
     gid=1000,
     quadlet_version=(5, 4),
+    keys=(
+        KeyFacts(
+            "anthropic",
+            "/home/dev/.local/state/devbox/credentials/keys/anthropic.key",
+            (("ANTHROPIC_BASE_URL", "http://127.0.0.3:9119/anthropic"), ("ANTHROPIC_API_KEY", "devbox-proxy")),
+        ),
+        KeyFacts("mistral", "/home/dev/keys/mistral key.txt", ()),  # configured, not the drone's: not rendered
+        KeyFacts(
+            "openai",
+            "/home/dev/.local/state/devbox/credentials/keys/openai.key",
+            (("OPENAI_BASE_URL", "http://127.0.0.3:9119/openai/v1"), ("OPENAI_API_KEY", "devbox-proxy")),
+        ),
+    ),
 )
 HOST_QUADLET_5_8 = replace(HOST, quadlet_version=(5, 8))
 
@@ -91,7 +111,6 @@ def golden_cases() -> dict[str, tuple[DroneSpec, HostFacts]]:
     """Every case rendered for Podman 5.4's Quadlet, and those whose units differ for 5.8's."""
     for_5_4 = {name: (spec, HOST) for name, spec in cases().items()}
     return for_5_4 | {"all-options-quadlet-5.8": (cases()["all-options"], HOST_QUADLET_5_8)}
-
 
 
 # --- drones from a repository's devcontainer.json, through the same reading and mapping as create ---

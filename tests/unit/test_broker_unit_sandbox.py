@@ -35,3 +35,12 @@ def test_the_brokers_unit_is_sandboxed(tmp_path: Path, capsys: pytest.CaptureFix
     with capsys.disabled():
         print(f"\nsystemd-analyze security --offline (as a system unit): drone-demo-creds.service exposure {figure}")
     assert figure <= MOST_EXPOSED
+
+
+def test_the_key_proxys_unit_is_sandboxed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for unit in (GOLDEN.parent.parent / "api-keys" / "units").glob("drone-agent-keys.*"):
+        shutil.copy(unit, tmp_path / unit.name)
+    figure = exposure(tmp_path, "drone-agent-keys.service")
+    with capsys.disabled():
+        print(f"\nsystemd-analyze security --offline (as a system unit): drone-agent-keys.service exposure {figure}")
+    assert figure <= MOST_EXPOSED

@@ -41,10 +41,10 @@ def test_every_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[drone]\nimgae = 'x'\n", "unknown key drone.imgae (allowed: cpus, env, image, memory, syncthing, with)"),
+        ("[drone]\nimgae = 'x'\n", "unknown key drone.imgae (allowed: cpus, env, image, keys, memory, syncthing, with)"),
         (
             "colour = 1\n",
-            "unknown key colour (allowed: [broker], [cleanup], [dotfiles], [drone], [github], [identity], [ssh], [tailscale], flavor, max_drones)",
+            "unknown key colour (allowed: [broker], [cleanup], [dotfiles], [drone], [github], [identity], [keys], [ssh], [tailscale], flavor, max_drones)",
         ),
         (
             "[drone]\nmemory = 'lots'\n",
@@ -116,7 +116,7 @@ def test_github_section(tmp_path: Path) -> None:
         ),
         (
             '[github]\napp_id = "1"\nprivate_key = "/k.pem"\n',
-            "github.private_key: invalid secret reference '/k.pem': use op://VAULT/ITEM/FIELD, env:NAME or file:PATH",
+            "github.private_key: invalid secret reference (not shown: it may be the secret itself): use op://VAULT/ITEM/FIELD, env:NAME or file:PATH",
         ),
         (
             '[github]\npermissions = { contents = "all" }\n',

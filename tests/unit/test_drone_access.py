@@ -146,7 +146,7 @@ def test_tailscale_config_defaults_and_checks(world: World, capsys) -> None:
     write_config(world, "")
     assert not load_config(world.paths.config_file).tailscale.enabled
     for bad, expected in [
-        ('[tailscale]\nauth_key = "tskey-auth-abc"\n', "tailscale.auth_key: invalid secret reference 'tskey-auth-abc'"),
+        ('[tailscale]\nauth_key = "tskey-auth-abc"\n', "tailscale.auth_key: invalid secret reference (not shown"),
         ('[tailscale]\nlogin_server = "headscale"\n', "tailscale.login_server: expected an http(s) URL"),
         ('[tailscale]\ntailnet = "Not A Domain"\n', "tailscale.tailnet: expected a MagicDNS suffix"),
         ('[ssh]\nauthorized_keys = ["hello"]\n', "ssh.authorized_keys: ssh.authorized_keys: not an SSH public key"),

@@ -34,7 +34,12 @@ def dryrun(quadlet: Path, quadlet_dir: Path) -> subprocess.CompletedProcess[str]
 
 
 def generate(
-    generator: Generator, spec: DroneSpec, tmp_path: Path, host: HostFacts | None = None, *, without: tuple[str, ...] = ()
+    generator: Generator,
+    spec: DroneSpec,
+    tmp_path: Path,
+    host: HostFacts | None = None,
+    *,
+    without: tuple[str, ...] = (),
 ) -> tuple[dict[str, str], str]:
     """The services the generator makes of SPEC's units (but those named in WITHOUT), rendered for its
     version unless HOST says otherwise."""
@@ -81,7 +86,12 @@ def test_generator_accepts_every_key(generator: Generator, tmp_path: Path, case:
     post = values(parse_sections(service), "Service", "ExecStartPost")
     clone = f"-/usr/bin/podman exec --detach drone-{spec.name} /usr/local/lib/devbox/clone-repos"
     dotfiles = f"-/usr/bin/podman exec --detach drone-{spec.name} /usr/local/lib/devbox/dotfiles"
-    assert post == ([clone] if spec.repos and not spec.path else []) + ([dotfiles] if spec.dotfiles_url else [])
+    forward = f"-/usr/bin/podman exec --detach drone-{spec.name} /usr/local/lib/devbox/key-forward"
+    assert post == (
+        ([clone] if spec.repos and not spec.path else [])
+        + ([forward] if spec.keys else [])
+        + ([dotfiles] if spec.dotfiles_url else [])
+    )
     home = spec.extras.home if spec.extras and spec.extras.home else "%h"
     workdir = spec.extras.workdir if spec.extras and spec.extras.workdir else spec.path
     assert option_values(podman_run_argv(service), "--workdir") == [workdir or home]
@@ -134,6 +144,9 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
             devbox_env |= {"DEVBOX_TAILSCALE_LOGIN_SERVER": spec.login_server}
     if home != "%h":
         devbox_env |= {"HOME": home}
+    for key in HOST.keys:
+        if key.name in spec.keys:
+            devbox_env |= {"DEVBOX_KEY_PROXY": "127.0.0.3:9119", **dict(key.env)}
     assert env == {**devbox_env, **dict(spec.env)}
     expected_secret = (
         [
