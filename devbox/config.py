@@ -27,6 +27,7 @@ class DroneDefaults:
     memory: str | None = None
     syncthing: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    egress: str = "fenced"  # new drones' egress policy (drone/egress.py)
 
 
 DEFAULT_PERMISSIONS = {"contents": "write", "pull_requests": "write"}
@@ -158,7 +159,16 @@ _DRONE_KEYS: dict[str, Callable[[Any], Any]] = {
     "memory": lambda v: values.parse_memory(_str(v)),
     "syncthing": _bool,
     "env": _env_table,
+    "egress": lambda v: str(_egress_policy(_str(v))),
 }
+
+
+def _egress_policy(text: str) -> object:
+    from devbox.drone.egress import parse_egress
+
+    return parse_egress(text)
+
+
 _APP_ID = re.compile(r"[0-9]{1,12}|Iv[0-9A-Za-z.]{4,40}")
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
 _URL = values.HTTP_URL

@@ -46,6 +46,7 @@ rec {
       memory = opt types.str "[drone] memory: the default memory limit, such as \"8g\".";
       syncthing = opt types.bool "[drone] syncthing: run Syncthing in new drones.";
       env = opt (types.attrsOf types.str) "[drone] env: environment for every drone (no secrets: it is in the unit file).";
+      egress = opt types.str "[drone] egress: new drones' network policy: open, fenced (the default) or allow:HOST[:PORT],...";
     };
     github = {
       appId = opt types.str "[github] app_id: the GitHub App's numeric id or client id (Iv...).";
@@ -89,7 +90,7 @@ rec {
       (clean {
         max_drones = s.maxDrones;
         flavor = s.flavor;
-        drone = clean { inherit (s.drone) image cpus memory syncthing env; };
+        drone = clean { inherit (s.drone) image cpus memory syncthing env egress; };
         github = clean {
           app_id = s.github.appId;
           private_key = s.github.privateKey;

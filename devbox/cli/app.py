@@ -243,6 +243,14 @@ DRONE_OPTIONS: tuple[DroneOption, ...] = (
         typer.Option(False, "--no-devcontainer", help="Ignore the repository's devcontainer.json."),
         "no_devcontainer",
     ),
+    DroneOption(
+        "egress",
+        str | None,
+        typer.Option(
+            None, "--egress", help="Network policy: open, fenced (default) or allow:HOST[:PORT],... (README)."
+        ),
+        "egress",
+    ),
 )
 
 
@@ -466,6 +474,14 @@ def broker(name: str = DroneArg) -> None:
     from devbox.broker.server import serve_from_systemd
 
     serve_from_systemd(name)
+
+
+@app.command("fence-hook", hidden=True)
+def fence_hook() -> None:
+    """Load a drone's network fence (run by Podman as an OCI hook, the container's state on stdin)."""
+    from devbox.fence.hook import main
+
+    raise typer.Exit(main())
 
 
 @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

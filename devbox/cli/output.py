@@ -67,6 +67,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "devcontainer_changed": status.devcontainer_changed,
         "killed_for_memory": status.killed_for_memory,
         "broker": None if status.broker is None else broker_dict(status.broker),
+        "egress": status.egress,
     }
 
 
@@ -155,6 +156,7 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         ("ssh", f"{address(status)} ({ssh_command(status)})" if address(status) else "-"),
         *([("local ssh", f"127.0.0.1:{status.ssh_port}")] if status.tailnet_name and status.ssh_port else []),
         ("tailnet", status.tailnet_name or "no (SSH on the local port only)"),
+        ("egress", status.egress),
     ]
     if status.killed_for_memory:
         memory = "killed for memory: give it more with --memory, or use less"

@@ -50,6 +50,7 @@ class DroneStatus:
     devcontainer_changed: bool | None = None  # its configuration changed since the build (None: unknown)
     killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
     broker: BrokerState | None = None  # its credential socket and service, asked by `status` only
+    egress: str = "open"  # its egress policy (drone/egress.py)
 
     def uptime_seconds(self, now: datetime) -> int | None:
         return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
@@ -96,6 +97,7 @@ def status_of(
         dotfiles=declared.dotfiles_url,
         devcontainer=declared.devcontainer,
         killed_for_memory=unit.result == "oom-kill",
+        egress=declared.egress,
     )
 
 

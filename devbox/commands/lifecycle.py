@@ -68,6 +68,7 @@ class CreateRequest:
     dotfiles_branch: str | None = None
     devcontainer: str | None = None  # which devcontainer.json (SUB or a path in the workspace); None: the only one
     no_devcontainer: bool = False  # ignore the workspace's devcontainer.json
+    egress: str | None = None  # open, fenced or allow:...; None: the config's [drone] egress
 
 
 T = TypeVar("T")
@@ -166,6 +167,7 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
         ],
         dotfiles_url=request.dotfiles or ctx.config.dotfiles.repo,  # DroneSpec.build checks both
         dotfiles_branch=request.dotfiles_branch or ctx.config.dotfiles.branch,
+        egress=request.egress or defaults.egress,
     )
     socket = ctx.paths.creds_socket(spec.name)
     if len(str(socket).encode()) > SOCKET_PATH_MAX:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from devbox.drone.egress import OPEN, parse_egress, read_egress
 from devbox.drone.extras import ContainerExtras
 from devbox.errors import DevboxError, invalid
 from devbox.names import LABEL_PREFIX, DroneNames, names_of
@@ -64,6 +65,7 @@ class DroneSpec:
     login_user: str | None = None  # who SSH logs in as when not the host user (a devcontainer's remote user)
     ports: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, drone port): forwardPorts
     extras: ContainerExtras | None = None  # the rest of the devcontainer.json (devbox/devcontainer/)
+    egress: str = "open"  # the egress policy's one spelling (drone/egress.py); fenced when not open
 
     @classmethod
     def build(
@@ -95,6 +97,7 @@ class DroneSpec:
         login_user: str | None = None,
         ports: tuple[tuple[int, int], ...] = (),
         extras: ContainerExtras | None = None,
+        egress: str = "open",
     ) -> DroneSpec:
         checked_repos = tuple(validate_repo(r) for r in repos)
         if len(set(checked_repos)) != len(checked_repos):
@@ -146,7 +149,13 @@ class DroneSpec:
             login_user=None if login_user is None else validate_login_name(login_user, "the login user"),
             ports=tuple((parse_port(host), parse_port(port)) for host, port in ports),
             extras=extras,
+            egress=str(parse_egress(egress)),
         )
+
+    @property
+    def fenced(self) -> bool:
+        """The network fence applies (drone/egress.py): every policy but open."""
+        return self.egress != OPEN
 
     @property
     def names(self) -> DroneNames:
@@ -202,6 +211,14 @@ def _ports(pairs: tuple[tuple[int, int], ...]) -> str | None:
 def _read_ports(text: str) -> tuple[tuple[int, int], ...]:
     pairs = (item.partition(":") for item in text.split(","))
     return tuple((int(host), int(port)) for host, _, port in pairs if host.isdigit() and port.isdigit())
+
+
+def _egress(policy: str) -> str | None:
+    return None if policy == OPEN else policy
+
+
+def _read_egress(text: str) -> str:
+    return str(read_egress(text))
 
 
 def _is_true(text: str) -> bool:
@@ -265,6 +282,8 @@ LABELS: tuple[Label, ...] = (
     # Built again from the image at restore, so no create option.
     Label("login-user", "login_user", _text, str),
     Label("ports", "ports", _ports, _read_ports, ()),
+    # Absent: open, as every drone ran before the fence; so open needs no label.
+    Label("egress", "egress", _egress, _read_egress, OPEN, "egress", _read_egress),
 )
 LABEL_KEYS = frozenset(label.key for label in LABELS)
 

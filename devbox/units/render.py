@@ -159,6 +159,7 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
                 host=host,
                 labels=sorted(spec.labels().items()),
                 drone_ssh_port=DRONE_SSH_PORT,
+                fence_hooks_dir=f"{host.drones_dir}/{name}/hooks.d",
                 quadlet_keys=quadlet_keys(host.quadlet_version),
                 # The drone's home: the host user's (%h, keep-id), or a devcontainer image's remote user's
                 # (a plain path, checked by devcontainer/mapping.py: it needs no quoting and holds no %).
@@ -173,6 +174,7 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
         ),
         RenderedFile(Place.DRONES, authorized_keys_file(name), _render("drone/authorized_keys.j2", spec=spec)),
         *hooks_files(spec),
+        *fence_files(spec, host),
     ]
 
 
@@ -189,6 +191,26 @@ def hooks_files(spec: DroneSpec) -> list[RenderedFile]:
     if spec.extras is None or spec.extras.hooks is None:
         return []
     return [RenderedFile(Place.DRONES, names_of(spec.name).hooks_file, spec.extras.hooks)]
+
+
+def fence_hook_file(name: str) -> str:
+    """The OCI hooks directory the drone's unit gives Podman (--hooks-dir): the fence's hook alone."""
+    return f"{name}/hooks.d/devbox-fence.json"
+
+
+def fence_files(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
+    """A fenced drone's OCI hook (devbox/fence/hook.py runs as `devbox fence-hook`)."""
+    if not spec.fenced:
+        return []
+    import json
+
+    config = {
+        "version": "1.0.0",
+        "hook": {"path": host.devbox_command[0], "args": [*host.devbox_command, "fence-hook"], "timeout": 60},
+        "when": {"annotations": {"^io\\.devbox\\.egress$": ".+"}},
+        "stages": ["createRuntime"],
+    }
+    return [RenderedFile(Place.DRONES, fence_hook_file(spec.name), json.dumps(config, indent=2) + "\n")]
 
 
 def authorized_keys_file(name: str) -> str:
@@ -231,6 +253,7 @@ def drone_files(name: str) -> list[tuple[Place, str]]:
         (Place.QUADLET, names_of(name).tailscale_dropin),
         (Place.UNITS, names_of(name).creds_socket),
         (Place.UNITS, names_of(name).creds_service),
+        (Place.DRONES, fence_hook_file(name)),  # before the others: its hooks.d is then empty and goes with it
         (Place.DRONES, authorized_keys_file(name)),
         (Place.DRONES, names_of(name).hooks_file),
     ]

@@ -41,7 +41,7 @@ def test_every_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[drone]\nimgae = 'x'\n", "unknown key drone.imgae (allowed: cpus, env, image, memory, syncthing)"),
+        ("[drone]\nimgae = 'x'\n", "unknown key drone.imgae (allowed: cpus, egress, env, image, memory, syncthing)"),
         (
             "colour = 1\n",
             "unknown key colour (allowed: [broker], [cleanup], [dotfiles], [drone], [github], [identity], [ssh], [tailscale], flavor, max_drones)",
