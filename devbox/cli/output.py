@@ -22,6 +22,7 @@ from devbox.values import format_duration, rough_duration
 if TYPE_CHECKING:
     from devbox.commands.backup import BackupResult, RestoreResult
     from devbox.commands.doctor import Check
+    from devbox.commands.egress import EgressChange
     from devbox.commands.lifecycle import CreateResult, DestroyResult
     from devbox.commands.sweep import DroneReport, Report
 
@@ -358,3 +359,8 @@ def exit_with(exc: DevboxError, debug: bool = False) -> NoReturn:
     for line in exc.details:
         print(f"  {line}", file=sys.stderr, flush=True)
     sys.exit(int(exc.code))
+
+
+def egress_dict(change: EgressChange) -> dict[str, Any]:
+    """`devbox egress --json`."""
+    return {"name": change.name, "before": change.before, "egress": change.after, "restarted": change.restarted}

@@ -244,6 +244,10 @@ def create(
 
         keypair = generate_keypair(f"devbox-{request.name or 'drone'}")
     spec = build_spec(ctx, request, extra_keys=[keypair[1]] if keypair else [])
+    if spec.fenced and not dry_run:  # refused in one line, never a drone that runs open
+        from devbox.fence.check import require_enforceable
+
+        require_enforceable()
     if dry_run:
         return _create(
             ctx, request, spec, keypair, start=start, dry_run=True, force=force, progress=progress, prepare=prepare

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,19 +22,10 @@ from urllib.parse import urlsplit
 from devbox.drone.egress import ALLOW, EgressPolicy, parse_egress
 from devbox.errors import DevboxError, ExitCode
 from devbox.fence.rules import Address, FenceInputs, ruleset
+from devbox.fence.tools import tool
 
 EGRESS_ANNOTATION = "io.devbox.egress"
 DRONE_ANNOTATION = "io.devbox.drone"
-SBIN = "/usr/sbin:/sbin:/usr/bin:/bin"  # nft lives in sbin, which a user's PATH often lacks
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=SBIN)
-    if found is None:
-        raise DevboxError(
-            f"{name} is not installed: the network fence needs it (apt install nftables)", ExitCode.ENVIRONMENT
-        )
-    return found
 
 
 def _addresses(text: str) -> list[Address]:
@@ -106,9 +96,39 @@ def host_addresses() -> tuple[Address, ...]:
     return tuple(a for a in found if not a.is_loopback)
 
 
-def inputs_for(policy: EgressPolicy, env: Mapping[str, str], files: Mapping[str, str]) -> FenceInputs:
-    """What the ruleset needs, from the drone's environment and its resolv.conf and hosts as Podman made them."""
-    hosts = hosts_entries(files.get("/etc/hosts", ""))
+# Podman (5.3 on) with pasta: the DNS forwarder in the drone and the host as host.containers.internal.
+PASTA_DNS = ipaddress.ip_address("169.254.1.1")
+PASTA_HOST = ipaddress.ip_address("169.254.1.2")
+HOST_RESOLV_CONFS = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
+
+
+def host_resolvers(read: Callable[[str], str]) -> tuple[Address, ...]:
+    """The host's own nameservers, which Podman gives the drone (loopback ones it replaces with
+    systemd-resolved's upstream list, the second file)."""
+    found: list[Address] = []
+    for path in HOST_RESOLV_CONFS:
+        try:
+            found += [a for a in resolvers(read(path)) if not a.is_loopback]
+        except OSError:
+            continue
+    return tuple(found)
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8", errors="replace")
+
+
+def inputs_for(
+    policy: EgressPolicy, env: Mapping[str, str], files: Mapping[str, str], read: Callable[[str], str] = _read
+) -> FenceInputs:
+    """What the ruleset needs, from the drone's environment and what Podman gives it.
+
+    At createRuntime Podman has not written the drone's resolv.conf and hosts yet (it does after the
+    network is set up, before the drone's first process runs), so they are derived as Podman derives
+    them: its DNS forwarder and the host's nameservers; host.containers.internal is pasta's address.
+    """
+    hosts = {"host.containers.internal": [PASTA_HOST], "host.docker.internal": [PASTA_HOST]}
+    hosts |= hosts_entries(files.get("/etc/hosts", ""))
     devbox: list[tuple[Address, int]] = []
     git = _url_destination(env.get("DEVBOX_GIT_URL", ""))
     if git is not None:
@@ -117,8 +137,9 @@ def inputs_for(policy: EgressPolicy, env: Mapping[str, str], files: Mapping[str,
     if policy.mode == ALLOW:
         for destination in policy.allowed:
             allowed += [(address, destination.port) for address in resolve(destination.host, hosts)]
+    found = (PASTA_DNS, *resolvers(files.get("/etc/resolv.conf", "")), *host_resolvers(read))
     return FenceInputs(
-        resolvers=resolvers(files.get("/etc/resolv.conf", "")),
+        resolvers=tuple(dict.fromkeys(found)),
         host_addresses=() if policy.mode == ALLOW else host_addresses(),
         devbox=tuple(devbox),
         allowed=tuple(allowed),
@@ -161,14 +182,15 @@ def apply(state: Mapping[str, Any]) -> str:
     inputs = inputs_for(policy, env, files)
     netns = f"/proc/{int(state['pid'])}/ns/net"
     load(netns, ruleset(policy, inputs))
-    start_watcher(netns, drone, policy, inputs)
+    start_watcher(int(state["pid"]), drone, policy, inputs)
     return drone
 
 
-def start_watcher(netns: str, drone: str, policy: EgressPolicy, inputs: FenceInputs) -> None:
+def start_watcher(pid: int, drone: str, policy: EgressPolicy, inputs: FenceInputs) -> None:
     """devbox/fence/watch.py in the drone's network namespace, detached: it lives in the drone's
     service (Podman runs this hook there), so it stops with the drone."""
-    argv = [tool("nsenter"), f"--net={netns}", sys.executable, "-m", "devbox.fence.watch", drone, str(policy)]
+    netns = f"/proc/{pid}/ns/net"
+    argv = [tool("nsenter"), f"--net={netns}", sys.executable, "-m", "devbox.fence.watch", drone, str(pid), str(policy)]
     argv += [str(address) for address in inputs.resolvers]
     null = subprocess.DEVNULL
     subprocess.Popen(argv, stdin=null, stdout=null, stderr=null, start_new_session=True, close_fds=True)

@@ -89,26 +89,35 @@ def ruleset(policy: EgressPolicy, inputs: FenceInputs) -> str:
         lines += _set("blocked4", "ipv4_addr", [*BLOCKED_V4, *host4], interval=True)
         lines += _set("blocked6", "ipv6_addr", [*BLOCKED_V6, *host6], interval=True)
     lines += [
+        # Blocked: counted, copied to the watcher, and refused at once (a TCP reset, else an ICMP error).
+        "  chain blocked {",
+        f"    counter log group {LOG_GROUP}",
+        "    meta l4proto tcp reject with tcp reset",
+        "    reject with icmpx type admin-prohibited",
+        "  }",
         "  chain output {",
         "    type filter hook output priority filter; policy accept;",
         '    oifname "lo" accept',
         "    ct state established,related accept",
+        # The link's own chatter (IPv6 neighbour discovery, multicast listener reports) stays on the link.
+        "    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept",
+        "    icmpv6 type { mld-listener-report, mld2-listener-report } accept",
+        "    meta l4proto igmp accept",
         "    meta l4proto { tcp, udp } ip daddr @dns4 th dport 53 accept",
         "    meta l4proto { tcp, udp } ip6 daddr @dns6 th dport 53 accept",
         "    meta l4proto tcp ip daddr . tcp dport @devbox4 accept",
         "    meta l4proto tcp ip6 daddr . tcp dport @devbox6 accept",
     ]
-    block = f"counter log group {LOG_GROUP} reject with icmpx type admin-prohibited"
     if policy.mode == ALLOW:
         lines += [
             "    meta l4proto { tcp, udp } ip daddr . th dport @allow4 accept",
             "    meta l4proto { tcp, udp } ip6 daddr . th dport @allow6 accept",
             "    ip daddr @allowany4 accept",
             "    ip6 daddr @allowany6 accept",
-            f"    {block}",
+            "    jump blocked",
         ]
     else:
-        lines += [f"    ip daddr @blocked4 {block}", f"    ip6 daddr @blocked6 {block}"]
+        lines += ["    ip daddr @blocked4 jump blocked", "    ip6 daddr @blocked6 jump blocked"]
     return "\n".join([*lines, "  }", "}", ""])
 
 

@@ -163,9 +163,17 @@ def record(drone: str, blocked: Blocked, held: int) -> None:
     )
 
 
-def log_blocked(drone: str, sock: socket.socket) -> None:
+def log_blocked(drone: str, sock: socket.socket, container: int | None = None) -> None:
+    """Until the container's first process (CONTAINER, a pidfd) ends: the watcher must not outlive
+    the drone, or its service would wait for it to stop."""
+    import select
+
     limiter = Limiter()
+    watched: list[int] = [sock.fileno()] + ([] if container is None else [container])
     while True:
+        ready, _, _ = select.select(watched, [], [])
+        if container is not None and container in ready:
+            return
         try:
             data = sock.recv(65536)
         except OSError:  # ENOBUFS: the kernel dropped copies faster than we read; keep reading
@@ -266,15 +274,20 @@ def _is_address(host: str) -> bool:
 
 
 def main(argv: Sequence[str]) -> int:
-    """devbox fence-watch DRONE POLICY RESOLVER...: run inside the drone's network namespace."""
-    drone, policy_text, *resolvers = argv
+    """python -m devbox.fence.watch DRONE PID POLICY RESOLVER...: inside the drone's network namespace;
+    PID is the container's first process, whose end ends the watcher."""
+    drone, pid, policy_text, *resolvers = argv
+    try:
+        container = os.pidfd_open(int(pid))
+    except OSError:
+        return 0  # the drone is gone already
     sock = open_log()
     if parse_egress(policy_text).mode == ALLOW:
-        from devbox.fence.hook import tool
+        from devbox.fence.tools import tool
 
         args = (policy_text, resolvers, tool("nft"))
         threading.Thread(target=re_resolve, args=args, daemon=True).start()
-    log_blocked(drone, sock)
+    log_blocked(drone, sock, container)
     return 0
 
 

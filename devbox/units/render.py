@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from devbox.context import HostFacts
 from devbox.drone.identity import GitIdentity
 from devbox.drone.spec import DroneSpec
-from devbox.names import DRONE_SSH_PORT, names_of
+from devbox.names import DRONE_SSH_PORT, LABEL_PREFIX, names_of
 from devbox.paths import templates_dir
 from devbox.units.unitfile import MARKER
 from devbox.values import printable
@@ -157,7 +157,8 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
                 "quadlet/drone.container.j2",
                 spec=spec,
                 host=host,
-                labels=sorted(spec.labels().items()),
+                # The egress label goes with the fence's own lines (egress_blocks), so `devbox egress` can swap them.
+                labels=sorted(item for item in spec.labels().items() if item[0] != EGRESS_LABEL),
                 drone_ssh_port=DRONE_SSH_PORT,
                 fence_hooks_dir=f"{host.drones_dir}/{name}/hooks.d",
                 quadlet_keys=quadlet_keys(host.quadlet_version),
@@ -191,6 +192,15 @@ def hooks_files(spec: DroneSpec) -> list[RenderedFile]:
     if spec.extras is None or spec.extras.hooks is None:
         return []
     return [RenderedFile(Place.DRONES, names_of(spec.name).hooks_file, spec.extras.hooks)]
+
+
+EGRESS_LABEL = LABEL_PREFIX + "egress"
+
+
+def egress_blocks(spec: DroneSpec, host: HostFacts) -> tuple[str, str]:
+    """The fence's lines of a drone's unit: after its labels in [Container], first in [Service]."""
+    context = {"spec": spec, "fence_hooks_dir": f"{host.drones_dir}/{spec.name}/hooks.d"}
+    return _render("quadlet/egress-container.j2", **context), _render("quadlet/egress-service.j2", **context)
 
 
 def fence_hook_file(name: str) -> str:

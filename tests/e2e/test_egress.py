@@ -11,6 +11,7 @@ and routes are made here, as root, and removed again even when a test fails.
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import subprocess
 from collections.abc import Iterator
@@ -164,11 +165,54 @@ def test_root_in_the_drone_cannot_lift_the_fence(box: Devbox, nets) -> None:
     assert "10.0.0.0/8" in listed.stdout
 
 
-def test_blocked_attempts_are_counted(box: Devbox, nets) -> None:
-    reaches(box, "alw", f"http://{nets['lan']}:8080/")
-    listed = box.sh(f"podman unshare nsenter --net={netns_of(box, 'alw')} /usr/sbin/nft list table inet devbox_fence")
-    counted = [line for line in listed.stdout.splitlines() if "counter packets" in line and "reject" in line]
-    assert counted and all(" packets 0 " not in line for line in counted), listed.stdout
+def test_dns_goes_to_the_resolvers_podman_gives_the_drone(box: Devbox) -> None:
+    """Checked in the rules only: a query would leave for the host's real resolver (network rule)."""
+    listed = box.sh(
+        f"podman unshare nsenter --net={netns_of(box, 'fen')} /usr/sbin/nft list set inet devbox_fence dns4"
+    )
+    assert "169.254.1.1" in listed.stdout  # pasta's forwarder, the drone's first nameserver
+    first = in_drone(box, "opn", "grep -m1 ^nameserver /etc/resolv.conf").stdout.split()[1]
+    assert first == "169.254.1.1"
+
+
+def blocked_events(box: Devbox, drone: str) -> list[dict[str, str]]:
+    out = box.sh(f"journalctl --user DEVBOX_EVENT=egress-blocked DEVBOX_DRONE={drone} -o json --no-pager").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_blocked_attempts_are_counted_and_recorded(box: Devbox, nets) -> None:
+    assert not reaches(box, "alw", f"http://{nets['lan']}:8081/")
+    listed = box.sh(
+        f"podman unshare nsenter --net={netns_of(box, 'alw')} /usr/sbin/nft list chain inet devbox_fence blocked"
+    )
+    assert "counter packets 0 " not in listed.stdout, listed.stdout
+
+    def recorded() -> bool:
+        return any(
+            e.get("DEVBOX_DESTINATION") == nets["lan"]
+            and e.get("DEVBOX_PORT") == "8081"
+            and e.get("DEVBOX_PROTOCOL") == "tcp"
+            for e in blocked_events(box, "alw")
+        )
+
+    wait_for(recorded, 20, "the egress-blocked event in the journal")
+    assert not any(e.get("DEVBOX_DESTINATION", "").startswith("ff02:") for e in blocked_events(box, "alw"))
+
+
+def test_changing_the_policy_keeps_the_home(box: Devbox, nets) -> None:
+    in_drone(box, "opn", "echo kept > ~/egress-kept")
+    changed = box.json("egress", "opn", f"allow:host.containers.internal:{HOST_PORT}")
+    assert changed == {
+        "name": "opn",
+        "before": "open",
+        "egress": f"allow:host.containers.internal:{HOST_PORT}",
+        "restarted": True,
+    }
+    wait_for(lambda: box.is_active("drone-opn.service") == "active", 60, "drone opn again")
+    assert in_drone(box, "opn", "cat ~/egress-kept").stdout == "kept\n"
+    assert box.json("status", "opn")["egress"] == f"allow:host.containers.internal:{HOST_PORT}"
+    assert reaches(box, "opn", HOST)  # a name, from the drone's hosts
+    assert not reaches(box, "opn", f"http://{nets['inet']}:8080/")
 
 
 def test_a_drone_without_its_hook_file_does_not_start(box: Devbox) -> None:
