@@ -214,6 +214,56 @@ def bench_broker(reps: int, image: str, repo: str, idle_wait: float) -> dict[str
         devbox("destroy", name, "--yes", check=False)
 
 
+def _serve_file(size_mb: int) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """An HTTP server on this host's addresses (0.0.0.0, a free port) with one file of SIZE_MB."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="devbox-bench-"))
+    with open(root / "blob", "wb") as blob:
+        blob.truncate(size_mb * 1024 * 1024)
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "http.server", str(port), "--bind", "0.0.0.0", "--directory", str(root)]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    return server, port, root
+
+
+def bench_fence(reps: int, image: str, size_mb: int) -> dict[str, float]:
+    """A bulk download through the drone's network, open against behind the fence, in the same run.
+
+    The server is on this host, which a fenced drone may not reach; an allow: drone listing it
+    has the same ruleset on every packet (the fence's table, its conntrack), so it stands for the fence."""
+    server, port, root = _serve_file(size_mb)
+    policies = {"open": "open", "fenced": f"allow:host.containers.internal:{port}"}
+    url = f"http://host.containers.internal:{port}/blob"
+    made = []
+    try:
+        for label, policy in policies.items():
+            name = f"bench-fence-{label}"
+            devbox("create", name, "--image", image, "--egress", policy)
+            made.append(name)
+        fetch = "curl -sS -o /dev/null -w '%{size_download}' " + url
+        result: dict[str, float] = {}
+        for label in policies:
+            argv = ["podman", "exec", f"drone-bench-fence-{label}", "sh", "-c", fetch]
+            run(argv)  # warm: the first connection, page cache
+            result[f"{size_mb} MB download, {label} s"] = median_of(reps, lambda argv=argv: run(argv))
+        result["fenced / open"] = result[f"{size_mb} MB download, fenced s"] / result[f"{size_mb} MB download, open s"]
+        return result
+    finally:
+        for name in made:
+            devbox("destroy", name, "--yes", check=False)
+        server.terminate()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def machine() -> dict[str, str]:
     cpu = next(
         (
@@ -253,6 +303,10 @@ def table(results: dict[str, object]) -> str:
         ps, ours = pair["podman ps --filter label=io.devbox.drone --format json"], pair["devbox list --json"]
         label = f"list, {size} drones: podman ps / devbox"
         lines.append(f"{label:<44} {ps * 1000:8.1f} / {ours * 1000:.1f} ms  {ours / ps:5.2f}x")
+    fence = results.get("fence")
+    if isinstance(fence, dict):
+        for key, value in fence.items():
+            lines.append(f"{key:<44} {value:8.3f}")
     broker = results.get("broker")
     if isinstance(broker, dict):
         for key, value in broker.items():
@@ -269,6 +323,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,20,100")
     parser.add_argument("--repo", default="acme/demo", help="repository for the broker drone")
     parser.add_argument("--idle-wait", type=float, default=60.0, help="how long to wait for the broker's idle exit")
+    parser.add_argument("--fence-mb", type=int, default=100, help="size of the fence's bulk download")
     parser.add_argument("--out", default="bench/results/latest.json")
     args = parser.parse_args()
     if not shutil.which("podman") or not shutil.which("systemctl"):
@@ -278,6 +333,7 @@ def main() -> None:
     results["startup"] = bench_startup(args.reps)
     results["create"] = bench_create(args.reps, args.image)
     results["list"] = bench_list(args.reps, [int(s) for s in args.sizes.split(",")], args.image)
+    results["fence"] = bench_fence(args.reps, args.image, args.fence_mb)
     from devbox.config import load_config
     from devbox.paths import Paths
 
