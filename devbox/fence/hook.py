@@ -177,6 +177,7 @@ def apply(state: Mapping[str, Any]) -> str:
     if not policy.fenced:
         return drone
     config = json.loads((Path(state["bundle"]) / "config.json").read_text(encoding="utf-8"))
+    check_capabilities(config)
     env = dict(item.partition("=")[::2] for item in config.get("process", {}).get("env", []))
     files = bundle_files(config, ("/etc/resolv.conf", "/etc/hosts"))
     inputs = inputs_for(policy, env, files)
@@ -184,6 +185,22 @@ def apply(state: Mapping[str, Any]) -> str:
     load(netns, ruleset(policy, inputs))
     start_watcher(int(state["pid"]), drone, policy, inputs)
     return drone
+
+
+# Capabilities that get past the fence from inside: NET_ADMIN changes the rules, NET_RAW sends
+# frames on a packet socket (which netfilter's output hook never sees), SYS_ADMIN does either.
+FENCE_BREAKERS = ("CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN")
+
+
+def check_capabilities(config: Mapping[str, Any]) -> None:
+    bounding = config.get("process", {}).get("capabilities", {}).get("bounding", [])
+    found = [cap for cap in FENCE_BREAKERS if cap in bounding]
+    if found:
+        raise DevboxError(
+            f"the drone would have {', '.join(found)}, which gets past the fence from inside: "
+            "drop it from the devcontainer.json's capAdd, or give the drone --egress open",
+            ExitCode.INVALID_INPUT,
+        )
 
 
 def start_watcher(pid: int, drone: str, policy: EgressPolicy, inputs: FenceInputs) -> None:

@@ -438,3 +438,17 @@ def threading_run(target, timeout: float) -> bool:
     thread.start()
     thread.join(timeout)
     return not thread.is_alive()
+
+
+@pytest.mark.parametrize("cap", ["CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"])
+def test_a_fenced_drone_with_a_capability_that_gets_past_the_fence_does_not_start(
+    tmp_path: Path, monkeypatch, cap
+) -> None:
+    """NET_RAW (allowed in a devcontainer.json's capAdd) sends frames on a packet socket, past nftables."""
+    state = _state(tmp_path, "fenced")
+    caps = {"bounding": ["CAP_CHOWN", cap], "effective": ["CAP_CHOWN", cap]}
+    (tmp_path / "config.json").write_text(json.dumps({"process": {"env": [], "capabilities": caps}, "mounts": []}))
+    monkeypatch.setattr(hook, "load", lambda netns, text: pytest.fail("loaded"))
+    with pytest.raises(DevboxError) as refused:
+        hook.apply(state)
+    assert cap in refused.value.message and "--egress open" in refused.value.message
