@@ -73,8 +73,11 @@ def bench_startup(reps: int) -> dict[str, float]:
 
 
 def bench_create(reps: int, image: str) -> dict[str, float]:
-    """devbox create (to active) vs the same Quadlet file written by hand, daemon-reload, start."""
-    devbox("create", "bench-probe", "--image", image, "--no-start")
+    """devbox create (to active) vs the same Quadlet file written by hand, daemon-reload, start.
+
+    Both open (a hand-written unit has no fence hook); a fenced create beside them (its hook loads
+    the fence and starts the watcher before the drone runs)."""
+    devbox("create", "bench-probe", "--image", image, "--no-start", "--egress", "open")
     text = (QUADLET_DIR / "drone-bench-probe.container").read_text()
     keys = (DRONES_DATA / "bench-probe" / "authorized_keys").read_text()
     devbox("destroy", "bench-probe", "--yes")
@@ -97,14 +100,18 @@ def bench_create(reps: int, image: str) -> dict[str, float]:
 
     bare: list[float] = []
     ours: list[float] = []
+    fenced: list[float] = []
     for _ in range(reps):
         bare.append(timed(manual_create))
         manual_cleanup()
-        ours.append(timed(lambda: devbox("create", "bench-create", "--image", image)))
+        ours.append(timed(lambda: devbox("create", "bench-create", "--image", image, "--egress", "open")))
+        devbox("destroy", "bench-create", "--yes")
+        fenced.append(timed(lambda: devbox("create", "bench-create", "--image", image, "--egress", "fenced")))
         devbox("destroy", "bench-create", "--yes")
     return {
         "hand-written unit + daemon-reload + start": statistics.median(bare),
         "devbox create": statistics.median(ours),
+        "devbox create, fenced": statistics.median(fenced),
     }
 
 
@@ -256,6 +263,9 @@ def bench_fence(reps: int, image: str, size_mb: int) -> dict[str, float]:
             run(argv)  # warm: the first connection, page cache
             result[f"{size_mb} MB download, {label} s"] = median_of(reps, lambda argv=argv: run(argv))
         result["fenced / open"] = result[f"{size_mb} MB download, fenced s"] / result[f"{size_mb} MB download, open s"]
+        ps = run(["ps", "-eo", "rss=,args="]).stdout.splitlines()
+        watcher = [int(line.split()[0]) for line in ps if "devbox.fence.watch bench-fence-fenced" in line]
+        result["fence watcher RSS KiB"] = float(sum(watcher))
         return result
     finally:
         for name in made:

@@ -152,6 +152,9 @@ def test_root_in_the_drone_cannot_lift_the_fence(box: Devbox, nets) -> None:
     assert flush.returncode != 0 and "Operation not permitted" in flush.stderr, flush
     table = in_drone(box, "fen", "sudo -n nft delete table inet devbox_fence", check=False)
     assert table.returncode != 0
+    # A user namespace of its own gives root in the drone capabilities only below the network namespace's owner.
+    nested = in_drone(box, "fen", "sudo -n unshare -U -r nft flush ruleset", check=False)
+    assert nested.returncode != 0, nested
     route = in_drone(box, "fen", f"sudo -n ip route add {nets['lan']}/32 dev eth0", check=False)
     assert route.returncode != 0 and "Operation not permitted" in route.stderr, route
     # resolv.conf is the drone's to change, but DNS goes only to the resolvers the fence found at start.
@@ -159,6 +162,15 @@ def test_root_in_the_drone_cannot_lift_the_fence(box: Devbox, nets) -> None:
     assert not reaches(box, "fen", f"http://{nets['lan']}:53/")
     assert not reaches(box, "fen", f"http://{nets['lan']}:8080/")
     assert not reaches(box, "fen", HOST)
+    # Who owns the drone's network namespace (NS_GET_USERNS): the drone's own user namespace, a child
+    # of Podman's. So what keeps its root out is the capability it lacks, checked next.
+    pid = box.sh("podman inspect -f '{{.State.Pid}}' drone-fen").stdout.strip()
+    script = (
+        "import fcntl, os, sys; p = sys.argv[1]; owner = fcntl.ioctl(os.open(f'/proc/{p}/ns/net', os.O_RDONLY), 0xB701); "
+        "print(os.fstat(owner).st_ino, os.stat(f'/proc/{p}/ns/user').st_ino, os.stat('/proc/self/ns/user').st_ino)"
+    )
+    owner, drone_userns, podman_userns = box.sh(f"podman unshare python3 -c {shlex.quote(script)} {pid}").stdout.split()
+    assert owner == drone_userns != podman_userns
     # No NET_ADMIN in the drone's bounding set, while devbox (the user, through Podman's user namespace) holds it.
     assert int(in_drone(box, "fen", "grep CapBnd /proc/self/status").stdout.split()[1], 16) & (1 << 12) == 0
     listed = box.sh(f"podman unshare nsenter --net={netns_of(box, 'fen')} /usr/sbin/nft list table inet devbox_fence")
