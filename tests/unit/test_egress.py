@@ -452,3 +452,19 @@ def test_a_fenced_drone_with_a_capability_that_gets_past_the_fence_does_not_star
     with pytest.raises(DevboxError) as refused:
         hook.apply(state)
     assert cap in refused.value.message and "--egress open" in refused.value.message
+
+
+def test_the_hook_command_fails_closed_in_one_line_without_the_parser() -> None:
+    """What Podman runs: `devbox fence-hook`, the container's state on stdin (cli/fastpath.py)."""
+    import sys
+
+    code = "import sys, runpy; sys.argv = ['devbox', 'fence-hook']; runpy.run_module('devbox', run_name='__main__')"
+    probe = code.replace(
+        "runpy.run_module",
+        "import atexit; atexit.register(lambda: print('typer' in sys.modules, file=sys.stderr)); runpy.run_module",
+    )
+    done = subprocess.run([sys.executable, "-c", probe], input="{}", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    first, typer_loaded = done.stderr.splitlines()
+    assert first.startswith("devbox: the network fence could not be applied, so the drone does not start:")
+    assert typer_loaded == "False"
