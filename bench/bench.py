@@ -35,7 +35,7 @@ QUADLET_DIR = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) /
 PODMAN_PS = ["podman", "ps", "--filter", "label=io.devbox.drone", "--format", "json"]
 RUNTIME = Path(os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}"))
 DRONES_DATA = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "devbox" / "drones"
-PARTS = ("startup", "create", "list", "keys", "broker", "devcontainer")
+PARTS = ("startup", "create", "list", "keys", "fence", "broker", "devcontainer")
 # The devcontainer part's default workspace: the end-to-end fixture (FROM localhost/devbox-base:trixie).
 DEVCONTAINER = Path(__file__).resolve().parent.parent / "tests" / "e2e" / "devcontainer" / "demo"
 
@@ -79,8 +79,11 @@ def bench_startup(reps: int) -> dict[str, float]:
 
 
 def bench_create(reps: int, image: str) -> dict[str, float]:
-    """devbox create (to active) vs the same Quadlet file written by hand, daemon-reload, start."""
-    devbox("create", "bench-probe", "--image", image, "--no-start")
+    """devbox create (to active) vs the same Quadlet file written by hand, daemon-reload, start.
+
+    Both open (a hand-written unit has no fence hook); a fenced create beside them (its hook loads
+    the fence and starts the watcher before the drone runs)."""
+    devbox("create", "bench-probe", "--image", image, "--no-start", "--egress", "open")
     text = (QUADLET_DIR / "drone-bench-probe.container").read_text()
     keys = (DRONES_DATA / "bench-probe" / "authorized_keys").read_text()
     devbox("destroy", "bench-probe", "--yes")
@@ -103,14 +106,18 @@ def bench_create(reps: int, image: str) -> dict[str, float]:
 
     bare: list[float] = []
     ours: list[float] = []
+    fenced: list[float] = []
     for _ in range(reps):
         bare.append(timed(manual_create))
         manual_cleanup()
-        ours.append(timed(lambda: devbox("create", "bench-create", "--image", image)))
+        ours.append(timed(lambda: devbox("create", "bench-create", "--image", image, "--egress", "open")))
+        devbox("destroy", "bench-create", "--yes")
+        fenced.append(timed(lambda: devbox("create", "bench-create", "--image", image, "--egress", "fenced")))
         devbox("destroy", "bench-create", "--yes")
     return {
         "hand-written unit + daemon-reload + start": statistics.median(bare),
         "devbox create": statistics.median(ours),
+        "devbox create, fenced": statistics.median(fenced),
     }
 
 
@@ -323,6 +330,59 @@ def bench_key_proxy(reps: int, megabytes: int = 100) -> dict[str, float]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _serve_file(size_mb: int) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """An HTTP server on this host's addresses (0.0.0.0, a free port) with one file of SIZE_MB."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="devbox-bench-"))
+    with open(root / "blob", "wb") as blob:
+        blob.truncate(size_mb * 1024 * 1024)
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "http.server", str(port), "--bind", "0.0.0.0", "--directory", str(root)]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    return server, port, root
+
+
+def bench_fence(reps: int, image: str, size_mb: int) -> dict[str, float]:
+    """A bulk download through the drone's network, open against behind the fence, in the same run.
+
+    The server is on this host, which a fenced drone may not reach; an allow: drone listing it
+    has the same ruleset on every packet (the fence's table, its conntrack), so it stands for the fence."""
+    server, port, root = _serve_file(size_mb)
+    policies = {"open": "open", "fenced": f"allow:host.containers.internal:{port}"}
+    url = f"http://host.containers.internal:{port}/blob"
+    made = []
+    try:
+        for label, policy in policies.items():
+            name = f"bench-fence-{label}"
+            devbox("create", name, "--image", image, "--egress", policy)
+            made.append(name)
+        fetch = "curl -sS -o /dev/null -w '%{size_download}' " + url
+        result: dict[str, float] = {}
+        for label in policies:
+            argv = ["podman", "exec", f"drone-bench-fence-{label}", "sh", "-c", fetch]
+            run(argv)  # warm: the first connection, page cache
+            result[f"{size_mb} MB download, {label} s"] = median_of(reps, lambda argv=argv: run(argv))
+        result["fenced / open"] = result[f"{size_mb} MB download, fenced s"] / result[f"{size_mb} MB download, open s"]
+        ps = run(["ps", "-eo", "rss=,args="]).stdout.splitlines()
+        watcher = [int(line.split()[0]) for line in ps if "devbox.fence.watch bench-fence-fenced" in line]
+        result["fence watcher RSS KiB"] = float(sum(watcher))
+        return result
+    finally:
+        for name in made:
+            devbox("destroy", name, "--yes", check=False)
+        server.terminate()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def machine() -> dict[str, str]:
     cpu = next(
         (
@@ -369,6 +429,10 @@ def table(results: dict[str, object]) -> str:
     if isinstance(keys, dict):
         for key, value in keys.items():
             lines.append(f"key proxy: {key:<33} {value:8.2f}")
+    fence = results.get("fence")
+    if isinstance(fence, dict):
+        for key, value in fence.items():
+            lines.append(f"{key:<44} {value:8.3f}")
     broker = results.get("broker")
     if isinstance(broker, dict):
         for key, value in broker.items():
@@ -389,6 +453,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,20,100")
     parser.add_argument("--repo", default="acme/demo", help="repository for the broker drone")
     parser.add_argument("--idle-wait", type=float, default=60.0, help="how long to wait for the broker's idle exit")
+    parser.add_argument("--fence-mb", type=int, default=100, help="size of the fence's bulk download")
     parser.add_argument("--out", default="bench/results/latest.json")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run, of {','.join(PARTS)}")
     parser.add_argument("--devcontainer", default=str(DEVCONTAINER), help="the devcontainer part's workspace")
@@ -408,6 +473,8 @@ def main() -> None:
         results["list"] = bench_list(args.reps, [int(s) for s in args.sizes.split(",")], args.image)
     if "keys" in parts:
         results["key proxy"] = bench_key_proxy(args.reps)
+    if "fence" in parts:
+        results["fence"] = bench_fence(args.reps, args.image, args.fence_mb)
     if "broker" in parts:
         from devbox.config import load_config
         from devbox.paths import Paths

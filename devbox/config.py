@@ -29,6 +29,7 @@ class DroneDefaults:
     services: tuple[str, ...] = ()  # `with` in the file (a Python keyword)
     env: dict[str, str] = field(default_factory=dict)
     keys: tuple[str, ...] = ()  # [keys.NAME] every new drone gets (create --key adds to them)
+    egress: str = "fenced"  # new drones' egress policy (drone/egress.py)
 
 
 DEFAULT_PERMISSIONS = {"contents": "write", "pull_requests": "write"}
@@ -207,7 +208,16 @@ _DRONE_KEYS: dict[str, Callable[[Any], Any]] = {
     "with": lambda v: _services(v),
     "env": _env_table,
     "keys": lambda v: _key_names(v),
+    "egress": lambda v: str(_egress_policy(_str(v))),
 }
+
+
+def _egress_policy(text: str) -> object:
+    from devbox.drone.egress import parse_egress
+
+    return parse_egress(text)
+
+
 _APP_ID = re.compile(r"[0-9]{1,12}|Iv[0-9A-Za-z.]{4,40}")
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
 _URL = values.HTTP_URL

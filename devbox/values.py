@@ -198,6 +198,33 @@ def rough_duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+# A host name (RFC 1123 labels) or an IPv4 address; IPv6 addresses are written in brackets.
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def validate_host(host: str, what: str) -> str:
+    """A host name, an IPv4 address or a bracketed IPv6 address ([2001:db8::1]); never a URL or a pattern."""
+    import ipaddress
+
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+            return host
+        except ValueError:
+            pass
+    elif _HOSTNAME.fullmatch(host) and not host.replace(".", "").isdigit():
+        return host
+    else:
+        try:
+            ipaddress.IPv4Address(host)
+            return host
+        except ValueError:
+            pass
+    raise invalid(f"{what}: {host!r} is not a host name, an IPv4 address or an IPv6 address in brackets")
+
+
 _LOGIN_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 

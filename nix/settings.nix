@@ -48,6 +48,7 @@ rec {
       "with" = opt (types.listOf types.str) "[drone] with: optional services every new drone runs (see the README).";
       env = opt (types.attrsOf types.str) "[drone] env: environment for every drone (no secrets: it is in the unit file).";
       keys = opt (types.listOf types.str) "[drone] keys: model API keys ([keys.NAME] of the config) every new drone gets.";
+      egress = opt types.str "[drone] egress: new drones' network policy: open, fenced (the default) or allow:HOST[:PORT],...";
     };
     github = {
       appId = opt types.str "[github] app_id: the GitHub App's numeric id or client id (Iv...).";
@@ -91,7 +92,7 @@ rec {
       (clean {
         max_drones = s.maxDrones;
         flavor = s.flavor;
-        drone = clean { inherit (s.drone) image cpus memory syncthing env keys; "with" = s.drone."with"; };
+        drone = clean { inherit (s.drone) image cpus memory syncthing env keys egress; "with" = s.drone."with"; };
         github = clean {
           app_id = s.github.appId;
           private_key = s.github.privateKey;

@@ -44,6 +44,7 @@ class FakeSystemd:
 
     def need_daemon_reload(self) -> bool:
         return self.unit_files_outdated or self._unit_files() != self.seen_files
+
     failed: set[str] = field(default_factory=set)  # units in systemd's failed state
 
     def daemon_reload(self) -> None:

@@ -257,6 +257,14 @@ DRONE_OPTIONS: tuple[DroneOption, ...] = (
         typer.Option(False, "--no-devcontainer", help="Ignore the repository's devcontainer.json."),
         "no_devcontainer",
     ),
+    DroneOption(
+        "egress",
+        str | None,
+        typer.Option(
+            None, "--egress", help="Network policy: open, fenced (default) or allow:HOST[:PORT],... (README)."
+        ),
+        "egress",
+    ),
 )
 
 
@@ -530,6 +538,34 @@ def keys_proxy(name: str = DroneArg) -> None:
     from devbox.broker.keyproxy import serve_from_systemd
 
     serve_from_systemd(name)
+
+
+@app.command()
+def egress(
+    name: str = DroneArg,
+    policy: str = typer.Argument(..., help="open, fenced or allow:HOST[:PORT],... (README: The network fence)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Change a drone's network policy; its home is kept (a running drone restarts)."""
+    from devbox.commands import egress as egress_command
+
+    with _spinner() as progress:
+        change = egress_command.change(make_context(), name, policy, progress=progress)
+    if as_json:
+        _print_json(output.egress_dict(change))
+    elif change.before == change.after:
+        print(f"drone {change.name} is {change.after} already")
+    else:
+        again = " and restarted" if change.restarted else " (it takes effect at its next start)"
+        print(f"drone {change.name}: egress {change.before} -> {change.after}{again}")
+
+
+@app.command("fence-hook", hidden=True)
+def fence_hook() -> None:
+    """Load a drone's network fence (run by Podman as an OCI hook, the container's state on stdin)."""
+    from devbox.fence.hook import main
+
+    raise typer.Exit(main())
 
 
 @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -14,6 +14,10 @@ FAST_LIST = {("list",): False, ("list", "--json"): True}
 
 def run(argv: list[str]) -> bool:
     """Run ARGV here when it is one of the fast forms; False when cli/app.py's run must take it."""
+    if argv == ["fence-hook"]:  # Podman runs it at every start of a fenced drone: no parser, no typer
+        from devbox.fence.hook import main
+
+        raise SystemExit(main())
     as_json = FAST_LIST.get(tuple(argv))
     if as_json is None:
         return False

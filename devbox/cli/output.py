@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from devbox.commands.audit import AuditEvent, Timeline
     from devbox.commands.backup import BackupResult, RestoreResult
     from devbox.commands.doctor import Check
+    from devbox.commands.egress import EgressChange
     from devbox.commands.lifecycle import CreateResult, DestroyResult
     from devbox.commands.rebuild import RebuildResult
     from devbox.commands.sweep import DroneReport, Report
@@ -71,6 +72,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "killed_for_memory": status.killed_for_memory,
         "broker": None if status.broker is None else broker_dict(status.broker),
         "keys": status.keys,
+        "egress": status.egress,
     }
 
 
@@ -160,6 +162,7 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         ("ssh", f"{address(status)} ({ssh_command(status)})" if address(status) else "-"),
         *([("local ssh", f"127.0.0.1:{status.ssh_port}")] if status.tailnet_name and status.ssh_port else []),
         ("tailnet", status.tailnet_name or "no (SSH on the local port only)"),
+        ("egress", status.egress),
     ]
     if status.killed_for_memory:
         memory = "killed for memory: give it more with --memory, or use less"
@@ -423,3 +426,8 @@ def exit_with(exc: DevboxError, debug: bool = False) -> NoReturn:
     for line in exc.details:
         print(f"  {line}", file=sys.stderr, flush=True)
     sys.exit(int(exc.code))
+
+
+def egress_dict(change: EgressChange) -> dict[str, Any]:
+    """`devbox egress --json`."""
+    return {"name": change.name, "before": change.before, "egress": change.after, "restarted": change.restarted}

@@ -37,6 +37,8 @@ SOURCE_SYSTEMD = "systemd"
 SOURCE_DRONE = "drone"
 
 MANAGER_SCOPE = "init.scope"  # the user manager's own cgroup: only systemd itself sends from there
+# The only devbox events sent from within drone-NAME.service: the fence watcher's (devbox/fence/watch.py).
+FROM_DRONE_SERVICE = frozenset({journal.EGRESS_BLOCKED})
 _JOB_EVENTS = {journal.UNIT_STARTED_ID: journal.DRONE_STARTED, journal.UNIT_STOPPED_ID: journal.DRONE_STOPPED}
 _EVENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
 # sshd's line for a successful authentication (auth2.c), as `sshd -e` writes it to the container's output.
@@ -121,8 +123,13 @@ def devbox_event(entry: journal.Entry, name: str, when: datetime) -> AuditEvent 
     event = _field(entry, journal.EVENT_FIELD)
     if not _EVENT_NAME.fullmatch(event) or _field(entry, journal.DRONE_FIELD) != name:
         return None
-    # Native protocol only (a stdout line cannot carry fields), and never from the drone's own service.
-    if _field(entry, "_TRANSPORT") != "journal" or _field(entry, "_SYSTEMD_USER_UNIT") == names_of(name).service:
+    # Native protocol only: a stdout line cannot carry fields.
+    if _field(entry, "_TRANSPORT") != "journal":
+        return None
+    # From the drone's own service only the fence's watcher: Podman runs the fence hook, which starts
+    # it, in that service's cgroup. Nothing in the drone reaches the journal socket; conmon sends the
+    # drone's output as plain MESSAGE lines, and no line becomes a field.
+    if _field(entry, "_SYSTEMD_USER_UNIT") == names_of(name).service and event not in FROM_DRONE_SERVICE:
         return None
     skip = {journal.EVENT_FIELD, journal.DRONE_FIELD}
     details = {

@@ -57,6 +57,11 @@ class Host:
     def quadlet(self) -> Path | None:
         return quadlet.generator_path()
 
+    def fence_problem(self) -> str | None:
+        from devbox.fence.check import enforcement_problem
+
+        return enforcement_problem()
+
     def drone_names(self) -> list[str]:
         from devbox.paths import Paths
         from devbox.units.installed import find_drones
@@ -224,6 +229,21 @@ def check_devcontainer_cli(host: Host) -> Check:
     return Check("devcontainer builder", "ok", f"devcontainer {version} (tested: {CLI_VERSION}), node {node.strip()}")
 
 
+def check_fence(host: Host) -> Check:
+    """The network fence new drones get by default (README: The network fence)."""
+    problem = host.fence_problem()
+    if problem is None:
+        return Check("network fence", "ok", "nftables works in the drones' network namespaces")
+    from devbox.fence.check import FIX
+
+    return Check(
+        "network fence",
+        "fail",
+        f"fenced and allow: drones cannot start: {problem}",
+        f'{FIX}; or, knowing what it lets drones reach, [drone] egress = "open" in the config',
+    )
+
+
 CHECKS: list[Callable[[Host], Check]] = [
     check_podman,
     check_quadlet,
@@ -234,6 +254,7 @@ CHECKS: list[Callable[[Host], Check]] = [
     check_podman_socket,
     check_brokers,
     check_devcontainer_cli,
+    check_fence,
 ]
 
 

@@ -52,6 +52,7 @@ class DroneStatus:
     killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
     broker: BrokerState | None = None  # its credential socket and service, asked by `status` only
     keys: list[str] = field(default_factory=list)  # model API keys the host's key proxy sets for it
+    egress: str = "open"  # its egress policy (drone/egress.py)
 
     def uptime_seconds(self, now: datetime) -> int | None:
         return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
@@ -100,6 +101,7 @@ def status_of(
         devcontainer=declared.devcontainer,
         killed_for_memory=unit.result == "oom-kill",
         keys=list(declared.keys),
+        egress=declared.egress,
     )
 
 

@@ -72,6 +72,7 @@ class CreateRequest:
     devcontainer: str | None = None  # which devcontainer.json (SUB or a path in the workspace); None: the only one
     no_devcontainer: bool = False  # ignore the workspace's devcontainer.json
     keys: Sequence[str] = ()  # model API keys ([keys.NAME]) on top of the config's [drone] keys
+    egress: str | None = None  # open, fenced or allow:...; None: the config's [drone] egress
 
 
 T = TypeVar("T")
@@ -180,6 +181,7 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
         dotfiles_url=request.dotfiles or ctx.config.dotfiles.repo,  # DroneSpec.build checks both
         dotfiles_branch=request.dotfiles_branch or ctx.config.dotfiles.branch,
         keys=keys,
+        egress=request.egress or defaults.egress,
     )
     socket = ctx.paths.creds_socket(spec.name)
     if len(str(socket).encode()) > SOCKET_PATH_MAX:
@@ -256,6 +258,10 @@ def create(
 
         keypair = generate_keypair(f"devbox-{request.name or 'drone'}")
     spec = build_spec(ctx, request, extra_keys=[keypair[1]] if keypair else [])
+    if spec.fenced and not dry_run:  # refused in one line, never a drone that runs open
+        from devbox.fence.check import require_enforceable
+
+        require_enforceable()
     if dry_run:
         return _create(
             ctx, request, spec, keypair, start=start, dry_run=True, force=force, progress=progress, prepare=prepare

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from devbox.drone.egress import OPEN, parse_egress, read_egress
 from devbox.drone.extras import ContainerExtras
 from devbox.drone.services import validate_services
 from devbox.errors import DevboxError, invalid
@@ -69,6 +70,7 @@ class DroneSpec:
     ports: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, drone port): forwardPorts
     extras: ContainerExtras | None = None  # the rest of the devcontainer.json (devbox/devcontainer/)
     keys: tuple[str, ...] = ()  # model API keys ([keys.NAME]) the host's key proxy sets for this drone
+    egress: str = "open"  # the egress policy's one spelling (drone/egress.py); fenced when not open
 
     @classmethod
     def build(
@@ -103,6 +105,7 @@ class DroneSpec:
         ports: tuple[tuple[int, int], ...] = (),
         extras: ContainerExtras | None = None,
         keys: tuple[str, ...] | list[str] = (),
+        egress: str = "open",
     ) -> DroneSpec:
         checked_repos = tuple(validate_repo(r) for r in repos)
         if len(set(checked_repos)) != len(checked_repos):
@@ -157,7 +160,13 @@ class DroneSpec:
             ports=tuple((parse_port(host), parse_port(port)) for host, port in ports),
             extras=extras,
             keys=tuple(sorted({validate_key_name(key) for key in keys})),
+            egress=str(parse_egress(egress)),
         )
+
+    @property
+    def fenced(self) -> bool:
+        """The network fence applies (drone/egress.py): every policy but open."""
+        return self.egress != OPEN
 
     @property
     def names(self) -> DroneNames:
@@ -221,6 +230,14 @@ def _names(names: tuple[str, ...]) -> str | None:
 
 def _read_names(text: str) -> tuple[str, ...]:
     return tuple(name for name in text.split(",") if name)
+
+
+def _egress(policy: str) -> str | None:
+    return None if policy == OPEN else policy
+
+
+def _read_egress(text: str) -> str:
+    return str(read_egress(text))
 
 
 def _is_true(text: str) -> bool:
@@ -289,6 +306,8 @@ LABELS: tuple[Label, ...] = (
     Label("ports", "ports", _ports, _read_ports, ()),
     # The key proxy serves exactly these; restore asks the new host's config for them again.
     Label("keys", "keys", _names, _read_names, (), "keys", _read_names),
+    # Absent: open, as every drone ran before the fence; so open needs no label.
+    Label("egress", "egress", _egress, _read_egress, OPEN, "egress", _read_egress),
 )
 LABEL_KEYS = frozenset(label.key for label in LABELS)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from devbox.context import HostFacts, KeyFacts
 from devbox.drone.identity import GitIdentity
 from devbox.drone.spec import DroneSpec
-from devbox.names import DRONE_SSH_PORT, KEY_PROXY_ADDRESS, names_of
+from devbox.names import DRONE_SSH_PORT, KEY_PROXY_ADDRESS, LABEL_PREFIX, names_of
 from devbox.paths import templates_dir
 from devbox.units.unitfile import MARKER
 from devbox.values import printable
@@ -158,10 +158,12 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
                 "quadlet/drone.container.j2",
                 spec=spec,
                 host=host,
-                labels=sorted(spec.labels().items()),
+                # The egress label goes with the fence's own lines (egress_blocks), so `devbox egress` can swap them.
+                labels=sorted(item for item in spec.labels().items() if item[0] != EGRESS_LABEL),
                 drone_ssh_port=DRONE_SSH_PORT,
                 keys=keys,
                 key_proxy_address=KEY_PROXY_ADDRESS,
+                fence_hooks_dir=f"{host.drones_dir}/{name}/hooks.d",
                 quadlet_keys=quadlet_keys(host.quadlet_version),
                 # The drone's home: the host user's (%h, keep-id), or a devcontainer image's remote user's
                 # (a plain path, checked by devcontainer/mapping.py: it needs no quoting and holds no %).
@@ -177,6 +179,7 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
         *(key_proxy_units(spec, host, keys) if keys else []),
         RenderedFile(Place.DRONES, authorized_keys_file(name), _render("drone/authorized_keys.j2", spec=spec)),
         *hooks_files(spec),
+        *fence_files(spec, host),
     ]
 
 
@@ -204,6 +207,35 @@ def hooks_files(spec: DroneSpec) -> list[RenderedFile]:
     if spec.extras is None or spec.extras.hooks is None:
         return []
     return [RenderedFile(Place.DRONES, names_of(spec.name).hooks_file, spec.extras.hooks)]
+
+
+EGRESS_LABEL = LABEL_PREFIX + "egress"
+
+
+def egress_blocks(spec: DroneSpec, host: HostFacts) -> tuple[str, str]:
+    """The fence's lines of a drone's unit: after its labels in [Container], first in [Service]."""
+    context = {"spec": spec, "fence_hooks_dir": f"{host.drones_dir}/{spec.name}/hooks.d"}
+    return _render("quadlet/egress-container.j2", **context), _render("quadlet/egress-service.j2", **context)
+
+
+def fence_hook_file(name: str) -> str:
+    """The OCI hooks directory the drone's unit gives Podman (--hooks-dir): the fence's hook alone."""
+    return f"{name}/hooks.d/devbox-fence.json"
+
+
+def fence_files(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
+    """A fenced drone's OCI hook (devbox/fence/hook.py runs as `devbox fence-hook`)."""
+    if not spec.fenced:
+        return []
+    import json
+
+    config = {
+        "version": "1.0.0",
+        "hook": {"path": host.devbox_command[0], "args": [*host.devbox_command, "fence-hook"], "timeout": 60},
+        "when": {"annotations": {"^io\\.devbox\\.egress$": ".+"}},
+        "stages": ["createRuntime"],
+    }
+    return [RenderedFile(Place.DRONES, fence_hook_file(spec.name), json.dumps(config, indent=2) + "\n")]
 
 
 def authorized_keys_file(name: str) -> str:
@@ -248,6 +280,7 @@ def drone_files(name: str) -> list[tuple[Place, str]]:
         (Place.UNITS, names_of(name).creds_service),
         (Place.UNITS, names_of(name).keys_socket),
         (Place.UNITS, names_of(name).keys_service),
+        (Place.DRONES, fence_hook_file(name)),  # before the others: its hooks.d is then empty and goes with it
         (Place.DRONES, authorized_keys_file(name)),
         (Place.DRONES, names_of(name).hooks_file),
     ]

@@ -66,6 +66,16 @@ def cases() -> dict[str, DroneSpec]:
             dotfiles_branch="main",
             **common,
         ),
+        "fenced": DroneSpec.build(
+            name="agent", repos=["acme/agent"], image="localhost/devbox-drone:latest", egress="fenced", **common
+        ),
+        "allow": DroneSpec.build(
+            name="allowed",
+            repos=["acme/agent"],
+            image="localhost/devbox-drone:latest",
+            egress="allow:api.anthropic.com:443,pypi.org,[2001:db8::1]:8443,203.0.113.7",
+            **common,
+        ),
         "hostile-env": DroneSpec.build(
             name="x", repos=["acme/demo"], image="localhost/devbox-drone:latest", env=HOSTILE_ENV, **common
         ),

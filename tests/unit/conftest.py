@@ -27,6 +27,8 @@ def world(tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(cli, "make_context", lambda: w.context())
     # Ports this host happens to use (an e2e machine shares its network) must not change what tests see.
     monkeypatch.setattr(lifecycle, "port_free", lambda port: True)
+    # Nor whether this host has nftables: the fence's check is faked (tests/unit/test_egress.py tries it).
+    monkeypatch.setattr("devbox.fence.check.enforcement_problem", lambda: None)
     monkeypatch.setenv("DEVBOX_CONFIG", str(paths.config_file))
     return w
 

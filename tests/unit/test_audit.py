@@ -147,7 +147,22 @@ def test_devbox_events_come_by_the_native_protocol_from_outside_the_drone() -> N
     assert audit.event_of(dict(entry, _TRANSPORT="stdout"), "aud") is None
     assert audit.event_of(dict(entry, _SYSTEMD_USER_UNIT="drone-aud.service"), "aud") is None
     assert audit.event_of(dict(entry, DEVBOX_DRONE="other"), "aud") is None
+
     assert audit.event_of(dict(entry, DEVBOX_EVENT="Not An Event"), "aud") is None
+
+
+def test_from_the_drones_own_service_only_the_fence_watchers_events_count() -> None:
+    """Podman runs the fence hook, and so its watcher, in drone-NAME.service's cgroup."""
+    blocked = devbox_entry(journal.EGRESS_BLOCKED, "aud", "blocked", 1, "drone-aud.service", daddr="192.0.2.1")
+    event = audit.event_of(blocked, "aud")
+    assert event is not None and (event.event, event.source, event.unit) == (
+        journal.EGRESS_BLOCKED,
+        "devbox",
+        "drone-aud.service",
+    )
+    minted = devbox_entry(journal.TOKEN_MINTED, "aud", "minted", 1, "drone-aud.service", repos="acme/x")
+    assert audit.event_of(minted, "aud") is None
+    assert audit.event_of(dict(blocked, _TRANSPORT="stdout"), "aud") is None
 
 
 def test_devbox_events_from_the_users_shell_name_their_session() -> None:

@@ -118,6 +118,7 @@ def test_create_writes_units_reloads_and_starts(world: World, capsys) -> None:
         f"new        {u}/drone-demo-creds.socket\n"
         f"new        {u}/drone-demo-creds.service\n"
         f"new        {world.paths.drones_dir}/demo/authorized_keys\n"
+        f"new        {world.paths.drones_dir}/demo/hooks.d/devbox-fence.json\n"
         "no tailnet configured: SSH on 127.0.0.1:2201 (devbox ssh demo)\n"
         "no SSH public key found in ~/.ssh/*.pub: give --ssh-key FILE to log in over SSH\n"
         "no GitHub App configured: acme/demo's devcontainer.json was not looked for\n"
@@ -269,7 +270,7 @@ def test_destroy_removes_units_container_and_volume(world: World, capsys) -> Non
     socket_dir.mkdir(parents=True)
     assert devbox(capsys, "destroy", "demo", "--yes") == (
         0,
-        "drone demo is destroyed (5 files removed, volume removed)\n",
+        "drone demo is destroyed (6 files removed, volume removed)\n",
         "",
     )
     assert world.files() == []  # the clean-up timer's files too: this was the last drone
@@ -308,7 +309,7 @@ def test_destroy_keep_volume(world: World, capsys) -> None:
     world.podman.volumes.add("drone-demo-home")
     assert (
         devbox(capsys, "destroy", "demo", "--yes", "--keep-volume")[1]
-        == "drone demo is destroyed (5 files removed, volume kept)\n"
+        == "drone demo is destroyed (6 files removed, volume kept)\n"
     )
     assert world.podman.volumes == {"drone-demo-home"}
 
@@ -422,6 +423,7 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
             "reset": [],
         },
         "keys": [],
+        "egress": "fenced",  # new drones are fenced by default
     }
     text = devbox(capsys, "status", "alpha")[1]
     assert f"syncthing  {device_id}\n" in text
@@ -438,8 +440,10 @@ def test_render_prints_every_unit_and_writes_nothing(world: World, capsys) -> No
         f"# --- {world.paths.unit_dir}/drone-demo-creds.socket",
         f"# --- {world.paths.unit_dir}/drone-demo-creds.service",
         f"# --- {world.paths.drones_dir}/demo/authorized_keys",
+        f"# --- {world.paths.drones_dir}/demo/hooks.d/devbox-fence.json",
     ]
     assert "Label=io.devbox.repos=acme/demo" in out
+    assert "Label=io.devbox.egress=fenced" in out  # new drones are fenced by default
     assert world.files() == [] and world.systemd.calls == []
 
 

@@ -22,7 +22,7 @@ def test_aliases_run_the_same_use_cases(world: World, capsys) -> None:
     )
     assert devbox(capsys, "burrow", "demo") == (0, "drone demo is stopped\n", "")
     assert devbox(capsys, "unburrow", "demo") == (0, "drone demo is running\n", "")
-    assert devbox(capsys, "slay", "demo", "--yes")[1] == "drone demo is destroyed (5 files removed, no volume)\n"
+    assert devbox(capsys, "slay", "demo", "--yes")[1] == "drone demo is destroyed (6 files removed, no volume)\n"
     assert devbox(capsys, "slay", "demo", "--yes") == (ExitCode.NOT_FOUND, "", "devbox: no such drone: demo\n")
     assert "spawn" not in devbox(capsys, "--help")[1]
 
@@ -117,7 +117,7 @@ def test_create_and_destroy_json(world: World, capsys) -> None:
     code, out, _ = devbox(capsys, "create", "demo", "--json")
     data = json.loads(out)
     assert code == 0 and data["name"] == "demo" and data["started"] is True and data["dry_run"] is False
-    assert [f["change"] for f in data["files"]] == ["new"] * 5
+    assert [f["change"] for f in data["files"]] == ["new"] * 6  # with the fence's hook file
     assert data["files"][0]["path"].endswith("/containers/systemd/drone-demo.container")
     world.podman.volumes.add("drone-demo-home")
     data = json.loads(devbox(capsys, "destroy", "demo", "--yes", "--json")[1])
@@ -129,7 +129,7 @@ def test_create_and_destroy_json(world: World, capsys) -> None:
         "volumes_removed": [],
         "tokens_revoked": 0,
     }
-    assert len(data["removed_files"]) == 5
+    assert len(data["removed_files"]) == 6
     assert not (world.paths.drones_dir / "demo").exists()
 
 

@@ -41,7 +41,10 @@ def test_every_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[drone]\nimgae = 'x'\n", "unknown key drone.imgae (allowed: cpus, env, image, keys, memory, syncthing, with)"),
+        (
+            "[drone]\nimgae = 'x'\n",
+            "unknown key drone.imgae (allowed: cpus, egress, env, image, keys, memory, syncthing, with)",
+        ),
         (
             "colour = 1\n",
             "unknown key colour (allowed: [broker], [cleanup], [dotfiles], [drone], [github], [identity], [keys], [ssh], [tailscale], flavor, max_drones)",

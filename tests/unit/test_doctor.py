@@ -25,6 +25,11 @@ class FakeHost(doctor.Host):
     def drone_names(self) -> list[str]:
         return []
 
+    fence = None  # what enforcement_problem() would say
+
+    def fence_problem(self) -> str | None:
+        return self.fence
+
 
 CG = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/cgroup.controllers"
 READY = FakeHost(
@@ -58,8 +63,17 @@ def test_a_ready_host_is_all_green() -> None:
         ("podman.socket", "ok"),
         ("credential brokers", "ok"),
         ("devcontainer builder", "ok"),
+        ("network fence", "ok"),
     ]
-    assert checks[-1].detail == "devcontainer 0.89.0 (tested: 0.89.0), node v20.19.2"
+    assert checks[-2].detail == "devcontainer 0.89.0 (tested: 0.89.0), node v20.19.2"
+
+
+def test_a_host_that_cannot_fence_says_so_and_how_to_fix_it() -> None:
+    host = FakeHost(READY.commands, READY.files, READY._quadlet)
+    host.fence = "nft not found: install nftables (Debian/Ubuntu: apt install nftables; Fedora: dnf install nftables)"
+    (check,) = [c for c in doctor.run_checks(host) if c.name == "network fence"]
+    assert check.status == "fail" and check.detail.startswith("fenced and allow: drones cannot start: nft not found")
+    assert "apt install nftables" in check.fix and 'egress = "open"' in check.fix
 
 
 def test_a_debian_12_container_names_each_missing_piece() -> None:

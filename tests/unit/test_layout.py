@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("devbox.context",),
     ("devbox.units",),
     ("devbox.devcontainer",),
-    ("devbox.cleanup", "devbox.broker"),
+    ("devbox.cleanup", "devbox.broker", "devbox.fence"),
     ("devbox.commands",),
     ("devbox.cli", "devbox.__main__"),
 ]

@@ -160,7 +160,7 @@ SETTINGS_OPTIONS = {
     "maxDrones", "flavor", "extraSettings",
     "tailscale.enable", "tailscale.authKey", "tailscale.loginServer", "tailscale.ssh", "tailscale.tailnet",
     "ssh.authorizedKeys", "ssh.defaultKeys",
-    "drone.image", "drone.cpus", "drone.memory", "drone.syncthing", "drone.with", "drone.env", "drone.keys",
+    "drone.image", "drone.cpus", "drone.memory", "drone.syncthing", "drone.with", "drone.env", "drone.keys", "drone.egress",
     "github.appId", "github.privateKey", "github.apiUrl", "github.host", "github.gitUrl", "github.installationId", "github.permissions",
     "broker.idleExit", "cleanup.idleStop", "cleanup.idleDestroy", "cleanup.keepTimer", "cleanup.keepVolume",
 }  # fmt: skip

@@ -102,7 +102,11 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
     spec = cases()[case]
     units, _ = generate(generator, spec, tmp_path)
     argv = podman_run_argv(units[f"drone-{spec.name}.service"])
-    assert argv[:2] == ["/usr/bin/podman", "run"]
+    # A fenced drone's hook (devbox/fence/hook.py) comes from its own hooks directory, a global option.
+    hooks = [f"--hooks-dir={HOST.drones_dir}/{spec.name}/hooks.d"] if spec.fenced else []
+    assert argv[: 2 + len(hooks)] == ["/usr/bin/podman", *hooks, "run"]
+    annotations = dict(item.split("=", 1) for item in option_values(argv, "--annotation"))
+    assert annotations == ({"io.devbox.egress": spec.egress, "io.devbox.drone": spec.name} if spec.fenced else {})
     assert argv[-1] == spec.image, "the image must be the last argument: nothing after it"
     assert option_values(argv, "--name") == [f"drone-{spec.name}"]
     assert option_values(argv, "--hostname") == [spec.name]

@@ -92,6 +92,7 @@ def test_labels_read_back_as_the_spec_that_wrote_them() -> None:
         login_user="vscode",
         ports=((3000, 3000), (8081, 8080)),
         keys=["openai", "anthropic"],
+        egress="allow:api.example.com:443,[2001:db8::1],10.1.2.3:8080",
     )
     labels = {key.removeprefix(LABEL_PREFIX): value for key, value in spec.labels().items()}
     assert set(labels) == LABEL_KEYS  # every label of the table is written for a drone that has them all

@@ -1,0 +1,239 @@
+"""The network fence in the real machine: what fenced, allow: and open drones reach, that root in a
+drone cannot lift the fence, that the broker keeps working, and that `devbox egress` keeps the home.
+
+Network rule: every address a drone is sent to here is a server this test started, on the machine's
+own address (through host.containers.internal) or inside network namespaces this test creates:
+"inet" stands for the internet (TEST-NET-3, 203.0.113.0/30), "lan" for a private network
+(10.213.77.0/30). The machine shares this host's network namespace, so the namespaces, veth pairs
+and routes are made here, as root, and removed again even when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.helpers import Devbox, wait_for
+
+NETS = {  # name: (host side, namespace side)
+    "inet": ("203.0.113.1", "203.0.113.2"),
+    "lan": ("10.213.77.1", "10.213.77.2"),
+}
+PORTS = (8080, 8081, 53)  # a server on each, in each namespace
+HOST_PORT = 18931  # the machine's own server, reached as host.containers.internal
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def _remove_nets() -> None:
+    for name in NETS:
+        ns = f"dbxf-{name}"
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            subprocess.run(["kill", pid], capture_output=True)
+        ip("netns", "del", ns, check=False)  # takes its veth end, and so the pair and the host's route
+        ip("link", "del", f"dbxf-{name}0", check=False)
+
+
+@pytest.fixture(scope="module")
+def nets(machine) -> Iterator[dict[str, str]]:
+    """Two namespaces joined to this host by veth pairs, each with HTTP servers on PORTS."""
+    _remove_nets()
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, (outside, inside) in NETS.items():
+            ns, here, there = f"dbxf-{name}", f"dbxf-{name}0", f"dbxf-{name}1"
+            ip("netns", "add", ns)
+            ip("link", "add", here, "type", "veth", "peer", "name", there, "netns", ns)
+            ip("addr", "add", f"{outside}/30", "dev", here)
+            ip("link", "set", here, "up")
+            ip("-n", ns, "addr", "add", f"{inside}/30", "dev", there)
+            ip("-n", ns, "link", "set", there, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+            # Back to whoever asked (the machine's address, through pasta): only into this namespace's pair.
+            ip("-n", ns, "route", "add", "default", "via", outside)
+            # Never a packet out of this host: the route to the server must be the veth pair.
+            assert f"dev {here}" in ip("route", "get", inside).stdout
+            for port in PORTS:
+                argv = ["ip", "netns", "exec", ns, "python3", "-m", "http.server", str(port), "--bind", inside]
+                servers.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        servers.append(
+            subprocess.Popen(
+                ["python3", "-m", "http.server", str(HOST_PORT), "--bind", "0.0.0.0"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        for _, inside in NETS.values():
+            for port in PORTS:
+                probe = f"curl -s -o /dev/null -m 2 http://{inside}:{port}/"
+                wait_for(lambda p=probe: machine.root(p, check=False).returncode == 0, 20, probe)
+        yield {name: inside for name, (_, inside) in NETS.items()}
+    finally:
+        for server in servers:
+            server.terminate()
+        _remove_nets()
+
+
+@pytest.fixture(scope="module")
+def box(machine, githost, nets) -> Iterator[Devbox]:
+    devbox = Devbox(machine, "systemctl")
+    made = []
+    try:
+        for name, egress in (("fen", None), ("opn", "open"), ("alw", f"allow:{nets['inet']}:8080")):
+            args = ["create", name, "--repo", "acme/demo"] + ([] if egress is None else ["--egress", egress])
+            devbox.run(*args)
+            made.append(name)
+        yield devbox
+    finally:
+        for name in made:
+            devbox.run("destroy", name, "--yes", check=False)
+
+
+def reaches(box: Devbox, drone: str, url: str) -> bool:
+    command = f"curl -s -o /dev/null -m 4 {shlex.quote(url)}"
+    return box.sh(f"podman exec drone-{drone} sh -c {shlex.quote(command)} </dev/null", check=False).returncode == 0
+
+
+def in_drone(box: Devbox, drone: str, command: str, user: str = "", check: bool = True):
+    who = f"--user {user} " if user else ""
+    return box.sh(f"podman exec {who}drone-{drone} sh -c {shlex.quote(command)} </dev/null", check=check)
+
+
+HOST = f"http://host.containers.internal:{HOST_PORT}/"
+
+
+def test_policies_are_kept_in_the_unit_and_shown(box: Devbox, nets) -> None:
+    policies = {d["name"]: d["egress"] for d in box.json("list")}
+    assert policies == {"fen": "fenced", "opn": "open", "alw": f"allow:{nets['inet']}:8080"}
+    assert box.json("status", "fen")["egress"] == "fenced"
+
+
+def test_open_reaches_everything_the_test_serves(box: Devbox, nets) -> None:
+    """The control: every server the other tests cannot reach is there."""
+    for url in (f"http://{nets['inet']}:8080/", f"http://{nets['lan']}:8080/", HOST):
+        assert reaches(box, "opn", url), url
+
+
+def test_fenced_reaches_the_internet_but_not_the_host_nor_a_private_range(box: Devbox, nets) -> None:
+    assert reaches(box, "fen", f"http://{nets['inet']}:8080/")
+    assert reaches(box, "fen", f"http://{nets['inet']}:8081/")
+    assert not reaches(box, "fen", HOST)
+    assert not reaches(box, "fen", f"http://{nets['lan']}:8080/")
+
+
+def test_allow_reaches_exactly_its_listed_server_and_port(box: Devbox, nets) -> None:
+    assert reaches(box, "alw", f"http://{nets['inet']}:8080/")
+    assert not reaches(box, "alw", f"http://{nets['inet']}:8081/")
+    assert not reaches(box, "alw", f"http://{nets['lan']}:8080/")
+    assert not reaches(box, "alw", HOST)
+
+
+def test_the_broker_and_the_git_remote_work_under_every_policy(box: Devbox, githost) -> None:
+    for drone in ("fen", "opn", "alw"):
+        wait_for(lambda d=drone: in_drone(box, d, "test -d ~/demo/.git", check=False).returncode == 0, 60, "clone")
+        assert "refs/heads/main" in in_drone(box, drone, f"git ls-remote {githost['git_url']}/acme/demo.git").stdout
+
+
+def netns_of(box: Devbox, drone: str) -> str:
+    return box.sh(f"podman inspect -f '{{{{.NetworkSettings.SandboxKey}}}}' drone-{drone}").stdout.strip()
+
+
+def test_root_in_the_drone_cannot_lift_the_fence(box: Devbox, nets) -> None:
+    in_drone(box, "fen", "echo 'ALL ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/t && chmod 0440 /etc/sudoers.d/t", "root")
+    flush = in_drone(box, "fen", "sudo -n nft flush ruleset", check=False)
+    assert flush.returncode != 0 and "Operation not permitted" in flush.stderr, flush
+    table = in_drone(box, "fen", "sudo -n nft delete table inet devbox_fence", check=False)
+    assert table.returncode != 0
+    # A user namespace of its own gives root in the drone capabilities only below the network namespace's owner.
+    nested = in_drone(box, "fen", "sudo -n unshare -U -r nft flush ruleset", check=False)
+    assert nested.returncode != 0, nested
+    route = in_drone(box, "fen", f"sudo -n ip route add {nets['lan']}/32 dev eth0", check=False)
+    assert route.returncode != 0 and "Operation not permitted" in route.stderr, route
+    # resolv.conf is the drone's to change, but DNS goes only to the resolvers the fence found at start.
+    in_drone(box, "fen", f"echo 'nameserver {nets['lan']}' | sudo -n tee /etc/resolv.conf")
+    assert not reaches(box, "fen", f"http://{nets['lan']}:53/")
+    assert not reaches(box, "fen", f"http://{nets['lan']}:8080/")
+    assert not reaches(box, "fen", HOST)
+    # Who owns the drone's network namespace (NS_GET_USERNS): the drone's own user namespace, a child
+    # of Podman's. So what keeps its root out is the capability it lacks, checked next.
+    pid = box.sh("podman inspect -f '{{.State.Pid}}' drone-fen").stdout.strip()
+    script = (
+        "import fcntl, os, sys; p = sys.argv[1]; owner = fcntl.ioctl(os.open(f'/proc/{p}/ns/net', os.O_RDONLY), 0xB701); "
+        "print(os.fstat(owner).st_ino, os.stat(f'/proc/{p}/ns/user').st_ino, os.stat('/proc/self/ns/user').st_ino)"
+    )
+    owner, drone_userns, podman_userns = box.sh(f"podman unshare python3 -c {shlex.quote(script)} {pid}").stdout.split()
+    assert owner == drone_userns != podman_userns
+    # No NET_ADMIN in the drone's bounding set, while devbox (the user, through Podman's user namespace) holds it.
+    assert int(in_drone(box, "fen", "grep CapBnd /proc/self/status").stdout.split()[1], 16) & (1 << 12) == 0
+    listed = box.sh(f"podman unshare nsenter --net={netns_of(box, 'fen')} /usr/sbin/nft list table inet devbox_fence")
+    assert "10.0.0.0/8" in listed.stdout
+
+
+def test_dns_goes_to_the_resolvers_podman_gives_the_drone(box: Devbox) -> None:
+    """Checked in the rules only: a query would leave for the host's real resolver (network rule)."""
+    listed = box.sh(
+        f"podman unshare nsenter --net={netns_of(box, 'fen')} /usr/sbin/nft list set inet devbox_fence dns4"
+    )
+    assert "169.254.1.1" in listed.stdout  # pasta's forwarder, the drone's first nameserver
+    first = in_drone(box, "opn", "grep -m1 ^nameserver /etc/resolv.conf").stdout.split()[1]
+    assert first == "169.254.1.1"
+
+
+def blocked_events(box: Devbox, drone: str) -> list[dict[str, str]]:
+    out = box.sh(f"journalctl --user DEVBOX_EVENT=egress-blocked DEVBOX_DRONE={drone} -o json --no-pager").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_blocked_attempts_are_counted_and_recorded(box: Devbox, nets) -> None:
+    assert not reaches(box, "alw", f"http://{nets['lan']}:8081/")
+    listed = box.sh(
+        f"podman unshare nsenter --net={netns_of(box, 'alw')} /usr/sbin/nft list chain inet devbox_fence blocked"
+    )
+    assert "counter packets 0 " not in listed.stdout, listed.stdout
+
+    def recorded() -> bool:
+        return any(
+            e.get("DEVBOX_DESTINATION") == nets["lan"]
+            and e.get("DEVBOX_PORT") == "8081"
+            and e.get("DEVBOX_PROTOCOL") == "tcp"
+            for e in blocked_events(box, "alw")
+        )
+
+    wait_for(recorded, 20, "the egress-blocked event in the journal")
+    assert not any(e.get("DEVBOX_DESTINATION", "").startswith("ff02:") for e in blocked_events(box, "alw"))
+
+
+def test_changing_the_policy_keeps_the_home(box: Devbox, nets) -> None:
+    in_drone(box, "opn", "echo kept > ~/egress-kept")
+    changed = box.json("egress", "opn", f"allow:host.containers.internal:{HOST_PORT}")
+    assert changed == {
+        "name": "opn",
+        "before": "open",
+        "egress": f"allow:host.containers.internal:{HOST_PORT}",
+        "restarted": True,
+    }
+    wait_for(lambda: box.is_active("drone-opn.service") == "active", 60, "drone opn again")
+    assert in_drone(box, "opn", "cat ~/egress-kept").stdout == "kept\n"
+    assert box.json("status", "opn")["egress"] == f"allow:host.containers.internal:{HOST_PORT}"
+    assert reaches(box, "opn", HOST)  # a name, from the drone's hosts
+    assert not reaches(box, "opn", f"http://{nets['inet']}:8080/")
+
+
+def test_a_drone_without_its_hook_file_does_not_start(box: Devbox) -> None:
+    hook = "~/.local/share/devbox/drones/fen/hooks.d/devbox-fence.json"
+    box.sh(f"mv {hook} {hook}.away")
+    try:
+        with contextlib.suppress(Exception):
+            box.run("restart", "fen", check=False)
+        assert box.is_active("drone-fen.service") != "active"
+        assert not box.container_exists("drone-fen")
+    finally:
+        box.sh(f"mv {hook}.away {hook}")
