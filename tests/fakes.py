@@ -44,6 +44,7 @@ class FakeSystemd:
 
     def need_daemon_reload(self) -> bool:
         return self.unit_files_outdated or self._unit_files() != self.seen_files
+
     failed: set[str] = field(default_factory=set)  # units in systemd's failed state
 
     def daemon_reload(self) -> None:
@@ -234,6 +235,12 @@ class FakeProbe:
 
     def ssh_sessions(self, container: str) -> int | None:
         return self.ssh.get(container, 0)
+
+    tmux: dict[str, str | None] = field(default_factory=dict)  # container -> sessions.sh's output
+
+    def tmux_sessions(self, container: str, sample: float) -> str | None:
+        self.calls.append(f"tmux_sessions {container}")
+        return self.tmux.get(container, "")
 
     def cpu_usage_usec(self, container: str) -> int | None:
         return self.cpu.get(container)

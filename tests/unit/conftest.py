@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devbox.cli import app as cli
-from devbox.commands import lifecycle
+from devbox.commands import lifecycle, mosh
 from tests.fakes import FakePodman, FakeSystemd, World, fake_paths
 
 
@@ -27,6 +27,7 @@ def world(tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(cli, "make_context", lambda: w.context())
     # Ports this host happens to use (an e2e machine shares its network) must not change what tests see.
     monkeypatch.setattr(lifecycle, "port_free", lambda port: True)
+    monkeypatch.setattr(mosh, "udp_free", lambda port: True)
     monkeypatch.setenv("DEVBOX_CONFIG", str(paths.config_file))
     return w
 
