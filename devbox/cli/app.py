@@ -552,7 +552,9 @@ def ssh_config(names: list[str] = typer.Argument(None, help="Drones (default: al
     chosen = names or sorted(installed.find_drones(context.paths))
     if not chosen:
         raise DevboxError("no drones yet: devbox create NAME", ExitCode.NOT_FOUND)
-    print(access.ssh_config([_ssh_target(context, name, from_elsewhere=True) for name in chosen]), end="")
+    records = installed.find_drones(context.paths)
+    mosh = tuple(n for n in chosen if n in records and "mosh" in records[n].declared.services)
+    print(access.ssh_config([_ssh_target(context, name, from_elsewhere=True) for name in chosen], mosh), end="")
 
 
 # --- ways in that outlive the connection: `mosh`, `attach`, `sessions` (commands/sessions.py) ---

@@ -291,3 +291,11 @@ def test_a_restored_copy_beside_its_original_gets_its_own_ports() -> None:
     [unit] = [f.text for f in render_drone(spec, HOST) if f.relative_path.endswith(".container")]
     request, ignored = request_from_unit(unit, "copy", {})
     assert request.mosh_ports == (60005, 60008) and list(request.services) == ["mosh"] and ignored == []
+
+
+def test_ssh_config_says_mosh_works_with_its_blocks(world: World, capsys) -> None:
+    devbox(capsys, "create", "a", "--ssh-port", "2299", "--with", "mosh")
+    devbox(capsys, "create", "b", "--ssh-port", "2298")
+    out = devbox(capsys, "ssh-config")[1]
+    assert "# mosh NAME works with these blocks too for a (UDP 60000-61000 on the drone).\n" in out
+    assert "mosh" not in devbox(capsys, "ssh-config", "b")[1]
