@@ -61,6 +61,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "tailnet_name": status.tailnet_name,
         "syncthing": status.syncthing,
         "with": list(status.services),
+        "mosh_ports": "{}-{}".format(*status.mosh_ports) if status.mosh_ports else None,
         "syncthing_device_id": status.syncthing_id,
         "workspace": status.workspace,
         "dotfiles": status.dotfiles,
@@ -172,6 +173,8 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         lines.append(("devcontainer", f"{status.devcontainer}: {outcome}{changed}"))
     if status.services:
         lines.append(("with", ", ".join(status.services)))
+    if status.mosh_ports:
+        lines.append(("mosh", f"UDP 127.0.0.1:{data['mosh_ports']} (devbox mosh {status.name})"))
     if status.syncthing:
         lines.append(("syncthing", status.syncthing_id or "device ID not available (is the drone running?)"))
     if status.broker is not None:

@@ -51,6 +51,7 @@ class DroneStatus:
     devcontainer_changed: bool | None = None  # its configuration changed since the build (None: unknown)
     killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
     broker: BrokerState | None = None  # its credential socket and service, asked by `status` only
+    mosh_ports: tuple[int, int] | None = None  # --with mosh: its UDP range on 127.0.0.1
 
     def uptime_seconds(self, now: datetime) -> int | None:
         return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
@@ -93,6 +94,7 @@ def status_of(
         ssh_port=declared.ssh_port,
         syncthing=declared.syncthing,
         services=declared.services,
+        mosh_ports=declared.mosh_ports,
         tailnet_name=tailnet_name(record.name, tailnet) if declared.tailscale else None,
         workspace=declared.path,
         dotfiles=declared.dotfiles_url,

@@ -218,7 +218,10 @@ def test_mosh_drones_claim_ranges_of_their_own(world: World, capsys, monkeypatch
     assert "Label=io.devbox.mosh-ports=60013-60016\n" in units["c"] and "Environment=DEVBOX_WITH=mosh\n" in units["c"]
     assert "/udp" not in units["plain"] and "mosh-ports" not in units["plain"]
     assert "Label=io.devbox.mosh-ports=61000-61001\n" in units["mine"]
-    assert json.loads(devbox(capsys, "status", "a", "--json")[1])["with"] == ["mosh"]
+    status = json.loads(devbox(capsys, "status", "a", "--json")[1])
+    assert status["with"] == ["mosh"] and status["mosh_ports"] == "60001-60004"
+    assert "mosh       UDP 127.0.0.1:60001-60004 (devbox mosh a)\n" in devbox(capsys, "status", "a")[1]
+    assert json.loads(devbox(capsys, "status", "plain", "--json")[1])["mosh_ports"] is None
     code, _, err = devbox(capsys, "create", "bad", "--with", "mosh", "--mosh-ports", "70000-70001")
     assert code == ExitCode.INVALID_INPUT and "invalid mosh port range" in err
 
