@@ -35,7 +35,7 @@ PYTHON=${PYTHON:-python3}
 MIRROR=http://deb.debian.org/debian
 SUITE=trixie
 RECIPE=2 # bump when the way a cached root is made changes
-MACHINE_PKGS=systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,podman,uidmap,passt,crun,catatonit,fuse-overlayfs,iproute2,procps,sudo,python3,python3-venv,python3-pystemd,curl,git,openssh-client,ca-certificates,nodejs,mosh,tmux
+MACHINE_PKGS=systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,podman,uidmap,passt,crun,catatonit,fuse-overlayfs,iproute2,procps,sudo,python3,python3-venv,python3-pystemd,curl,git,openssh-client,ca-certificates,nodejs
 BASE_PKGS=git,ca-certificates,curl,openssh-server,sudo,procps,iproute2
 GUEST_PY=3.13
 # The Dev Containers CLI: installed with npm on the host (the guest cannot reach the npm registry

@@ -24,7 +24,7 @@ def test_bench_measures_everything(machine, githost, capsys) -> None:
         print("\n" + result.stdout)
     data = json.loads(machine.user("cat ~/bench/results.json").stdout)
     assert set(data) == {"machine", "reps", "startup", "create", "list", "broker", "mosh"}
-    assert data["mosh"] == "skipped: localhost/devbox-test:latest has no mosh-server"  # test_sessions.py measures it
+    assert str(data["mosh"]).startswith("skipped: ")  # the test image has no mosh: test_sessions.py measures it
     assert set(data["startup"]) == {"python3 -c pass", "devbox --help", "devbox list (no drones)"}
     assert all(v > 0 for v in data["startup"].values()) and all(v > 0 for v in data["create"].values())
     assert set(data["list"]) == set(SIZES.split(","))

@@ -1,8 +1,8 @@
 """mosh and sessions that outlive the connection, in the real machine.
 
 The drone runs the default image, built here by `devbox image build` (tmux and mosh from Debian).
-The machine's own mosh client and tmux (tests/e2e/machine.sh's package list) play the user: each
-client runs in a detached tmux session of the machine, whose screen the test reads.
+The machine's own mosh client and tmux (installed from Debian's mirror by the fixture) play the
+user: each client runs in a detached tmux session of the machine, whose screen the test reads.
 """
 
 from __future__ import annotations
@@ -59,8 +59,18 @@ def session_signal(drone: dict) -> dict:
     return signal
 
 
+# The machine's mosh client and tmux: installed here, not in machine.sh's package list, so that the
+# cached machine root file system stays the one every other test uses.
+CLIENTS = (
+    "command -v mosh >/dev/null && command -v tmux >/dev/null || "
+    "{ apt-get -q -o Acquire::Retries=3 update && DEBIAN_FRONTEND=noninteractive "
+    "apt-get -q -o Acquire::Retries=3 install -y --no-install-recommends mosh tmux; }"
+)
+
+
 @pytest.fixture(scope="module")
 def box(machine) -> Iterator[Devbox]:
+    machine.root(CLIENTS, timeout=600)
     devbox = Devbox(machine, "systemctl")
     devbox.run("image", "build", "--base", "localhost/devbox-base:trixie", timeout=1200)
     devbox.sh("test -f ~/.ssh/id_ed25519 || ssh-keygen -q -t ed25519 -N '' -f ~/.ssh/id_ed25519")
