@@ -106,6 +106,14 @@ def test_a_real_mosh_client_runs_a_command_in_the_drone(box: Devbox) -> None:
     assert servers.split()[0] == "dev" and "-p 60001:60004" in servers, servers
     box.sh("tmux kill-session -t moshc")
 
+    # attach --mosh: the tmux session through mosh, its client the one mosh-server runs
+    open_client(box, "moshatt", f"devbox attach {DRONE} viamosh --mosh")
+    wait_for(lambda: (session(box, "viamosh") or {}).get("attached") == 1, 60, "a client in session viamosh")
+    servers = in_drone(box, "ps -o args= -C mosh-server").stdout
+    assert "-- tmux new-session -A -s viamosh" in servers, servers
+    box.sh("tmux kill-session -t moshatt")
+    in_drone(box, "tmux kill-session -t viamosh")
+
 
 def test_a_session_outlives_its_ssh_client_and_the_cleanup_sees_it(box: Devbox) -> None:
     open_client(box, "att1", f"devbox attach {DRONE} work")
