@@ -302,3 +302,16 @@ def test_ssh_config_says_mosh_works_with_its_blocks(world: World, capsys) -> Non
     out = devbox(capsys, "ssh-config")[1]
     assert "# mosh NAME works with these blocks too for a (UDP 60000-61000 on the drone).\n" in out
     assert "mosh" not in devbox(capsys, "ssh-config", "b")[1]
+
+
+def test_restore_keeps_the_range_and_a_copy_beside_the_original_gets_another(world: World, capsys, tmp_path) -> None:
+    from tests.unit.test_backup import make_drone, unit_text
+
+    make_drone(world, capsys, "app", "--with", "mosh", "--mosh-ports", "60101-60104")
+    assert devbox(capsys, "backup", "app", "-o", str(tmp_path / "app.tar"))[0] == 0
+    code, _, err = devbox(capsys, "restore", str(tmp_path / "app.tar"), "--name", "copy")
+    assert code == 0, err
+    assert "Label=io.devbox.mosh-ports=60001-60004\n" in unit_text(world, "copy")
+    assert devbox(capsys, "destroy", "app", "--yes")[0] == 0
+    assert devbox(capsys, "restore", str(tmp_path / "app.tar"))[0] == 0
+    assert "PublishPort=127.0.0.1:60101-60104:60101-60104/udp\n" in unit_text(world, "app")
