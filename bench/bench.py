@@ -35,7 +35,7 @@ QUADLET_DIR = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) /
 PODMAN_PS = ["podman", "ps", "--filter", "label=io.devbox.drone", "--format", "json"]
 RUNTIME = Path(os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}"))
 DRONES_DATA = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "devbox" / "drones"
-PARTS = ("startup", "create", "list", "keys", "fence", "broker", "devcontainer")
+PARTS = ("startup", "create", "list", "keys", "fence", "broker", "mosh", "devcontainer")
 # The devcontainer part's default workspace: the end-to-end fixture (FROM localhost/devbox-base:trixie).
 DEVCONTAINER = Path(__file__).resolve().parent.parent / "tests" / "e2e" / "devcontainer" / "demo"
 
@@ -383,6 +383,87 @@ def bench_fence(reps: int, image: str, size_mb: int) -> dict[str, float]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _drone_rss_kib(name: str) -> dict[str, int]:
+    """VmRSS of every process of drone NAME (its init and all below it, as the host sees them), by command."""
+    root = run(["podman", "inspect", "--format", "{{.State.Pid}}", f"drone-{name}"]).stdout.strip()
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, todo = set(), [int(root)]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(child for child, parent in parents.items() if parent == pid and child not in tree)
+    rss: dict[str, int] = {}
+    for pid in tree:
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        except OSError:
+            continue
+        if "VmRSS" in fields:
+            command = fields["Name"].strip()
+            rss[command] = rss.get(command, 0) + int(fields["VmRSS"].split()[0])
+    return rss
+
+
+def bench_mosh(image: str, settle: float = 5.0) -> dict[str, object] | str:
+    """Idle footprint of a drone --with mosh: its processes' RSS alone, then with a real mosh client
+    attached (run in a pseudo-terminal here), and the ratio, in the same run."""
+    import pty
+
+    if not shutil.which("mosh"):
+        return "skipped: no mosh client on this host"
+    probe = run(["podman", "run", "--rm", "--entrypoint", "sh", image, "-c", "command -v mosh-server"], check=False)
+    if probe.returncode != 0:
+        return f"skipped: {image} has no mosh-server"
+    name = "bench-mosh"
+    devbox("create", name, "--image", image, "--with", "mosh")
+    client = None
+    try:
+        deadline = time.monotonic() + 90
+        while devbox("ssh", name, "--", "true", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: the mosh drone's sshd did not answer in 90 s")
+            time.sleep(1)
+        time.sleep(settle)
+        alone = _drone_rss_kib(name)
+        client, fd = pty.fork()
+        if client == 0:
+            env = {**os.environ, "TERM": "xterm-256color", "LC_ALL": "C.UTF-8"}
+            os.execvpe(DEVBOX[0], [*DEVBOX, "mosh", name, "--", "sleep", "3600"], env)
+        threading.Thread(target=lambda: _drain(fd), daemon=True).start()
+        while "mosh-server" not in _drone_rss_kib(name):
+            if time.monotonic() > deadline + 60:
+                raise SystemExit("bench: mosh-server did not start in the drone")
+            time.sleep(0.5)
+        time.sleep(settle)
+        attached = _drone_rss_kib(name)
+        without, with_mosh = sum(alone.values()), sum(attached.values())
+        return {
+            "drone RSS, no mosh client KiB": without,
+            "drone RSS, a mosh client attached KiB": with_mosh,
+            "mosh-server RSS KiB": attached.get("mosh-server", 0),
+            "with / without mosh": round(with_mosh / without, 3) if without else None,
+        }
+    finally:
+        if client:
+            os.kill(client, 15)
+            os.waitpid(client, 0)
+        devbox("destroy", name, "--yes", check=False)
+
+
+def _drain(fd: int) -> None:
+    """Read what the mosh client draws, so that it never blocks on a full terminal."""
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass
+
+
 def machine() -> dict[str, str]:
     cpu = next(
         (
@@ -433,6 +514,11 @@ def table(results: dict[str, object]) -> str:
     if isinstance(fence, dict):
         for key, value in fence.items():
             lines.append(f"{key:<44} {value:8.3f}")
+    mosh = results.get("mosh")
+    if isinstance(mosh, dict):
+        lines += [f"mosh: {key:<38} {value}" for key, value in mosh.items()]
+    elif mosh is not None:
+        lines.append(f"mosh: {mosh}")
     broker = results.get("broker")
     if isinstance(broker, dict):
         for key, value in broker.items():
@@ -457,6 +543,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/latest.json")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run, of {','.join(PARTS)}")
     parser.add_argument("--devcontainer", default=str(DEVCONTAINER), help="the devcontainer part's workspace")
+    parser.add_argument("--mosh-image", help="an image with mosh-server for --with mosh's footprint (default: --image)")
     args = parser.parse_args()
     parts = args.parts.split(",")
     if not shutil.which("podman") or not shutil.which("systemctl"):
@@ -487,6 +574,8 @@ def main() -> None:
         from dcbench import bench_devcontainer
 
         results["devcontainer"] = bench_devcontainer(args.reps, Path(args.devcontainer))
+    if "mosh" in parts:
+        results["mosh"] = bench_mosh(args.mosh_image or args.image)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -7,7 +7,7 @@
 # gives localhost/devbox-drone:latest, devbox's default image. Layers: one per store path up to
 # maxLayers, so drones built from the same nixpkgs share most of them.
 { dockerTools, buildEnv, bashInteractive, coreutils, findutils, gnugrep, gnused, git, curl, gh, openssh
-, tailscale, syncthing, sudo, iproute2, procps, less, hostname
+, tailscale, syncthing, sudo, iproute2, procps, less, hostname, tmux, mosh
 , name ? "localhost/devbox-drone", tag ? "latest", maxLayers ? 100 }:
 let
   # Every command of the contract and where it comes from (the tests parse this table).
@@ -40,6 +40,8 @@ let
     chmod = "${coreutils}/bin/chmod";
     cat = "${coreutils}/bin/cat";
     devbox-drone-init = "/usr/local/bin/devbox-drone-init";
+    tmux = "${tmux}/bin/tmux";
+    mosh-server = "${mosh}/bin/mosh-server";
   };
   # Every path of the contract, and /var/empty for sshd; the build fails when one is missing.
   paths = [
@@ -61,7 +63,7 @@ let
 
   tools = buildEnv {
     name = "devbox-drone-tools";
-    paths = [ bashInteractive coreutils findutils gnugrep gnused git curl gh openssh tailscale syncthing iproute2 procps less hostname ];
+    paths = [ bashInteractive coreutils findutils gnugrep gnused git curl gh openssh tailscale syncthing iproute2 procps less hostname tmux mosh ];
     pathsToLink = [ "/bin" "/share" "/libexec" ];
   };
 in

@@ -236,6 +236,12 @@ class FakeProbe:
     def ssh_sessions(self, container: str) -> int | None:
         return self.ssh.get(container, 0)
 
+    tmux: dict[str, str | None] = field(default_factory=dict)  # container -> sessions.sh's output
+
+    def tmux_sessions(self, container: str, sample: float) -> str | None:
+        self.calls.append(f"tmux_sessions {container}")
+        return self.tmux.get(container, "")
+
     def cpu_usage_usec(self, container: str) -> int | None:
         return self.cpu.get(container)
 

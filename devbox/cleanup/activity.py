@@ -3,6 +3,8 @@
 | signal  | measured by |
 |---------|-------------|
 | ssh     | established TCP connections to port 2222 inside the running drone (/proc/net/tcp{,6}); open = active now |
+| session | the drone user's tmux sessions (devbox/drone/sessions.py): one with a client attached, or whose processes
+|         | use CPU during a short sample, = active now; else the newest input or output in any of them |
 | broker  | mtime of ~/.local/state/devbox/activity/NAME.broker, touched by the credential broker on every request |
 | touch   | mtime of ~/.local/state/devbox/activity/NAME.touch, written by `devbox touch NAME` |
 | cpu     | the container cgroup's usage_usec against the value kept in NAME.cpu at the last `--apply`;
@@ -24,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devbox.cleanup.policy import Signal
+from devbox.drone import sessions as tmux
 from devbox.host.probe import Probe
 from devbox.paths import Paths
 
@@ -95,6 +98,25 @@ def cpu_signal(usage: int | None, state: dict[str, object], now: datetime) -> tu
     return Signal("cpu", last_active, detail), new_state
 
 
+def session_signal(output: str | None, now: datetime, sample: float = tmux.SAMPLE_SECONDS) -> Signal:
+    """The session signal from what templates/cleanup/sessions.sh printed in the drone (None: could not look)."""
+    if output is None:
+        return Signal("session", None, "could not look")
+    report = tmux.parse_report(output, sample)
+    if not report.tmux:
+        return Signal("session", None, "no tmux in the image")
+    if not report.sessions:
+        return Signal("session", None, "no tmux session")
+    why = [f"{s.name}: {s.attached} attached" for s in report.sessions if s.attached]
+    why += [f"{s.name}: busy ({s.cpu_seconds:.2f} s CPU in {s.sample_seconds:g} s)" for s in report.sessions if s.busy]
+    if why:
+        return Signal("session", now, "; ".join(why), live=True)
+    count = len(report.sessions)
+    newest = max(s.activity for s in report.sessions)
+    quiet = f"{count} quiet session{'s' if count > 1 else ''}, none attached"
+    return Signal("session", newest, quiet)
+
+
 def gather(
     view: DroneView,
     paths: Paths,
@@ -111,8 +133,10 @@ def gather(
             signals.append(Signal("ssh", now, f"{sessions} open session{'s' if sessions > 1 else ''}", live=True))
         else:
             signals.append(Signal("ssh", None, "no open session" if sessions == 0 else "could not look"))
+        signals.append(session_signal(probe.tmux_sessions(view.container, tmux.SAMPLE_SECONDS), now))
     else:
         signals.append(Signal("ssh", None, "not running"))
+        signals.append(Signal("session", None, "not running"))
     signals.append(Signal("broker", _mtime(paths.activity_file(view.name, "broker"))))
     signals.append(Signal("touch", _mtime(paths.activity_file(view.name, "touch"))))
     cpu_path = paths.activity_file(view.name, "cpu")

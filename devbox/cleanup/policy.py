@@ -4,7 +4,8 @@ No I/O here. `cleanup/activity.py` gathers the signals, `host/probe.py` checks a
 work, `commands/sweep.py` runs the whole thing. Rules, in order:
 
 1. a drone with `keep` (label `io.devbox.keep=true`) is never touched;
-2. an open SSH session means active, whatever the clock says;
+2. an open SSH session, or a tmux session with a client attached or using CPU, means active,
+   whatever the clock says;
 3. idle time = now - the newest signal (a drone with no signal at all is kept:
    nothing to measure from is no reason to act);
 4. running and idle longer than `idle_stop`: stop;
@@ -39,10 +40,10 @@ class Action(Enum):
 class Signal:
     """One kind of activity and when it was last seen (None: never)."""
 
-    kind: str  # ssh, broker, cpu, files, touch, started, stopped, created
+    kind: str  # ssh, session, broker, cpu, files, touch, started, stopped, created
     at: datetime | None
     detail: str = ""
-    live: bool = False  # happening now (an open SSH session): always active
+    live: bool = False  # happening now (an open SSH session, a busy tmux session): always active
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,14 @@ DRONE_OPTIONS: tuple[DroneOption, ...] = (
         "services",
     ),
     DroneOption(
+        "mosh_ports",
+        str | None,
+        typer.Option(
+            None, "--mosh-ports", help="With --with mosh: publish UDP FIRST-LAST on 127.0.0.1 (default: free)."
+        ),
+        "mosh_ports",
+    ),
+    DroneOption(
         "env",
         list[str],
         typer.Option([], "--env", "-e", help="KEY=VALUE for the drone's environment (repeatable)."),
@@ -614,7 +622,51 @@ def ssh_config(names: list[str] = typer.Argument(None, help="Drones (default: al
     chosen = names or sorted(installed.find_drones(context.paths))
     if not chosen:
         raise DevboxError("no drones yet: devbox create NAME", ExitCode.NOT_FOUND)
-    print(access.ssh_config([_ssh_target(context, name, from_elsewhere=True) for name in chosen]), end="")
+    records = installed.find_drones(context.paths)
+    mosh = tuple(n for n in chosen if n in records and "mosh" in records[n].declared.services)
+    print(access.ssh_config([_ssh_target(context, name, from_elsewhere=True) for name in chosen], mosh), end="")
+
+
+# --- ways in that outlive the connection: `mosh`, `attach`, `sessions` (commands/sessions.py) ---
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def mosh(ctx: typer.Context, name: str = DroneArg) -> None:
+    """mosh into a drone made --with mosh: devbox mosh NAME [-- CMD ARGS...]"""
+    from devbox.commands import sessions
+
+    argv = sessions.mosh_argv(make_context(), name, list(ctx.args))
+    os.environ.update(sessions.utf8_environment(dict(os.environ)))
+    _exec(argv, "the mosh client: apt-get install mosh")
+
+
+@app.command()
+def attach(
+    name: str = DroneArg,
+    session: str | None = typer.Argument(None, help="tmux session (default: main).", show_default=False),
+    over_mosh: bool = typer.Option(False, "--mosh", help="Over mosh instead of SSH (a drone made --with mosh)."),
+) -> None:
+    """Open or re-attach a tmux session in the drone: it runs on when the connection drops."""
+    from devbox.commands import sessions
+
+    argv = sessions.attach_argv(make_context(), name, session, over_mosh)
+    if over_mosh:
+        os.environ.update(sessions.utf8_environment(dict(os.environ)))
+    _exec(argv, "the mosh client: apt-get install mosh" if over_mosh else "the OpenSSH client")
+
+
+@app.command("sessions")
+def sessions_(name: str = DroneArg, as_json: bool = JsonOpt) -> None:
+    """List the drone's tmux sessions: created, clients attached, what runs in each window, busy."""
+    from devbox.commands import sessions
+
+    with _spinner() as progress:
+        progress(f"looking into drone {name}")
+        report = sessions.list_sessions(make_context(), name)
+    if as_json:
+        _print_json(output.sessions_list(report, _now()))
+    else:
+        print(output.sessions_text(report, name, _now()))
 
 
 def _editor(name: str, build: Any, what: str, path: str | None) -> None:

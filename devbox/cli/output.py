@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from devbox.commands.lifecycle import CreateResult, DestroyResult
     from devbox.commands.rebuild import RebuildResult
     from devbox.commands.sweep import DroneReport, Report
+    from devbox.drone.sessions import Report as SessionsReport
 
 if TYPE_CHECKING:
     from devbox.commands.brokerstate import BrokerState
@@ -62,6 +63,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "tailnet_name": status.tailnet_name,
         "syncthing": status.syncthing,
         "with": list(status.services),
+        "mosh_ports": "{}-{}".format(*status.mosh_ports) if status.mosh_ports else None,
         "syncthing_device_id": status.syncthing_id,
         "workspace": status.workspace,
         "dotfiles": status.dotfiles,
@@ -177,6 +179,8 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         lines.append(("devcontainer", f"{status.devcontainer}: {outcome}{changed}"))
     if status.services:
         lines.append(("with", ", ".join(status.services)))
+    if status.mosh_ports:
+        lines.append(("mosh", f"UDP 127.0.0.1:{data['mosh_ports']} (devbox mosh {status.name})"))
     if status.syncthing:
         lines.append(("syncthing", status.syncthing_id or "device ID not available (is the drone running?)"))
     if status.broker is not None:
@@ -394,6 +398,43 @@ def audit_text(timeline: Timeline) -> str:
 
 
 # The one way a DevboxError reaches the user (both the parsed and the fast path).
+def sessions_list(report: SessionsReport, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.name,
+            "created": _iso(s.created),
+            "attached": s.attached,
+            "last_activity": _iso(s.activity),
+            "idle_seconds": max(0, int((now - s.activity).total_seconds())),
+            "busy": s.busy,
+            "cpu_seconds": round(s.cpu_seconds, 2),
+            "sample_seconds": s.sample_seconds,
+            "windows": [{"index": w.index, "commands": list(w.commands)} for w in s.windows],
+        }
+        for s in report.sessions
+    ]
+
+
+def sessions_text(report: SessionsReport, name: str, now: datetime) -> str:
+    """One row per session; a session made in the drone by hand may have any name: shown as repr then."""
+    if not report.tmux:
+        return f"drone {name} has no tmux (its image lacks it: see templates/image/CONTRACT.md)"
+    if not report.sessions:
+        return f"no tmux session in drone {name}: devbox attach {name} [SESSION] makes one"
+    rows = [
+        (
+            s.name if s.name.isprintable() else repr(s.name),
+            s.created.strftime("%Y-%m-%d %H:%M"),
+            str(s.attached),
+            "yes" if s.busy else "no",
+            f"{rough_duration(max(0.0, (now - s.activity).total_seconds()))} ago",
+            " ".join(f"{w.index}:{','.join(c if c.isprintable() else repr(c) for c in w.commands)}" for w in s.windows),
+        )
+        for s in report.sessions
+    ]
+    return table(("SESSION", "CREATED", "ATTACHED", "BUSY", "LAST ACTIVITY", "WINDOWS"), rows)
+
+
 def flavour_message(flavor: str, exc: DevboxError) -> str:
     """With `flavor = "zerg"` in the config, a few errors speak the swarm's language first."""
     if flavor != "zerg":

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from devbox import __version__
-from devbox.commands import lifecycle, locks
+from devbox.commands import lifecycle, locks, mosh
 from devbox.commands.progress import ByteProgress, Progress, no_progress
 from devbox.drone.spec import LABEL_KEYS, DroneSpec, declared_fields, label_options
 from devbox.errors import DevboxError, ExitCode
@@ -557,6 +557,8 @@ def restore(
         claimed = {record.declared.ssh_port for record in installed.find_drones(ctx.paths).values()}
         if request.ssh_port in claimed:  # a copy beside its original: a port of its own
             request = replace(request, ssh_port=None)
+        if mosh.claimed_elsewhere(ctx.paths, request.mosh_ports):  # and its own UDP ports
+            request = replace(request, mosh_ports=None)
         progress(f"checking {VOLUME_MEMBER}")
         archive.verify_volume()
         created = False

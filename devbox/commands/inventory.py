@@ -53,6 +53,7 @@ class DroneStatus:
     broker: BrokerState | None = None  # its credential socket and service, asked by `status` only
     keys: list[str] = field(default_factory=list)  # model API keys the host's key proxy sets for it
     egress: str = "open"  # its egress policy (drone/egress.py)
+    mosh_ports: tuple[int, int] | None = None  # --with mosh: its UDP range on 127.0.0.1
 
     def uptime_seconds(self, now: datetime) -> int | None:
         return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
@@ -95,6 +96,7 @@ def status_of(
         ssh_port=declared.ssh_port,
         syncthing=declared.syncthing,
         services=declared.services,
+        mosh_ports=declared.mosh_ports,
         tailnet_name=tailnet_name(record.name, tailnet) if declared.tailscale else None,
         workspace=declared.path,
         dotfiles=declared.dotfiles_url,

@@ -25,7 +25,7 @@ from devbox.commands.progress import Progress, no_progress
 from devbox.commands.tailscale import on_tailnet, resolve_key, retire_key
 from devbox.config import parse_permission
 from devbox.context import Context, host_facts
-from devbox.drone.services import SYNCTHING, validate_services
+from devbox.drone.services import MOSH, SYNCTHING, validate_services
 from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.host import quadlet
@@ -58,6 +58,7 @@ class CreateRequest:
     ssh_port: str | int | None = None
     syncthing: bool | None = None
     services: Sequence[str] = ()  # --with NAME, over the config's [drone] with
+    mosh_ports: str | tuple[int, int] | None = None  # --with mosh: FIRST-LAST; None: a free range (commands/mosh.py)
     env: Sequence[str] = ()
     permissions: Sequence[str] = ()  # NAME=LEVEL over the config's defaults; LEVEL "none" drops one
     idle_stop: str | None = None  # a duration such as 12h; None: the config's [cleanup] idle_stop
@@ -154,6 +155,11 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
     ssh_port = request.ssh_port
     if ssh_port is None:  # on a tailnet too: `devbox ssh` on this server, and a way in if the tailnet is down
         ssh_port = free_ssh_port(ctx.paths)
+    mosh_ports = request.mosh_ports
+    if mosh_ports is None and MOSH in services:
+        from devbox.commands.mosh import free_mosh_ports
+
+        mosh_ports = free_mosh_ports(ctx.paths)
     spec = DroneSpec.build(
         name=request.name,
         repos=list(request.repos),
@@ -165,6 +171,7 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
         ssh_port=ssh_port,
         syncthing=SYNCTHING in services or (defaults.syncthing if request.syncthing is None else request.syncthing),
         services=[name for name in services if name != SYNCTHING],
+        mosh_ports=mosh_ports if MOSH in services else None,
         env=env,
         permissions=permissions,
         idle_stop=request.idle_stop,

@@ -74,11 +74,14 @@ def ssh_config_block(target: SshTarget) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ssh_config(targets: list[SshTarget]) -> str:
+def ssh_config(targets: list[SshTarget], mosh: tuple[str, ...] = ()) -> str:
+    """The blocks; MOSH names the drones made --with mosh (mosh logs in with these blocks too)."""
     header = [
         "# devbox drones: `devbox ssh-config >> ~/.ssh/config`, then `ssh NAME` (VS Code, Zed and JetBrains",
         "# Gateway use these hosts too).",
     ]
+    if mosh:
+        header.append(f"# mosh NAME works with these blocks too for {', '.join(mosh)} (UDP 60000-61000 on the drone).")
     if any(not t.on_tailnet for t in targets):
         header.append("# Drones without a tailnet listen on 127.0.0.1 of this server only: use them from here.")
     return "\n".join(header) + "\n\n" + "\n".join(ssh_config_block(t) for t in targets)

@@ -14,6 +14,7 @@ from devbox.errors import invalid
 from devbox.values import printable
 
 SYNCTHING = "syncthing"  # kept as its own field and label (DroneSpec.syncthing), for older drones
+MOSH = "mosh"  # mosh-server, started over SSH by the client (no daemon); UDP ports in drone/mosh.py
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,10 @@ class Service:
 
 SERVICES: dict[str, Service] = {
     service.name: service
-    for service in (Service(SYNCTHING, "file sync with your other machines (as --with-syncthing)"),)
+    for service in (
+        Service(SYNCTHING, "file sync with your other machines (as --with-syncthing)"),
+        Service(MOSH, "mosh, the shell for flaky links: devbox mosh NAME (UDP ports published like SSH)"),
+    )
 }
 
 

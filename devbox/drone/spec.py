@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from devbox.drone import mosh
 from devbox.drone.egress import OPEN, parse_egress, read_egress
 from devbox.drone.extras import ContainerExtras
 from devbox.drone.services import validate_services
@@ -51,6 +52,7 @@ class DroneSpec:
     ssh_port: int | None = None
     syncthing: bool = False
     services: tuple[str, ...] = ()  # --with NAME: drone/services.py (syncthing is its own field)
+    mosh_ports: tuple[int, int] | None = None  # --with mosh: UDP ports published on 127.0.0.1 (drone/mosh.py)
     env: tuple[tuple[str, str], ...] = field(default=())
     permissions: tuple[tuple[str, str], ...] = ()
     idle_stop: int | None = None  # seconds; None: the config's [cleanup] idle_stop
@@ -86,6 +88,7 @@ class DroneSpec:
         ssh_port: str | int | None = None,
         syncthing: bool = False,
         services: tuple[str, ...] | list[str] = (),
+        mosh_ports: str | tuple[int, int] | None = None,
         env: dict[str, str] | None = None,
         permissions: dict[str, str] | None = None,
         idle_stop: str | None = None,
@@ -141,6 +144,7 @@ class DroneSpec:
             ssh_port=None if ssh_port is None else parse_port(ssh_port),
             syncthing=syncthing,
             services=validate_services(services),
+            mosh_ports=None if mosh_ports is None else mosh.validate_ports(mosh_ports),
             env=env_items,
             permissions=tuple(sorted((permissions or {}).items())) if checked_repos else (),
             idle_stop=None if idle_stop is None else parse_duration(idle_stop),
@@ -283,6 +287,8 @@ LABELS: tuple[Label, ...] = (
     Label("repos", "repos", lambda repos: ",".join(repos), lambda text: tuple(r for r in text.split(",") if r), ()),
     Label("syncthing", "syncthing", _boolean, _is_true, False, "syncthing", _is_true),
     Label("with", "services", _names, _read_names, (), "services", _read_names),
+    # Claimed like ssh-port: restore keeps the range unless another drone holds it (commands/backup.py).
+    Label("mosh-ports", "mosh_ports", mosh.format_ports, mosh.parse_ports, None, "mosh_ports", mosh.parse_ports),
     Label("ssh-port", "ssh_port", _text, _read_optional_int, None, "ssh_port", _read_optional_int),
     # restore gives exactly these permissions (and drops the config's others): lifecycle.request_from_unit
     Label("permissions", "permissions", _permissions, lambda text: tuple(parse_permissions_label(text).items()), ()),

@@ -1,6 +1,6 @@
 """What the idle clean-up looks at and does inside drones, through the podman command.
 
-- in a running drone (`podman exec`): open SSH sessions, the cgroup's CPU time;
+- in a running drone (`podman exec`): open SSH sessions, the cgroup's CPU time, tmux sessions;
 - for a stopped drone (`podman run --rm` of its image with its home volume):
   the git work check and the push to rescue branches;
 - `podman volume inspect` / `export` for the home volume.
@@ -111,6 +111,7 @@ class Probe(Protocol):
     def ssh_host_key(self, container: str) -> str | None: ...  # the drone sshd's public host key line
     def forget_identity(self, volume: str) -> str: ...  # "" or why the drone's node/device/host keys stay
     def tailscale_registered(self, volume: str) -> bool: ...  # the init's marker is in the home volume
+    def tmux_sessions(self, container: str, sample: float) -> str | None: ...  # sessions.sh's output; None: no look
 
 
 def count_ssh_sessions(proc_net_tcp: str, port: int = DRONE_SSH_PORT) -> int:
@@ -210,6 +211,14 @@ class PodmanProbe:
         if result is None or result.returncode != 0:
             return None
         return count_ssh_sessions(result.stdout)
+
+    def tmux_sessions(self, container: str, sample: float) -> str | None:
+        """The drone user's tmux sessions and their processes' CPU over SAMPLE seconds (devbox/drone/sessions.py)."""
+        script = (templates_dir() / "cleanup" / "sessions.sh").read_text(encoding="utf-8")
+        result = self._run("exec", container, "sh", "-c", script, "sessions.sh", f"{sample:g}", timeout=30 + sample)
+        if result is None or result.returncode != 0:
+            return None
+        return result.stdout
 
     def syncthing_id(self, container: str) -> str | None:
         """The image's init knows where Syncthing keeps its config (templates/image/CONTRACT.md)."""

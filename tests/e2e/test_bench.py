@@ -19,17 +19,18 @@ def test_bench_measures_everything(machine, githost, capsys) -> None:
     machine.user("cat > ~/bench/fakeupstream.py", input=fake.read_text())
     result = machine.user(
         "cd ~/bench && /opt/devbox-venv/bin/python bench.py --image localhost/devbox-test:latest "
-        f"--reps {REPS} --sizes {SIZES} --idle-wait 30 --parts startup,create,list,keys,fence,broker --out ~/bench/results.json",
+        f"--reps {REPS} --sizes {SIZES} --idle-wait 30 --parts startup,create,list,keys,fence,broker,mosh --out ~/bench/results.json",
         timeout=3600,
     )
     with capsys.disabled():
         print("\n" + result.stdout)
     data = json.loads(machine.user("cat ~/bench/results.json").stdout)
-    assert set(data) == {"machine", "reps", "startup", "create", "list", "key proxy", "fence", "broker"}
+    assert set(data) == {"machine", "reps", "startup", "create", "list", "key proxy", "fence", "broker", "mosh"}
     keys = data["key proxy"]
     assert keys["small request p99: proxy ms"] >= keys["small request p50: proxy ms"] > 0
     assert keys["100 MB streamed: proxy/direct throughput"] > 0 and keys["small request p50: proxy/direct"] > 0
     assert data["fence"]["fenced / open"] > 0 and data["fence"]["100 MB download, open s"] > 0
+    assert str(data["mosh"]).startswith("skipped: ")  # the test image has no mosh: test_sessions.py measures it
     assert set(data["startup"]) == {"python3 -c pass", "devbox --help", "devbox list (no drones)"}
     assert all(v > 0 for v in data["startup"].values()) and all(v > 0 for v in data["create"].values())
     assert set(data["list"]) == set(SIZES.split(","))

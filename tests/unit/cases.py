@@ -43,6 +43,8 @@ def cases() -> dict[str, DroneSpec]:
             memory="4G",
             ssh_port="2201",
             syncthing=True,
+            services=["mosh"],
+            mosh_ports="60005-60008",
             env={"EDITOR": "vim", "TZ": "Europe/Berlin"},
             permissions={"contents": "write", "pull_requests": "read"},
             **common,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devbox.cli import app as cli
-from devbox.commands import lifecycle
+from devbox.commands import lifecycle, mosh
 from tests.fakes import FakePodman, FakeSystemd, World, fake_paths
 
 
@@ -29,6 +29,7 @@ def world(tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(lifecycle, "port_free", lambda port: True)
     # Nor whether this host has nftables: the fence's check is faked (tests/unit/test_egress.py tries it).
     monkeypatch.setattr("devbox.fence.check.enforcement_problem", lambda: None)
+    monkeypatch.setattr(mosh, "udp_free", lambda port: True)
     monkeypatch.setenv("DEVBOX_CONFIG", str(paths.config_file))
     return w
 

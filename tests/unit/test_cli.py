@@ -398,6 +398,7 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "tailnet_name": None,
         "syncthing": True,
         "with": [],
+        "mosh_ports": None,
         "syncthing_device_id": device_id,
         "workspace": None,
         "dotfiles": None,

@@ -118,13 +118,13 @@ def test_dry_run_reports_and_does_nothing(world: World, capsys) -> None:
     assert out == (
         "devbox cleanup at 2026-11-22 09:00:01 UTC: dry run, nothing done (devbox cleanup --apply acts)\n"
         "idle (running): would stop: idle 1h (last: started), over idle_stop 1h\n"
-        "  signals: ssh: no open session; broker: never; touch: never; cpu: not measured; files: no files;"
+        "  signals: ssh: no open session; session: no tmux session; broker: never; touch: never; cpu: not measured; files: no files;"
         " started: 1h ago; created: 1h ago\n"
         "kept (running): keep: exempt (keep)\n"
-        "  signals: ssh: no open session; broker: never; touch: never; cpu: not measured; files: no files;"
+        "  signals: ssh: no open session; session: no tmux session; broker: never; touch: never; cpu: not measured; files: no files;"
         " started: 1h ago; created: 1h ago\n"
         "ssh (running): keep: active: ssh: 2 open sessions\n"
-        "  signals: ssh: 2 open sessions; broker: never; touch: never; cpu: not measured; files: no files;"
+        "  signals: ssh: 2 open sessions; session: no tmux session; broker: never; touch: never; cpu: not measured; files: no files;"
         " started: 1h ago; created: 1h ago\n"
     )
     assert [c for c in world.systemd.calls[calls:] if c[0] != "states"] == []

@@ -557,3 +557,29 @@ def test_ssh_sessions_get_the_drones_environment_remote_env_and_workspace(drone,
     lines = (drone.home / ".ssh" / "environment").read_text().splitlines()
     assert "APP_ENV=a=b c" in lines and "REMOTE=r v" in lines and "DEVBOX_WORKSPACE=/w/app" in lines
     assert not [line for line in lines if line.split("=", 1)[0] in ("HOME", "PWD", "SHLVL", "UNSET")]
+
+
+# --- mosh (DEVBOX_WITH=mosh): nothing to start, mosh-server must be there for the client's SSH login ---
+
+
+def test_with_mosh_the_init_checks_for_mosh_server_and_says_so(drone):
+    if shutil.which("mosh-server", path="/usr/local/bin:/usr/bin:/bin"):
+        pytest.skip("this host has a real mosh-server on PATH")
+    drone.env["DEVBOX_WITH"] = "containers,mosh"
+    proc = drone.start()
+    drone.ready(proc, "sshd")
+    assert "devbox-drone-init: DEVBOX_WITH names mosh but this image has no mosh-server" in drone.output()
+    assert drone.run("status").stdout.splitlines()[-1] == "mosh=missing"
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 143
+    (drone.bin / "mosh-server").write_text("#!/bin/sh\nexit 0\n")
+    (drone.bin / "mosh-server").chmod(0o755)
+    proc = drone.start()
+    drone.ready(proc, "sshd")
+    assert "mosh (mosh-server over SSH)" in drone.output()[drone.offset :]
+    assert drone.run("status").stdout.splitlines()[-1] == "mosh=available"
+    assert "mosh" not in "".join(c.name for c in drone.calls())  # started by the client's login, not the init
+    drone.env["DEVBOX_WITH"] = "mosher"
+    assert "mosh" not in drone.run("status").stdout
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 143

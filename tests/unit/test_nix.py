@@ -432,7 +432,7 @@ DEBIAN_COMMANDS = {
     "git": {"git"}, "curl": {"curl"}, "gh": {"gh"}, "openssh-server": {"sshd", "ssh-keygen"}, "openssh-client": {"ssh", "ssh-keygen"},
     "tailscale": {"tailscale", "tailscaled"}, "syncthing": {"syncthing"}, "sudo": {"sudo"}, "bash": {"bash", "sh"}, "dash": {"sh"},
     "coreutils": {"env", "wc", "head", "tail", "tr", "mv", "rm", "sleep", "id", "mkdir", "chmod", "cat"}, "findutils": {"find"}, "grep": {"grep"},
-    "sed": {"sed"},
+    "sed": {"sed"}, "tmux": {"tmux"}, "mosh": {"mosh", "mosh-server", "mosh-client"},
 }  # fmt: skip
 BASE_COMMANDS = {
     "sh",

@@ -138,6 +138,8 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
     assert labels == spec.labels()
     env = dict(item.split("=", 1) for item in option_values(argv, "--env"))
     devbox_env = {"DEVBOX_DRONE": spec.name, "DEVBOX_SYNCTHING": "1" if spec.syncthing else "0"}
+    if spec.services:
+        devbox_env |= {"DEVBOX_WITH": ",".join(spec.services)}
     if spec.repos:
         devbox_env |= {"DEVBOX_REPOS": ",".join(spec.repos), "DEVBOX_GIT_URL": HOST.git_url}
     if spec.dotfiles_url:
@@ -164,6 +166,8 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
     assert option_values(argv, "--memory") == ([] if spec.memory is None else [spec.memory])
     expected_publish = [f"127.0.0.1:{host}:{port}" for host, port in spec.ports]
     expected_publish += [] if spec.ssh_port is None else [f"127.0.0.1:{spec.ssh_port}:2222"]
+    if spec.mosh_ports:  # the same UDP range on both sides: mosh-server names the port it took
+        expected_publish.append("127.0.0.1:{0}-{1}:{0}-{1}/udp".format(*spec.mosh_ports))
     assert option_values(argv, "--publish") == expected_publish
 
 
