@@ -44,6 +44,7 @@ class FakeSystemd:
 
     def need_daemon_reload(self) -> bool:
         return self.unit_files_outdated or self._unit_files() != self.seen_files
+
     failed: set[str] = field(default_factory=set)  # units in systemd's failed state
 
     def daemon_reload(self) -> None:
@@ -237,6 +238,12 @@ class FakeProbe:
 
     def cpu_usage_usec(self, container: str) -> int | None:
         return self.cpu.get(container)
+
+    inner: dict[str, int] = field(default_factory=dict)  # container -> running containers inside it
+
+    def inner_containers(self, container: str) -> int | None:
+        self.calls.append(f"inner_containers {container}")
+        return self.inner.get(container, 0)
 
     def newest_file(self, volume: str) -> datetime | None:
         return self.files.get(volume)

@@ -14,6 +14,7 @@ from devbox.errors import invalid
 from devbox.values import printable
 
 SYNCTHING = "syncthing"  # kept as its own field and label (DroneSpec.syncthing), for older drones
+CONTAINERS = "containers"  # rootless Podman in the drone (DroneSpec.containers; README "Containers in a drone")
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,10 @@ class Service:
 
 SERVICES: dict[str, Service] = {
     service.name: service
-    for service in (Service(SYNCTHING, "file sync with your other machines (as --with-syncthing)"),)
+    for service in (
+        Service(SYNCTHING, "file sync with your other machines (as --with-syncthing)"),
+        Service(CONTAINERS, "rootless Podman in the drone, with a Docker-compatible socket (docker, docker compose)"),
+    )
 }
 
 

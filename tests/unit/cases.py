@@ -66,6 +66,9 @@ def cases() -> dict[str, DroneSpec]:
             dotfiles_branch="main",
             **common,
         ),
+        "containers": DroneSpec.build(
+            name="inner", repos=[], image="localhost/devbox-drone:latest", services=["containers"], **common
+        ),
         "hostile-env": DroneSpec.build(
             name="x", repos=["acme/demo"], image="localhost/devbox-drone:latest", env=HOSTILE_ENV, **common
         ),
@@ -91,7 +94,6 @@ def golden_cases() -> dict[str, tuple[DroneSpec, HostFacts]]:
     """Every case rendered for Podman 5.4's Quadlet, and those whose units differ for 5.8's."""
     for_5_4 = {name: (spec, HOST) for name, spec in cases().items()}
     return for_5_4 | {"all-options-quadlet-5.8": (cases()["all-options"], HOST_QUADLET_5_8)}
-
 
 
 # --- drones from a repository's devcontainer.json, through the same reading and mapping as create ---
