@@ -113,6 +113,17 @@ def test_backup_says_the_containers_store_is_left_out(world: World, capsys, here
     assert devbox(capsys, "backup", "b", "-o", "y.tar")[2] == ""
 
 
+def test_restore_brings_containers_back(world: World, capsys, here: Path) -> None:
+    make_drone(world, capsys, "a", "--with", "containers")
+    assert devbox(capsys, "backup", "a", "-o", "a.tar")[0] == 0
+    before = (world.paths.quadlet_dir / "drone-a.container").read_text()
+    assert devbox(capsys, "destroy", "a", "--yes")[0] == 0
+    assert devbox(capsys, "restore", str(here / "a.tar"))[0] == 0
+    after = (world.paths.quadlet_dir / "drone-a.container").read_text()
+    for line in ("Environment=DEVBOX_WITH=containers\n", "Volume=drone-a-containers:/var/lib/devbox-containers\n"):
+        assert line in before and line in after
+
+
 def view(running: bool, with_containers: bool) -> DroneView:
     return DroneView("a", running, "drone-a", "drone-a-home", None, None, None, containers=with_containers)
 
