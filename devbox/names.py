@@ -61,6 +61,11 @@ class DroneNames:
         return f"{self.unit}-home"
 
     @property
+    def containers_volume(self) -> str:
+        """The image and container store of Podman inside the drone (--with containers)."""
+        return f"{self.unit}-containers"
+
+    @property
     def hooks_file(self) -> str:
         """The per-drone devcontainer.json (lifecycle hooks) under Paths.drones_dir."""
         return f"{self.drone}/devcontainer.json"

@@ -245,6 +245,12 @@ class FakeProbe:
     def cpu_usage_usec(self, container: str) -> int | None:
         return self.cpu.get(container)
 
+    inner: dict[str, int] = field(default_factory=dict)  # container -> running containers inside it
+
+    def inner_containers(self, container: str) -> int | None:
+        self.calls.append(f"inner_containers {container}")
+        return self.inner.get(container, 0)
+
     def newest_file(self, volume: str) -> datetime | None:
         return self.files.get(volume)
 

@@ -9,6 +9,8 @@
 | touch   | mtime of ~/.local/state/devbox/activity/NAME.touch, written by `devbox touch NAME` |
 | cpu     | the container cgroup's usage_usec against the value kept in NAME.cpu at the last `--apply`;
 |         | more than 1% of one CPU over the interval (and 1 s at least) = active at that check |
+| containers | with --with containers: running containers inside the drone (one conmon each, from the
+|         | drone's /proc); one or more = active now, like an open SSH session |
 | files   | the newest mtime in the home volume (`find` on the host; .git, .cache, .local, node_modules skipped) |
 | started | when the container started (a drone someone just started is in use) |
 | stopped | when drone-NAME.service last stopped (systemd's InactiveEnterTimestamp, else NAME.stopped written by
@@ -48,6 +50,7 @@ class DroneView:
     created: datetime | None
     started: datetime | None
     stopped: datetime | None
+    containers: bool = False  # --with containers: its inner containers count as activity
 
 
 def _mtime(path: Path) -> datetime | None:
@@ -148,6 +151,8 @@ def gather(
     else:
         cpu = Signal("cpu", _when(state.get("active")), "not running")
     signals.append(cpu)
+    if view.containers:
+        signals.append(_containers_signal(view, probe, now))
     files = probe.newest_file(view.volume)
     signals.append(Signal("files", files, "" if files else "no files"))
     if view.running:
@@ -157,6 +162,15 @@ def gather(
         signals.append(Signal("stopped", stopped))
     signals.append(Signal("created", view.created))
     return signals
+
+
+def _containers_signal(view: DroneView, probe: Probe, now: datetime) -> Signal:
+    if not view.running:
+        return Signal("containers", None, "not running")
+    running = probe.inner_containers(view.container)
+    if running:
+        return Signal("containers", now, f"{running} container{'s' if running > 1 else ''} running inside", live=True)
+    return Signal("containers", None, "none running inside" if running == 0 else "could not look")
 
 
 def mark(paths: Paths, name: str, kind: str, when: datetime) -> Path:

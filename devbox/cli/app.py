@@ -480,6 +480,8 @@ def destroy(
     volume = "volume kept" if keep_volume else ("volume removed" if result.volume_removed else "no volume")
     if result.other_volumes:
         volume += f", and {len(result.other_volumes)} of its devcontainer.json's"
+    if result.containers_removed:
+        volume += ", and its containers' store"
     print(f"drone {name} is destroyed ({len(result.removed_files)} files removed, {volume})")
 
 

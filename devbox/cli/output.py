@@ -248,6 +248,7 @@ def destroy_dict(name: str, result: DestroyResult) -> dict[str, Any]:
         "volume_removed": result.volume_removed,
         "volume_kept": result.volume_kept,
         "volumes_removed": result.other_volumes,
+        "containers_store_removed": result.containers_removed,
         "tokens_revoked": result.tokens_revoked,
     }
 

@@ -279,6 +279,11 @@ def backup(
             f"drone {name} has no home volume yet ({volume}: it has never started): nothing to back up",
             ExitCode.NOT_FOUND,
         )
+    if record.declared.containers:
+        notice(
+            f"the containers' store of drone {name} ({names_of(name).containers_volume}: images and containers "
+            "run inside it) is not in the backup: load or build them again after a restore"
+        )
     now = ctx.clock()
     target, spool = _destination(ctx, name, output, stream, now)
     members = [(member, path.read_bytes()) for member, path in unit_members(ctx.paths, name)]

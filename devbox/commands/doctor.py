@@ -244,6 +244,20 @@ def check_fence(host: Host) -> Check:
     )
 
 
+def check_containers(host: Host) -> Check:
+    """--with containers: a warning only, drones without it do not need any of this."""
+    from devbox.drone.containers import TUN, host_problem
+
+    release = (host.read("/proc/sys/kernel/osrelease") or "").strip()
+    problem = host_problem(host.exists(TUN), release)
+    if problem:
+        return Check("containers in drones", "warn", f"--with containers cannot work: {problem}", CONTAINERS_FIX)
+    return Check("containers in drones", "ok", f"{TUN} and Linux {release} (overlay in a user namespace)")
+
+
+CONTAINERS_FIX = "Linux 5.13 or newer with the tun module (modprobe tun), or make drones without --with containers"
+
+
 CHECKS: list[Callable[[Host], Check]] = [
     check_podman,
     check_quadlet,
@@ -253,6 +267,7 @@ CHECKS: list[Callable[[Host], Check]] = [
     check_cgroups,
     check_podman_socket,
     check_brokers,
+    check_containers,
     check_devcontainer_cli,
     check_fence,
 ]

@@ -25,7 +25,8 @@ from devbox.commands.progress import Progress, no_progress
 from devbox.commands.tailscale import on_tailnet, resolve_key, retire_key
 from devbox.config import parse_permission
 from devbox.context import Context, host_facts
-from devbox.drone.services import MOSH, SYNCTHING, validate_services
+from devbox.drone.containers import check_host as check_containers_host
+from devbox.drone.services import CONTAINERS, MOSH, SYNCTHING, validate_services
 from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.host import quadlet
@@ -150,6 +151,8 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
     from devbox.drone.workspace import validate_workspace
 
     services = validate_services([*defaults.services, *request.services])
+    if CONTAINERS in services:
+        check_containers_host()
     tailscale = ctx.config.tailscale
     on_tailnet = tailscale.enabled if request.tailscale is None else request.tailscale
     ssh_port = request.ssh_port
@@ -506,6 +509,7 @@ class DestroyResult:
     volume_removed: bool = False
     volume_kept: bool = False
     other_volumes: list[str] = field(default_factory=list)  # the devcontainer.json's named volumes, removed
+    containers_removed: bool = False  # the inner store's volume (--with containers) was there and is gone
     tokens_revoked: int = 0
     tokens_live: int = 0  # tokens GitHub has not confirmed revoked (remembered, retried later)
 
@@ -594,6 +598,8 @@ def destroy(ctx: Context, name: str, *, keep_volume: bool = False, progress: Pro
         progress(f"removing volume {names.volume}")
         removed = _attempt(failures, f"volume {names.volume}", lambda: ctx.podman.remove_volume(names.volume))
         result.volume_removed = bool(removed)
+        inner = names.containers_volume  # --with containers: the inner store
+        result.containers_removed = bool(_attempt(failures, f"volume {inner}", lambda: ctx.podman.remove_volume(inner)))
         for volume in devcontainer_volumes(record):
             if _attempt(failures, f"volume {volume}", functools.partial(ctx.podman.remove_volume, volume)):
                 result.other_volumes.append(volume)

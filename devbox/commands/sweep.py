@@ -98,6 +98,7 @@ def _view(ctx: lifecycle.Context, status: inventory.DroneStatus, record: DroneRe
         created=record.declared.created,
         started=(status.started or now) if running else None,
         stopped=None if running else ctx.systemd.inactive_since(names_of(status.name).service),
+        containers=record.declared.containers,
     )
 
 

@@ -15,6 +15,7 @@ from devbox.values import printable
 
 SYNCTHING = "syncthing"  # kept as its own field and label (DroneSpec.syncthing), for older drones
 MOSH = "mosh"  # mosh-server, started over SSH by the client (no daemon); UDP ports in drone/mosh.py
+CONTAINERS = "containers"  # rootless Podman in the drone (DroneSpec.containers; README "Containers in a drone")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ SERVICES: dict[str, Service] = {
     for service in (
         Service(SYNCTHING, "file sync with your other machines (as --with-syncthing)"),
         Service(MOSH, "mosh, the shell for flaky links: devbox mosh NAME (UDP ports published like SSH)"),
+        Service(CONTAINERS, "rootless Podman in the drone, with a Docker-compatible socket (docker, docker compose)"),
     )
 }
 

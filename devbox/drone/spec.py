@@ -14,7 +14,7 @@ from typing import Any
 from devbox.drone import mosh
 from devbox.drone.egress import OPEN, parse_egress, read_egress
 from devbox.drone.extras import ContainerExtras
-from devbox.drone.services import validate_services
+from devbox.drone.services import CONTAINERS, validate_services
 from devbox.errors import DevboxError, invalid
 from devbox.names import LABEL_PREFIX, DroneNames, names_of
 from devbox.values import (
@@ -176,6 +176,11 @@ class DroneSpec:
     def names(self) -> DroneNames:
         """The unit, container, volume, secret and socket names (devbox/names.py)."""
         return names_of(self.name)
+
+    @property
+    def containers(self) -> bool:
+        """--with containers: rootless Podman in the drone (the unit's extra settings, its store volume)."""
+        return CONTAINERS in self.services
 
     def labels(self) -> dict[str, str]:
         """Everything devbox reads back from the unit file later (the LABELS table)."""

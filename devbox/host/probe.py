@@ -101,6 +101,7 @@ class PushResult:
 class Probe(Protocol):
     def ssh_sessions(self, container: str) -> int | None: ...  # None: could not tell
     def cpu_usage_usec(self, container: str) -> int | None: ...
+    def inner_containers(self, container: str) -> int | None: ...  # running containers inside (--with containers)
     def newest_file(self, volume: str) -> datetime | None: ...  # newest mtime in the volume (SKIP_DIRS skipped)
     def check_work(self, image: str, mounts: Mounts) -> WorkCheck: ...
     def push_rescue(self, image: str, mounts: Mounts, branch: str, repos: Sequence[str]) -> PushResult: ...
@@ -131,6 +132,11 @@ def count_ssh_sessions(proc_net_tcp: str, port: int = DRONE_SSH_PORT) -> int:
 
 
 _DEVICE_ID = re.compile(r"[A-Z2-7]{7}(-[A-Z2-7]{7}){7}")
+
+
+def count_inner_containers(comm_lines: str) -> int:
+    """Running containers inside a drone: each has one conmon, from the /proc/PID/comm lines of the drone."""
+    return sum(1 for line in comm_lines.splitlines() if line.strip() == "conmon")
 
 
 def parse_device_id(text: str) -> str | None:
@@ -219,6 +225,12 @@ class PodmanProbe:
         if result is None or result.returncode != 0:
             return None
         return result.stdout
+
+    def inner_containers(self, container: str) -> int | None:
+        result = self._run("exec", container, "sh", "-c", "cat /proc/[0-9]*/comm 2>/dev/null; true")
+        if result is None or result.returncode != 0:
+            return None
+        return count_inner_containers(result.stdout)
 
     def syncthing_id(self, container: str) -> str | None:
         """The image's init knows where Syncthing keeps its config (templates/image/CONTRACT.md)."""

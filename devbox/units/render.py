@@ -242,7 +242,7 @@ def authorized_keys_file(name: str) -> str:
     return f"{name}/authorized_keys"
 
 
-DRONE_TOOLS = ("git-credential-devbox", "gh", "clone-repos", "dotfiles", "key-forward")
+DRONE_TOOLS = ("git-credential-devbox", "gh", "clone-repos", "dotfiles", "key-forward", "no-containers")
 
 
 def render_drone_tools(git_url: str, identity: GitIdentity | None = None) -> list[RenderedFile]:

@@ -78,6 +78,9 @@ def cases() -> dict[str, DroneSpec]:
             egress="allow:api.anthropic.com:443,pypi.org,[2001:db8::1]:8443,203.0.113.7",
             **common,
         ),
+        "containers": DroneSpec.build(
+            name="inner", repos=[], image="localhost/devbox-drone:latest", services=["containers"], **common
+        ),
         "hostile-env": DroneSpec.build(
             name="x", repos=["acme/demo"], image="localhost/devbox-drone:latest", env=HOSTILE_ENV, **common
         ),

@@ -486,7 +486,15 @@ def test_create_with_a_github_app(world: World, capsys, monkeypatch) -> None:
     assert "Label=io.devbox.permissions=contents:write,issues:read\n" in container
     assert "not-a-real-key" not in service + container
     tools = sorted(p.name for p in world.paths.tools_dir.iterdir())
-    assert tools == ["clone-repos", "dotfiles", "gh", "git-credential-devbox", "gitconfig", "key-forward"]
+    assert tools == [
+        "clone-repos",
+        "dotfiles",
+        "gh",
+        "git-credential-devbox",
+        "gitconfig",
+        "key-forward",
+        "no-containers",
+    ]
     assert (world.paths.tools_dir / "gh").stat().st_mode & 0o777 == 0o755
 
 

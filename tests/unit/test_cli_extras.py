@@ -127,6 +127,7 @@ def test_create_and_destroy_json(world: World, capsys) -> None:
         "volume_removed": True,
         "volume_kept": False,
         "volumes_removed": [],
+        "containers_store_removed": False,
         "tokens_revoked": 0,
     }
     assert len(data["removed_files"]) == 6

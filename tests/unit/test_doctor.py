@@ -46,6 +46,8 @@ READY = FakeHost(
         "/etc/subgid": "1000:100000:65536\n",
         "/sys/fs/cgroup/cgroup.controllers": "cpu memory pids",
         CG: "cpu memory pids",
+        "/dev/net/tun": "",
+        "/proc/sys/kernel/osrelease": "6.12.48+deb13-amd64\n",
     },
     Path("/usr/libexec/podman/quadlet"),
 )
@@ -62,6 +64,7 @@ def test_a_ready_host_is_all_green() -> None:
         ("cgroup controllers", "ok"),
         ("podman.socket", "ok"),
         ("credential brokers", "ok"),
+        ("containers in drones", "ok"),
         ("devcontainer builder", "ok"),
         ("network fence", "ok"),
     ]
@@ -106,3 +109,16 @@ def test_the_devcontainer_builder_says_how_to_install_node_and_the_cli() -> None
     [check] = [c for c in doctor.run_checks(node_only) if c.name == "devcontainer builder"]
     assert check.status == "warn" and "(node v20.19.2 is)" in check.detail
     assert check.fix.startswith("npm install -g @devcontainers/cli@0.89.0")
+
+
+def test_containers_in_drones_warn_where_the_kernel_or_the_tun_device_cannot_carry_them() -> None:
+    old_kernel = {**READY.files, "/proc/sys/kernel/osrelease": "5.10.0-30-amd64\n"}
+    no_tun = {k: v for k, v in READY.files.items() if k != "/dev/net/tun"}
+    for files, why in (
+        (old_kernel, "Linux 5.10.0-30-amd64 cannot mount overlay in a user namespace (Linux 5.13 or newer can)"),
+        (no_tun, "/dev/net/tun is missing, which the inner containers' network (pasta) needs"),
+    ):
+        host = FakeHost(READY.commands, files, READY._quadlet)
+        check = {c.name: c for c in doctor.run_checks(host)}["containers in drones"]
+        assert (check.status, check.detail) == ("warn", f"--with containers cannot work: {why}")
+        assert "5.13" in check.fix

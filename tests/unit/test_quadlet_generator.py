@@ -121,19 +121,25 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
     home = extras.home if extras and extras.home else "%h"  # a devcontainer image's remote user's home
     if home != "%h":
         assert f"HOME={home}" in option_values(argv, "--env")
+    inner = [f"drone-{spec.name}-containers:/var/lib/devbox-containers"] if spec.containers else []
+    says_why = [f"{tools}/no-containers:/usr/local/bin/{name}:ro" for name in ("podman", "docker")]
     assert option_values(argv, "-v") == [
         f"drone-{spec.name}-home:{home}",
+        *inner,
         *workspace,
         f"%t/devbox/drones/{spec.name}:/run/devbox",
         f"{tools}:/usr/local/lib/devbox:ro",
         f"{tools}/gitconfig:/etc/gitconfig:ro",
         f"{tools}/gh:/usr/local/bin/gh:ro",
+        *([] if spec.containers else says_why),
         f"{HOST.drones_dir}/{spec.name}/authorized_keys:/etc/devbox/authorized_keys:ro",
         *([f"{HOST.drones_dir}/{spec.name}/devcontainer.json:/etc/devbox/devcontainer.json:ro"] if extras else []),
         *(extras.volumes if extras else ()),
     ]
     assert option_values(argv, "--cap-add") == [cap.lower() for cap in (extras.cap_add if extras else ())]
-    assert option_values(argv, "--security-opt") == list(extras.security_opt if extras else ())
+    inner_opts = ["unmask=/proc/*"] if spec.containers else []
+    assert option_values(argv, "--security-opt") == inner_opts + list(extras.security_opt if extras else ())
+    assert option_values(argv, "--device") == (["/dev/net/tun"] if spec.containers else [])
     labels = dict(label.split("=", 1) for label in option_values(argv, "--label"))
     assert labels == spec.labels()
     env = dict(item.split("=", 1) for item in option_values(argv, "--env"))
