@@ -205,7 +205,7 @@ def githost(machine) -> Iterator[dict[str, str]]:
     )
     write_config(machine, config)
     try:
-        yield {"git_url": git_url, "api": ports["api"]}
+        yield {"git_url": git_url, "api": ports["api"], "config": config}
     finally:
         machine.user("pkill -f githost.py", check=False)
         write_config(machine)

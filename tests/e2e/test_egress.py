@@ -1,5 +1,6 @@
 """The network fence in the real machine: what fenced, allow: and open drones reach, that root in a
-drone cannot lift the fence, that the broker keeps working, and that `devbox egress` keeps the home.
+drone cannot lift the fence, that the broker and the key proxy keep working, and that `devbox egress`
+keeps the home.
 
 Network rule: every address a drone is sent to here is a server this test started, on the machine's
 own address (through host.containers.internal) or inside network namespaces this test creates:
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.helpers import Devbox, wait_for
+from tests.e2e.keyhost import PROXY, key_upstream
 
 NETS = {  # name: (host side, namespace side)
     "inet": ("203.0.113.1", "203.0.113.2"),
@@ -86,15 +88,16 @@ def nets(machine) -> Iterator[dict[str, str]]:
 def box(machine, githost, nets) -> Iterator[Devbox]:
     devbox = Devbox(machine, "systemctl")
     made = []
-    try:
-        for name, egress in (("fen", None), ("opn", "open"), ("alw", f"allow:{nets['inet']}:8080")):
-            args = ["create", name, "--repo", "acme/demo"] + ([] if egress is None else ["--egress", egress])
-            devbox.run(*args)
-            made.append(name)
-        yield devbox
-    finally:
-        for name in made:
-            devbox.run("destroy", name, "--yes", check=False)
+    with key_upstream(machine, githost["config"]):
+        try:
+            for name, egress in (("fen", None), ("opn", "open"), ("alw", f"allow:{nets['inet']}:8080")):
+                args = ["create", name, "--repo", "acme/demo", "--key", "anthropic"]
+                devbox.run(*args, *([] if egress is None else ["--egress", egress]))
+                made.append(name)
+            yield devbox
+        finally:
+            for name in made:
+                devbox.run("destroy", name, "--yes", check=False)
 
 
 def reaches(box: Devbox, drone: str, url: str) -> bool:
@@ -144,6 +147,14 @@ def test_the_broker_and_the_git_remote_work_under_every_policy(box: Devbox, gith
 
 def netns_of(box: Devbox, drone: str) -> str:
     return box.sh(f"podman inspect -f '{{{{.NetworkSettings.SandboxKey}}}}' drone-{drone}").stdout.strip()
+
+
+def test_the_key_proxy_works_under_every_policy(box: Devbox) -> None:
+    """The proxy is on the host, reached through the mounted socket: no policy touches it."""
+    call = f'curl -s -o /dev/null -w "%{{http_code}}" {PROXY}/anthropic/v1/messages -d "{{}}"'
+    for name in ("fen", "opn", "alw"):
+        answered = lambda n=name: in_drone(box, n, call, check=False).stdout == "200"  # noqa: E731
+        wait_for(answered, 60, f"an API call through the key proxy from drone {name}")
 
 
 def test_root_in_the_drone_cannot_lift_the_fence(box: Devbox, nets) -> None:
@@ -209,6 +220,16 @@ def test_blocked_attempts_are_counted_and_recorded(box: Devbox, nets) -> None:
 
     wait_for(recorded, 20, "the egress-blocked event in the journal")
     assert not any(e.get("DEVBOX_DESTINATION", "").startswith("ff02:") for e in blocked_events(box, "alw"))
+    # devbox audit lists it: the watcher runs in the drone's service (Podman starts the hook there),
+    # and from that unit the audit takes only the watcher's events.
+    timeline = box.json("audit", "alw")["events"]
+    seen = [
+        e
+        for e in timeline
+        if e["event"] == "egress-blocked"
+        and (e["details"].get("destination"), e["details"].get("port")) == (nets["lan"], "8081")
+    ]
+    assert seen and seen[0]["source"] == "devbox" and seen[0]["unit"] == "drone-alw.service", timeline
 
 
 def test_changing_the_policy_keeps_the_home(box: Devbox, nets) -> None:

@@ -8,19 +8,16 @@ Every server here listens on the machine's loopback (which the drone cannot reac
 from __future__ import annotations
 
 import json
-import secrets
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import PLAIN_CONFIG, Devbox, secret_places, wait_for, write_config
+from tests.e2e.helpers import PLAIN_CONFIG, Devbox, secret_places, wait_for
+from tests.e2e.keyhost import KEY, OPENAI_KEY, PROXY, key_upstream
 
 HERE = Path(__file__).resolve().parent
-KEY = "sk-ant-e2e-" + secrets.token_hex(16)
-OPENAI_KEY = "sk-openai-e2e-" + secrets.token_hex(16)
-PROXY = "http://127.0.0.3:9119"
 
 
 def in_drone(box: Devbox, drone: str, command: str, check: bool = True, timeout: float = 60):
@@ -28,31 +25,9 @@ def in_drone(box: Devbox, drone: str, command: str, check: bool = True, timeout:
 
 
 @pytest.fixture(scope="module")
-def upstream(machine) -> Iterator[dict[str, str]]:
-    machine.user("rm -rf ~/keyhost && mkdir -p -m 700 ~/keyhost/state")
-    machine.user("cat > ~/keyhost/fakeupstream.py", input=(HERE.parent / "fakeupstream.py").read_text())
-    # The keys go in by stdin, never on a command line.
-    machine.user("umask 077 && cat > ~/keyhost/anthropic.key", input=KEY + "\n")
-    machine.user("umask 077 && cat > ~/keyhost/openai.key", input=OPENAI_KEY + "\n")
-    machine.user(
-        "cd ~/keyhost; nohup /opt/devbox-venv/bin/python fakeupstream.py state x-api-key anthropic.key"
-        " > log 2>&1 < /dev/null & echo $! > pid"
-    )
-    wait_for(lambda: machine.user("test -s ~/keyhost/state/port", check=False).returncode == 0, 60, "the upstream")
-    port = machine.user("cat ~/keyhost/state/port").stdout.strip()
-    config = PLAIN_CONFIG + (
-        f'\n[keys.anthropic]\nsecret = "file:/home/dev/keyhost/anthropic.key"\n'
-        f'upstream = "https://127.0.0.1:{port}/base"\nca_file = "/home/dev/keyhost/state/ca.pem"\n'
-        f'\n[keys.openai]\nsecret = "file:/home/dev/keyhost/openai.key"\n'
-        f'upstream = "https://127.0.0.1:{port}"\nca_file = "/home/dev/keyhost/state/ca.pem"\n'
-        "\n[broker]\nidle_exit = 3\n"
-    )
-    write_config(machine, config)
-    try:
-        yield {"port": port}
-    finally:
-        machine.user("kill $(cat ~/keyhost/pid)", check=False)
-        write_config(machine)
+def upstream(machine) -> Iterator[str]:
+    with key_upstream(machine, PLAIN_CONFIG + "\n[broker]\nidle_exit = 3\n") as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +73,10 @@ def test_the_drone_reaches_its_upstream_through_the_proxy_which_sets_the_key(box
     (event,) = [e for e in events(box, "api-request", "agent") if e.get("DEVBOX_STATUS") == "200"][-1:]
     assert event["DEVBOX_UPSTREAM"] == "anthropic" and event["DEVBOX_PATH"] == "/v1/messages"
     assert event["DEVBOX_METHOD"] == "POST" and int(event["DEVBOX_BYTES"]) > 0 and "DEVBOX_DURATION_MS" in event
+    # devbox audit lists it from the key proxy's own unit, never the key.
+    listed = [e for e in box.json("audit", "agent")["events"] if e["event"] == "api-request"]
+    assert listed and listed[-1]["unit"] == "drone-agent-keys.service" and listed[-1]["source"] == "devbox"
+    assert listed[-1]["details"]["path"] == "/v1/messages" and listed[-1]["details"]["status"] == "200"
 
 
 def test_server_sent_events_reach_the_drone_chunk_by_chunk(box: Devbox, machine) -> None:

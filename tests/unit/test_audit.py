@@ -15,13 +15,23 @@ from devbox.cli import output
 from devbox.commands import audit
 from devbox.errors import DevboxError, ExitCode
 from devbox.host import journal
-from tests.e2e import test_audit as e2e_session
 from tests.fakes import World
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "journal"
-# The e2e test's session, then what it did after: the drone printed an sshd line itself (only ever an
-# ssh-login, marked as the drone's) and was destroyed (a stop).
-RECORDED_SESSION = [*e2e_session.SESSION, ("ssh-login", "drone"), ("drone-stopped", "systemd")]
+# The recording of an earlier version of tests/e2e/test_audit.py's session (before it made an API call
+# and a blocked connection): create and clone, a refused repository, an SSH login, systemctl stop,
+# devbox start; then the drone printed an sshd line itself (only ever an ssh-login, marked as the
+# drone's) and was destroyed (a stop).
+RECORDED_SESSION = [
+    ("drone-started", "systemd"),
+    ("token-minted", "devbox"),
+    ("token-refused", "devbox"),
+    ("ssh-login", "drone"),
+    ("drone-stopped", "systemd"),
+    ("drone-started", "systemd"),
+    ("ssh-login", "drone"),
+    ("drone-stopped", "systemd"),
+]
 UID = 1000
 
 
