@@ -73,13 +73,18 @@ def resolve(host: str, hosts: Mapping[str, list[Address]]) -> list[Address]:
     return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
+
+
 def _url_destination(url: str) -> tuple[str, int] | None:
+    """(host, port) of a URL git fetches from; None for file:// and git@host:path (an scp-like address
+    has no scheme: it is ssh on 22, which a fenced drone reaches on the internet anyway)."""
     try:
         parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
     except ValueError:
         return None
-    return (parts.hostname, port) if parts.hostname else None
+    return (parts.hostname, port) if parts.hostname and port else None
 
 
 def host_addresses() -> tuple[Address, ...]:
@@ -130,9 +135,12 @@ def inputs_for(
     hosts = {"host.containers.internal": [PASTA_HOST], "host.docker.internal": [PASTA_HOST]}
     hosts |= hosts_entries(files.get("/etc/hosts", ""))
     devbox: list[tuple[Address, int]] = []
-    git = _url_destination(env.get("DEVBOX_GIT_URL", ""))
-    if git is not None:
-        devbox += [(address, git[1]) for address in resolve(git[0], hosts)]
+    # What devbox fetches into the drone under every policy: the git remote (through the broker) and the
+    # dotfiles the user named at create.
+    for variable in ("DEVBOX_GIT_URL", "DEVBOX_DOTFILES_URL"):
+        source = _url_destination(env.get(variable, ""))
+        if source is not None:
+            devbox += [(address, source[1]) for address in resolve(source[0], hosts)]
     allowed: list[tuple[Address, int | None]] = []
     if policy.mode == ALLOW:
         for destination in policy.allowed:

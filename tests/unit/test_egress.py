@@ -163,6 +163,22 @@ def test_the_hook_finds_resolvers_the_git_remote_and_allow_hosts_in_the_drones_f
     assert found.allowed == ((A("169.254.1.2"), 8080), (A("203.0.113.7"), None))
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://host.containers.internal:8088/dots.git", ((A("169.254.1.2"), 8088),)),
+        ("https://203.0.113.9/me/dots.git", ((A("203.0.113.9"), 443),)),
+        ("ssh://git@203.0.113.9/me/dots.git", ((A("203.0.113.9"), 22),)),
+        ("git@203.0.113.9:me/dots.git", ()),  # ssh on 22 by an scp-like address: the internet, fenced or not
+        ("file:///home/dev/dots", ()),
+    ],
+)
+def test_the_dotfiles_source_is_reachable_like_the_git_remote(url: str, expected: tuple[object, ...]) -> None:
+    env = {"DEVBOX_GIT_URL": "http://host.containers.internal:3000", "DEVBOX_DOTFILES_URL": url}
+    found = hook.inputs_for(parse_egress("allow:203.0.113.7"), env, {}, reader({}))
+    assert found.devbox == ((A("169.254.1.2"), 3000), *expected)
+
+
 def reader(files: dict[str, str]):
     def read(path: str) -> str:
         if path not in files:
