@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import PLAIN_CONFIG, wait_for, write_config
+from tests.e2e.testnets import drone_test_networks
 
 HERE = Path(__file__).resolve().parent
 MACHINE_SH = HERE / "machine.sh"
@@ -209,3 +210,10 @@ def githost(machine) -> Iterator[dict[str, str]]:
     finally:
         machine.user("pkill -f githost.py", check=False)
         write_config(machine)
+
+
+@pytest.fixture(scope="module")
+def nets(machine) -> Iterator[dict[str, str]]:
+    """tests/e2e/testnets.py's networks: {"inet": address, "lan": address}, servers on PORTS in each."""
+    with drone_test_networks(machine) as addresses:
+        yield addresses

@@ -17,7 +17,7 @@ from tests.e2e.helpers import Devbox, q, wait_for
 
 DRONE_IMAGE = "localhost/devbox-drone:latest"
 INNER_IMAGE = "localhost/devbox-base:trixie"
-FENCED_PORT = 18934  # on the machine's own address, which a fenced drone may not reach
+LAN_PORT = 8080  # a server in tests/e2e/testnets.py's private network, which a fenced drone may not reach
 
 # nspawn blocks keyctl for everything in this machine (tests/e2e/machine.sh): the inner containers
 # too. A later file than the init's own, as a user would override it.
@@ -97,7 +97,7 @@ def client_reached_the_server(box: Devbox) -> bool:
     return "reached-server" in logs.stdout
 
 
-def test_podman_docker_compose_and_builds_run_in_the_drone_and_stay_across_a_restart(box: Devbox) -> None:
+def test_podman_docker_compose_and_builds_run_in_the_drone_and_stay_across_a_restart(box: Devbox, nets) -> None:
     create(box, "inner", "--with", "containers")
     put(box, "inner", "~/.config/containers/containers.conf.d/90-e2e.conf", E2E_CONF)
     restart(box, "inner")  # the API socket's service reads the configuration when it starts
@@ -137,22 +137,16 @@ def test_podman_docker_compose_and_builds_run_in_the_drone_and_stay_across_a_res
     wait_for(lambda: client_reached_the_server(box), 90, "the client to reach the server after the restart")
 
     # The drone's fence holds for its inner containers: their traffic leaves through the drone's network.
-    # The address is the machine's own (nothing leaves this host); the fence refuses it in the drone.
+    # The address is a server in a network namespace of tests/e2e/testnets.py (a private range).
     assert box.json("status", "inner")["egress"] == "fenced"
-    address = box.sh("ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -n1").stdout.strip()
-    assert address, "the machine has no global IPv4 address"
-    tried = ssh(
-        box,
-        "inner",
-        f"podman run --rm {INNER_IMAGE} timeout 5 bash -c 'exec 3<>/dev/tcp/{address}/{FENCED_PORT}'",
-        check=False,
-    )
+    lan = f"{nets['lan']}/{LAN_PORT}"
+    tried = ssh(box, "inner", f"podman run --rm {INNER_IMAGE} timeout 5 bash -c 'exec 3<>/dev/tcp/{lan}'", check=False)
     assert tried.returncode != 0
 
     def blocked() -> bool:
         out = box.sh("journalctl --user -o json --no-pager DEVBOX_EVENT=egress-blocked DEVBOX_DRONE=inner").stdout
         events = [json.loads(line) for line in out.splitlines() if line.strip()]
-        return any((e.get("DEVBOX_DESTINATION"), e.get("DEVBOX_PORT")) == (address, str(FENCED_PORT)) for e in events)
+        return any((e.get("DEVBOX_DESTINATION"), e.get("DEVBOX_PORT")) == (nets["lan"], str(LAN_PORT)) for e in events)
 
     wait_for(blocked, 30, "the fence's egress-blocked event for the inner container's connection")
 
