@@ -50,6 +50,7 @@ rec {
       keys = opt (types.listOf types.str) "[drone] keys: model API keys ([keys.NAME] of the config) every new drone gets.";
       egress = opt types.str "[drone] egress: new drones' network policy: open, fenced (the default) or allow:HOST[:PORT],...";
     };
+    keys = opt (types.attrsOf (types.attrsOf types.str)) "[keys.NAME]: model API keys the key proxy sets, one table each: secret (${reference}), upstream, header, prefix, ... (see the README's Model API keys).";
     github = {
       appId = opt types.str "[github] app_id: the GitHub App's numeric id or client id (Iv...).";
       privateKey = opt types.str "[github] private_key: the App's key as ${reference}.";
@@ -93,6 +94,7 @@ rec {
         max_drones = s.maxDrones;
         flavor = s.flavor;
         drone = clean { inherit (s.drone) image cpus memory syncthing env keys egress; "with" = s.drone."with"; };
+        inherit (s) keys;
         github = clean {
           app_id = s.github.appId;
           private_key = s.github.privateKey;
@@ -132,6 +134,10 @@ rec {
       {
         assertion = refOk s.tailscale.authKey;
         message = "${prefix}.tailscale.authKey must be ${reference}: the Nix store is world-readable.";
+      }
+      {
+        assertion = s.keys == null || builtins.all (key: refOk (key.secret or null)) (builtins.attrValues s.keys);
+        message = "${prefix}.keys.NAME.secret must be ${reference}: the Nix store is world-readable.";
       }
       {
         assertion = (s.github.appId == null) == (s.github.privateKey == null);

@@ -70,6 +70,15 @@ FULL_SETTINGS = {
     },
     "broker": {"idleExit": 300},
     "cleanup": {"idleStop": "4h", "idleDestroy": "30d", "keepTimer": True, "keepVolume": False},
+    "keys": {
+        "anthropic": {"secret": "op://DevBox/anthropic/credential"},
+        "internal": {
+            "secret": "file:/run/secrets/llm.key",
+            "upstream": "https://llm.example.com",
+            "header": "authorization",
+            "prefix": "Bearer ",
+        },
+    },
 }
 
 
@@ -157,7 +166,7 @@ def test_flake_output_names():
 
 
 SETTINGS_OPTIONS = {
-    "maxDrones", "flavor", "extraSettings",
+    "maxDrones", "flavor", "extraSettings", "keys",
     "tailscale.enable", "tailscale.authKey", "tailscale.loginServer", "tailscale.ssh", "tailscale.tailnet",
     "ssh.authorizedKeys", "ssh.defaultKeys",
     "drone.image", "drone.cpus", "drone.memory", "drone.syncthing", "drone.with", "drone.env", "drone.keys", "drone.egress",
@@ -217,6 +226,8 @@ def test_rendered_config_is_accepted_by_devbox():
     }
     assert parsed.github.repo_base_url == "https://git.example.com"
     assert parsed.broker.idle_exit == 300
+    assert sorted(parsed.keys) == ["anthropic", "internal"]
+    assert parsed.keys["internal"].upstream == "https://llm.example.com" and parsed.keys["internal"].prefix == "Bearer "
     assert (parsed.cleanup.idle_stop, parsed.cleanup.idle_destroy, parsed.cleanup.keep_timer) == (
         4 * 3600,
         30 * 86400,
@@ -255,6 +266,7 @@ def test_extra_settings_merge_over_the_options():
         ({"drone": {"env": {"TS_AUTHKEY": "tskey-auth-kXXXX"}}}, "a Tailscale key (tskey-...) is written out"),
         ({"extraSettings": {"github": {"pem": "-----BEGIN PRIVATE KEY-----"}}}, "a PEM key is written out"),
         ({"github": {"appId": "1"}}, "set both appId and privateKey"),
+        ({"keys": {"anthropic": {"secret": "sk-ant-api03-abc"}}}, "keys.NAME.secret must be a secret reference"),
     ],
 )
 @needs_nix
