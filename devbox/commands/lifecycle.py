@@ -30,6 +30,7 @@ from devbox.drone.services import CONTAINERS, MOSH, SYNCTHING, validate_services
 from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.host import quadlet
+from devbox.host.ports import loopback_free
 from devbox.host.systemd import details, journal_lines
 from devbox.names import devcontainer_volume, names_of
 from devbox.paths import Paths
@@ -83,14 +84,7 @@ SSH_PORTS = range(2201, 3000)  # where a drone without a tailnet gets its 127.0.
 
 
 def port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return loopback_free(port)
 
 
 def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] | None = None) -> int:
