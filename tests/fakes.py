@@ -57,6 +57,9 @@ class FakeSystemd:
             if unitfile.is_ours(path.read_text()):
                 name = path.name.removesuffix(".container")
                 self.loaded |= {f"{name}.service", f"{name}-creds.socket", f"{name}-creds.service"}
+        user_units = self.quadlet_dir.parent.parent / "systemd" / "user"
+        if user_units.is_dir():  # the key proxy's socket and service, the clean-up timer: plain unit files
+            self.loaded |= {p.name for p in user_units.iterdir() if p.suffix in (".socket", ".service", ".timer")}
 
     def start(self, unit: str) -> None:
         self.calls.append(("start", unit))

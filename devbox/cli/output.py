@@ -74,12 +74,13 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "killed_for_memory": status.killed_for_memory,
         "broker": None if status.broker is None else broker_dict(status.broker),
         "keys": status.keys,
+        "key_proxy": None if status.key_proxy is None else broker_dict(status.key_proxy),
         "egress": status.egress,
     }
 
 
 def broker_dict(broker: BrokerState) -> dict[str, Any]:
-    """The credential broker's units as systemd reports them, and how to reset them when stuck."""
+    """The credential broker's (or key proxy's) units as systemd reports them, and how to reset them when stuck."""
     return {
         "state": broker.state,
         "socket": _unit_dict(broker.socket),
@@ -185,14 +186,16 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         lines.append(("syncthing", status.syncthing_id or "device ID not available (is the drone running?)"))
     if status.broker is not None:
         lines.extend(broker_lines(status.broker))
+    if status.key_proxy is not None:
+        lines.extend(broker_lines(status.key_proxy))
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
 
 
 def broker_lines(broker: BrokerState) -> list[tuple[str, str]]:
-    lines = [("broker", broker.describe())]
+    lines = [(broker.role, broker.describe())]
     if broker.reset_commands():
-        lines.append(("fix broker", f"find the cause with {broker.journal_command()}, then"))
+        lines.append((f"fix {broker.role}", f"find the cause with {broker.journal_command()}, then"))
         lines.extend(("", command) for command in broker.reset_commands())
     return lines
 

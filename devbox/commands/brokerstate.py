@@ -5,6 +5,9 @@ drone-NAME-creds.service. When the service fails too often in a row, systemd sto
 (the service's Result is start-limit-hit) and takes the socket down with it (the socket's Result
 is service-start-limit-hit): the drone's git and gh get no tokens until someone resets both
 units and starts the socket again. `status` and `doctor` say so, with the commands.
+
+A drone with model API keys has a second such pair, its key proxy (drone-NAME-keys.socket and
+.service): the same states, told with the same words.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ START_LIMIT_RESULTS = ("start-limit-hit", "service-start-limit-hit", "trigger-li
 class BrokerState:
     socket: UnitState
     service: UnitState
+    role: str = "broker"  # what the pair is, in `status` and `doctor`: broker or key proxy
 
     @property
     def state(self) -> str:
@@ -65,10 +69,10 @@ class BrokerState:
         text = {
             "missing": f"{self.socket.name} is not loaded",
             "stopped": "stopped (it starts with the drone)",
-            "listening": "listening (the broker starts on the first request)",
+            "listening": f"listening (the {self.role} starts on the first request)",
             "running": "running",
             "failed": f"{self.socket.name} failed ({self.socket.result or 'no result'})",
-            "start-limit-hit": "start limit hit: the broker failed too often and systemd no longer starts it",
+            "start-limit-hit": f"start limit hit: the {self.role} failed too often and systemd no longer starts it",
         }[self.state]
         if self.state in ("listening", "running", "start-limit-hit") and self.last_failure:
             text += f"; its last run failed ({self.last_failure})"
@@ -83,8 +87,21 @@ def broker_units(name: str) -> tuple[str, str]:
     return names.creds_socket, names.creds_service
 
 
+def key_proxy_units(name: str) -> tuple[str, str]:
+    names = names_of(name)
+    return names.keys_socket, names.keys_service
+
+
 def broker_state(states: dict[str, UnitState], name: str) -> BrokerState:
-    socket, service = broker_units(name)
+    return _pair_state(states, broker_units(name), "broker")
+
+
+def key_proxy_state(states: dict[str, UnitState], name: str) -> BrokerState:
+    return _pair_state(states, key_proxy_units(name), "key proxy")
+
+
+def _pair_state(states: dict[str, UnitState], units: tuple[str, str], role: str) -> BrokerState:
+    socket, service = units
     return BrokerState(
-        states.get(socket) or UnitState.missing(socket), states.get(service) or UnitState.missing(service)
+        states.get(socket) or UnitState.missing(socket), states.get(service) or UnitState.missing(service), role
     )

@@ -68,6 +68,13 @@ class Host:
 
         return sorted(find_drones(Paths.from_env()))
 
+    def drones_with_keys(self) -> list[str]:
+        """The drones with model API keys: each has a key proxy's socket and service."""
+        from devbox.paths import Paths
+        from devbox.units.installed import find_drones
+
+        return sorted(name for name, record in find_drones(Paths.from_env()).items() if record.declared.keys)
+
 
 def check_podman(host: Host) -> Check:
     code, out = host.run(["podman", "--version"])
@@ -180,24 +187,32 @@ def check_podman_socket(host: Host) -> Check:
 
 
 def check_brokers(host: Host) -> Check:
-    """Each drone's credential socket and broker, as `systemctl show` reports them."""
-    from devbox.commands.brokerstate import broker_state, broker_units
+    """Each drone's credential socket and broker, and its key proxy's when it has model API keys,
+    as `systemctl show` reports them."""
+    from devbox.commands.brokerstate import broker_state, broker_units, key_proxy_state, key_proxy_units
     from devbox.host.systemd import SystemctlSystemd, parse_show
 
     names = host.drone_names()
     if not names:
         return Check("credential brokers", "ok", "no drones yet")
+    with_keys = host.drones_with_keys()
     units = [unit for name in names for unit in broker_units(name)]
+    units += [unit for name in with_keys for unit in key_proxy_units(name)]
     code, out = host.run(
         ["systemctl", "--user", "show", "--timestamp=unix", f"--property={SystemctlSystemd.PROPERTIES}", "--", *units]
     )
     if code != 0:
         return Check("credential brokers", "warn", f"systemctl show failed: {out.splitlines()[-1] if out else code}")
     states = parse_show(out, units)
-    stuck = [(name, broker) for name in names if not (broker := broker_state(states, name)).healthy]
+    pairs = [(name, pair) for name in names for pair in (broker_state(states, name), key_proxy_state(states, name))]
+    stuck = [
+        (name, pair)
+        for name, pair in pairs
+        if not pair.healthy and not (pair.role != "broker" and pair.state == "missing")
+    ]
     if not stuck:
         return Check("credential brokers", "ok", f"{len(names)} drone(s): none failed")
-    detail = "; ".join(f"drone {name}: {broker.describe()}" for name, broker in stuck)
+    detail = "; ".join(f"drone {name}'s {broker.role}: {broker.describe()}" for name, broker in stuck)
     fixes = [
         f"find the cause with {broker.journal_command()}, then " + " && ".join(broker.reset_commands())
         for _, broker in stuck

@@ -52,6 +52,7 @@ class DroneStatus:
     killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
     broker: BrokerState | None = None  # its credential socket and service, asked by `status` only
     keys: list[str] = field(default_factory=list)  # model API keys the host's key proxy sets for it
+    key_proxy: BrokerState | None = None  # with keys: the key proxy's socket and service, asked by `status` only
     egress: str = "open"  # its egress policy (drone/egress.py)
     mosh_ports: tuple[int, int] | None = None  # --with mosh: its UDP range on 127.0.0.1
 

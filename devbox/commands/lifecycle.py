@@ -19,7 +19,7 @@ from devbox import __version__
 from devbox.cleanup import activity, timer
 from devbox.commands import locks
 from devbox.commands.apikeys import drone_keys, install_keys, without_key_env
-from devbox.commands.brokerstate import broker_state, broker_units
+from devbox.commands.brokerstate import broker_state, broker_units, key_proxy_state, key_proxy_units
 from devbox.commands.inventory import DroneStatus, status_of
 from devbox.commands.progress import Progress, no_progress
 from devbox.commands.tailscale import on_tailnet, resolve_key, retire_key
@@ -456,23 +456,26 @@ def _ensure_autostart(ctx: Context, record: DroneRecord) -> None:
         ctx.systemd.daemon_reload()
 
 
-def _reset_broker(ctx: Context, name: str, progress: Progress) -> None:
-    """A broker systemd gave up on (failed, start limit hit) gets a fresh start with its drone:
-    the drone only Wants= the socket, so without this it would start with no tokens."""
-    units = broker_units(name)
-    broker = broker_state(ctx.systemd.states(units), name)
-    if broker.healthy or broker.state == "missing":
-        return
-    progress(f"the credential broker was {broker.state}: resetting it")
-    for unit in units:
-        ctx.systemd.reset_failed(unit)
+def _reset_broker(ctx: Context, record: DroneRecord, progress: Progress) -> None:
+    """A broker (or key proxy) systemd gave up on (failed, start limit hit) gets a fresh start with
+    its drone: the drone only Wants= the socket, so without this it would start with no tokens."""
+    pairs = [(broker_units(record.name), broker_state, "credential broker")]
+    if record.declared.keys:
+        pairs.append((key_proxy_units(record.name), key_proxy_state, "key proxy"))
+    for units, state_of, what in pairs:
+        pair = state_of(ctx.systemd.states(units), record.name)
+        if pair.healthy or pair.state == "missing":
+            continue
+        progress(f"the {what} was {pair.state}: resetting it")
+        for unit in units:
+            ctx.systemd.reset_failed(unit)
 
 
 @locks.locked
 def start(ctx: Context, name: str, progress: Progress = no_progress) -> None:
     record = require_drone(ctx.paths, name)
     _ensure_autostart(ctx, record)
-    _reset_broker(ctx, name, progress)
+    _reset_broker(ctx, record, progress)
     retire_key(ctx, record, progress)  # before the start: a registered drone starts without its auth key
     progress(f"starting {names_of(name).service}")
     start_or_explain(ctx, names_of(name).service)
@@ -501,7 +504,7 @@ def restart(ctx: Context, name: str, progress: Progress = no_progress, *, keep_k
     _ensure_autostart(ctx, record)
     if not keep_key:
         retire_key(ctx, record, progress)
-    _reset_broker(ctx, name, progress)
+    _reset_broker(ctx, record, progress)
     progress(f"restarting {names_of(name).service}")
     start_or_explain(ctx, names_of(name).service, ctx.systemd.restart)
 
@@ -673,6 +676,9 @@ def status(ctx: Context, name: str) -> DroneStatus:
     volume_exists = ctx.podman.volume_exists(names_of(name).volume)
     result = status_of(record, unit, container, volume_exists, ctx.config.tailscale.tailnet)
     result = replace(result, broker=broker_state({u: details(ctx.systemd, u) for u in broker_units(name)}, name))
+    if result.keys:
+        proxy = key_proxy_state({u: details(ctx.systemd, u) for u in key_proxy_units(name)}, name)
+        result = replace(result, key_proxy=proxy)
     if result.state == "running":
         if result.syncthing:
             result = replace(result, syncthing_id=ctx.probe.syncthing_id(names_of(name).container))

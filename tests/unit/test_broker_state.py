@@ -141,7 +141,7 @@ def host_with(recorded: str | None) -> FakeHost:
 def test_doctor_fails_on_a_start_limit_hit_and_gives_the_reset() -> None:
     check = {c.name: c for c in doctor.run_checks(host_with(START_LIMIT_HIT))}["credential brokers"]
     assert check.status == "fail"
-    assert "drone probe: start limit hit" in check.detail
+    assert "drone probe's broker: start limit hit" in check.detail
     assert check.fix == "find the cause with journalctl --user -u drone-probe-creds.service, then " + " && ".join(RESET)
 
 
@@ -150,6 +150,43 @@ def test_doctor_is_content_with_listening_brokers_and_says_when_it_cannot_ask() 
     assert (check.status, check.detail) == ("ok", "1 drone(s): none failed")
     check = {c.name: c for c in doctor.run_checks(host_with(None))}["credential brokers"]
     assert check.status == "warn" and "systemctl show failed" in check.detail
+
+
+def test_doctor_tells_a_key_proxy_systemd_gave_up_on_beside_a_listening_broker() -> None:
+    keys = START_LIMIT_HIT.replace("creds", "keys")
+    host = host_with(None)
+    host.commands[SHOW.replace("creds.service", "creds.service drone-probe-keys.socket drone-probe-keys.service")] = (
+        0,
+        LISTENING + "\n" + keys,
+    )
+    host.drones_with_keys = lambda: ["probe"]  # type: ignore[method-assign]
+    check = {c.name: c for c in doctor.run_checks(host)}["credential brokers"]
+    assert check.status == "fail"
+    assert check.detail == (
+        "drone probe's key proxy: start limit hit: the key proxy failed too often and systemd no longer starts it; "
+        "its last run failed (exit-code)"
+    )
+    assert check.fix.startswith("find the cause with journalctl --user -u drone-probe-keys.service, then ")
+
+
+def test_status_and_start_know_the_key_proxy_of_a_drone_with_keys(world: World, capsys, monkeypatch) -> None:
+    from tests.unit.test_apikeys import KEY, write_config
+
+    monkeypatch.setenv("ANTHROPIC_KEY", KEY)
+    write_config(world, '[keys.anthropic]\nsecret = "env:ANTHROPIC_KEY"\n')
+    assert devbox(capsys, "create", "probe", "--key", "anthropic", "--no-devcontainer")[0] == 0
+    socket, service = "drone-probe-keys.socket", "drone-probe-keys.service"
+    world.systemd.failed |= {socket, service}
+    world.systemd.results |= {socket: "service-start-limit-hit", service: "exit-code"}
+    status = json.loads(devbox(capsys, "status", "probe", "--json")[1])
+    assert status["key_proxy"]["state"] == "start-limit-hit"
+    assert status["key_proxy"]["reset"][0] == f"systemctl --user reset-failed {socket} {service}"
+    assert status["broker"]["state"] != "start-limit-hit"
+    text = devbox(capsys, "status", "probe")[1]
+    assert "key proxy" in text and "fix key proxy" in text
+    world.systemd.calls.clear()
+    assert devbox(capsys, "start", "probe")[0] == 0
+    assert [unit for call, unit in world.systemd.calls if call == "reset-failed"] == [socket, service]
 
 
 @pytest.mark.parametrize("command", ["start", "restart"])

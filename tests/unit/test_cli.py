@@ -424,6 +424,7 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
             "reset": [],
         },
         "keys": [],
+        "key_proxy": None,
         "egress": "fenced",  # new drones are fenced by default
     }
     text = devbox(capsys, "status", "alpha")[1]

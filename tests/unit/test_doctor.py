@@ -25,6 +25,9 @@ class FakeHost(doctor.Host):
     def drone_names(self) -> list[str]:
         return []
 
+    def drones_with_keys(self) -> list[str]:
+        return []
+
     fence = None  # what enforcement_problem() would say
 
     def fence_problem(self) -> str | None:
