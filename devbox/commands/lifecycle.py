@@ -679,7 +679,7 @@ def status(ctx: Context, name: str) -> DroneStatus:
     if result.devcontainer:
         from devbox.commands.devcontainer import changed_since_build
 
-        result = replace(result, devcontainer_changed=changed_since_build(record.declared))
+        result = replace(result, devcontainer_changed=changed_since_build(record.declared, ctx.paths.compose_dir))
     return result
 
 
