@@ -191,7 +191,7 @@ class _Reader:
             node = loader.get_single_node()
             if node is None:
                 return {}
-            return self.walk(loader, node, ())
+            return self.walk(loader, node, (), None)
         except yaml.MarkedYAMLError as exc:
             raise self.fail(exc.problem_mark, f"not valid YAML: {exc.problem}") from None
         except yaml.YAMLError as exc:
@@ -199,11 +199,12 @@ class _Reader:
         finally:
             loader.dispose()
 
-    def walk(self, loader: yaml.SafeLoader, node: yaml.Node, path: JsonPath) -> Any:
+    def walk(self, loader: yaml.SafeLoader, node: yaml.Node, path: JsonPath, line: int | None) -> Any:
+        """NODE as a value; its line is LINE (its key's, for a mapping's value) or its own."""
         self.count += 1
         if self.count > MAX_NODES or len(path) > MAX_DEPTH:
             raise self.fail(node.start_mark, "too large or too deep for a compose file (aliases?)")
-        self.origins[path] = (self.file, node.start_mark.line + 1)
+        self.origins[path] = (self.file, line or node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             loader.flatten_mapping(node)  # `<<: *anchor` merge keys
             found: dict[str, Any] = {}
@@ -211,10 +212,10 @@ class _Reader:
                 key = loader.construct_object(key_node)
                 if not isinstance(key, str | int) or isinstance(key, bool):
                     raise self.fail(key_node.start_mark, "a mapping key must be a string")
-                found[str(key)] = self.walk(loader, value_node, (*path, str(key)))
+                found[str(key)] = self.walk(loader, value_node, (*path, str(key)), key_node.start_mark.line + 1)
             return found
         if isinstance(node, yaml.SequenceNode):
-            return [self.walk(loader, item, (*path, index)) for index, item in enumerate(node.value)]
+            return [self.walk(loader, item, (*path, index), None) for index, item in enumerate(node.value)]
         value = loader.construct_object(node)
         if isinstance(value, str):
             return _interpolate(value, lambda: f"{self.file}:{node.start_mark.line + 1}", self.notes)
@@ -245,13 +246,19 @@ def load_files(files: list[Path], notes: list[str]) -> ComposeDocument:
             raise invalid(f"{file}: not UTF-8 text") from None
         except OSError as exc:
             raise invalid(f"cannot read {file}: {exc.strerror}") from None
-        reader = _Reader(file, notes)
-        loaded = reader.load(text)
-        if not isinstance(loaded, dict):
-            raise invalid(f"{file}:1: a compose file holds one mapping")
-        value = _merge(value, loaded)
-        origins.update(reader.origins)
+        loaded = parse_text(text, file, notes)
+        value = _merge(value, loaded.value)
+        origins.update(loaded.origins)
     return ComposeDocument(files[0], value, {}, origins)
+
+
+def parse_text(text: str, file: Path, notes: list[str]) -> ComposeDocument:
+    """One compose file's TEXT (read from FILE), with the file and line of every value."""
+    reader = _Reader(file, notes)
+    loaded = reader.load(text)
+    if not isinstance(loaded, dict):
+        raise invalid(f"{file}:1: a compose file holds one mapping")
+    return ComposeDocument(file, loaded, {}, reader.origins)
 
 
 # --- judging services -----------------------------------------------------------------------------
@@ -401,10 +408,13 @@ def _main_build(checker: Checker, workspace: Path, project_dir: Path) -> tuple[d
     context_text = checker.string(("build", "context"), build.get("context", "."))
     try:
         context = inside(workspace, project_dir / context_text, "the build context")
-        dockerfile_text = checker.string(("build", "dockerfile"), build.get("dockerfile", "Dockerfile"))
+    except DevboxError as exc:
+        raise checker.refuse(("build", "context"), exc.message) from None
+    dockerfile_text = checker.string(("build", "dockerfile"), build.get("dockerfile", "Dockerfile"))
+    try:
         dockerfile = inside(workspace, context / dockerfile_text, "the Dockerfile")
     except DevboxError as exc:
-        raise checker.refuse(("build",), exc.message) from None
+        raise checker.refuse(("build", "dockerfile"), exc.message) from None
     scratch: dict[str, Any] = {"dockerfile": str(dockerfile), "context": str(context)}
     args = build.get("args")
     if args is not None:
@@ -587,17 +597,11 @@ def inner_service(
     return _escape(found)
 
 
-def _names(document: ComposeDocument, path: JsonPath, value: Any, what: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise document.refuse(path, f"{what} must be a list of service names")
-    return list(value)
-
-
 def read(document: Document, workspace: Path, bind_root: Path | None) -> Compose:
-    """The compose files DOCUMENT (a devcontainer.json, variables substituted) names, judged."""
+    """The compose files DOCUMENT (a devcontainer.json, variables substituted) names, judged. BIND_ROOT:
+    the host directory binds may come from (the --path workspace), or None (a --repo drone: no binds)."""
     notes: list[str] = []
-    value = document.value
-    files_value = value.get("dockerComposeFile")
+    files_value = document.value.get("dockerComposeFile")
     files_list = files_value if isinstance(files_value, list) else [files_value]
     if not files_list or not all(isinstance(f, str) and f for f in files_list):
         raise document.refuse(("dockerComposeFile",), "dockerComposeFile must be a file name or a list of them")
@@ -611,10 +615,17 @@ def read(document: Document, workspace: Path, bind_root: Path | None) -> Compose
         if not file.is_file():
             raise document.refuse(path, f"the compose file {name} is not there")
         files.append(file)
+    return judge(document, load_files(files, notes), workspace, bind_root, notes)
+
+
+def judge(
+    document: Document, compose: ComposeDocument, workspace: Path, bind_root: Path | None, notes: list[str]
+) -> Compose:
+    """The merged compose files COMPOSE for the devcontainer.json DOCUMENT."""
+    value = document.value
     service = value.get("service")
     if not isinstance(service, str) or not service:
         raise document.refuse(("service",), "a dockerComposeFile configuration needs service: the main service's name")
-    compose = load_files(files, notes)
     for key, why in REFUSED_TOP.items():
         if key in compose.value:
             raise compose.refuse((key,), why)
@@ -631,13 +642,14 @@ def read(document: Document, workspace: Path, bind_root: Path | None) -> Compose
     wanted = value.get("runServices")
     others = [s for s in services if s != service]
     if wanted is not None:
-        listed = _names(compose, (), wanted, "runServices")
-        for name in listed:
+        if not isinstance(wanted, list) or not all(isinstance(v, str) for v in wanted):
+            raise document.refuse(("runServices",), "runServices must be a list of service names")
+        for name in wanted:
             if name not in services:
                 raise document.refuse(
                     ("runServices",), f"runServices names {name!r}, which is not in the compose files"
                 )
-        others = [s for s in others if s in listed]
+        others = [s for s in others if s in wanted]
     volumes_value = compose.value.get("volumes") or {}
     if not isinstance(volumes_value, dict):
         raise compose.refuse(("volumes",), "volumes must be a mapping of names")

@@ -87,7 +87,7 @@ def test_the_main_service_is_the_drone_and_reaches_the_inner_one_by_name(box: De
 
     # The main service's settings: its user, its environment (both files, interpolation), its volume.
     seen = ssh(
-        box, 'id -un; echo "$CACHE_URL|$DEMO_DEFAULT|$FROM_OVERRIDE|$DEMO_CONTAINER_ENV"; ls /workspaces/compose'
+        box, 'id -un; echo "$CACHE_URL|$DEMO_DEFAULT|$FROM_OVERRIDE|$DEMO_CONTAINER_ENV"; ls -A /workspaces/compose'
     )
     lines = seen.stdout.splitlines()
     assert lines[:2] == ["vscode", "git://cache:9418/repo.git|from-the-default|yes|container value"], seen.stdout
