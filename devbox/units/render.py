@@ -286,4 +286,5 @@ def drone_files(name: str) -> list[tuple[Place, str]]:
         (Place.DRONES, fence_hook_file(name)),  # before the others: its hooks.d is then empty and goes with it
         (Place.DRONES, authorized_keys_file(name)),
         (Place.DRONES, names_of(name).hooks_file),
+        (Place.DRONES, names_of(name).compose_file),
     ]

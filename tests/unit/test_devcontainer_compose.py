@@ -267,3 +267,78 @@ def test_host_environment_is_read_only_for_harmless_names(tmp_path: Path, monkey
     assert found.main.env == (("TOKEN", ""), ("ZONE", "Europe/Berlin"))
     assert any("GITHUB_TOKEN} is not read from this host" in note for note in found.notes)
     assert "secret-token" not in repr(found)
+
+
+# --- create, through the command layer (the builder faked: tests/unit/test_devcontainer_create.py) ---
+
+
+def test_create_builds_the_main_service_with_containers_and_writes_the_inner_services(world, capsys) -> None:
+    from tests.unit.test_cli import devbox
+    from tests.unit.test_devcontainer_create import TAG, FakeBuilder
+    from tests.unit.test_devcontainer_create import workspace as dc_workspace
+
+    world.builder = builder = FakeBuilder(metadata=())
+    world.podman.images.add(TAG)
+    root = dc_workspace(
+        world,
+        {
+            ".devcontainer/devcontainer.json": DEVCONTAINER % ('"compose.yaml"', ""),
+            ".devcontainer/compose.yaml": MAIN,
+            ".devcontainer/Dockerfile": "FROM localhost/devbox-base:trixie\n",
+        },
+    )
+    code, out, err = devbox(capsys, "create", "--path", str(root))
+    assert code == 0, err
+    assert "--with containers" in out
+    [source] = builder.built
+    assert source.containers and source.context_dir == root / ".devcontainer"
+    assert source.config_file.parent.parent == world.paths.compose_dir
+    assert json.loads(source.config_file.read_text())["build"]["dockerfile"] == str(root / ".devcontainer/Dockerfile")
+    unit = (world.paths.quadlet_dir / "drone-app.container").read_text()
+    for line in (
+        "Environment=DEVBOX_WITH=containers",
+        "Environment=DATABASE_URL=postgres://db:5432/app",
+        "AddDevice=/dev/net/tun",
+        f"Volume={world.paths.drones_dir}/app/compose.yaml:/etc/devbox/compose.yaml:ro",
+        "AddHost=db:127.0.0.1",
+        "AddHost=redis:127.0.0.1",
+        f"Volume={root}:/workspaces/app",
+        "PublishPort=127.0.0.1:3000:3000",
+    ):
+        assert line + "\n" in unit, line
+    derived = (world.paths.drones_dir / "app/compose.yaml").read_text()
+    assert set(json.loads(derived.split("\n", 1)[1])["services"]) == {"db", "redis"}
+
+    from devbox.host.podman import ContainerInfo
+
+    world.podman.containers["app"] = ContainerInfo(
+        name="drone-app", drone="app", state="running", image=TAG, started_at=None, ports=()
+    )
+    world.systemd.active.add("drone-app.service")
+    world.probe.compose["drone-app"] = "up: db redis"
+    code, out, err = devbox(capsys, "status", "app", "--json")
+    assert code == 0, err
+    assert json.loads(out)["compose_outcome"] == "up: db redis"
+    assert "compose       up: db redis" in devbox(capsys, "status", "app")[1]
+    assert devbox(capsys, "destroy", "app", "--yes")[0] == 0
+    assert not (world.paths.drones_dir / "app").exists()
+
+
+def test_a_refused_compose_file_writes_nothing(world, capsys) -> None:
+    from tests.unit.test_cli import devbox
+    from tests.unit.test_devcontainer_create import FakeBuilder
+    from tests.unit.test_devcontainer_create import workspace as dc_workspace
+
+    world.builder = builder = FakeBuilder(metadata=())
+    root = dc_workspace(
+        world,
+        {
+            ".devcontainer/devcontainer.json": DEVCONTAINER % ('"compose.yaml"', ""),
+            ".devcontainer/compose.yaml": APP + "    privileged: true\n",
+        },
+    )
+    code, _, err = devbox(capsys, "create", "--path", str(root))
+    assert code == ExitCode.INVALID_INPUT
+    [line] = err.strip().splitlines()
+    assert line.endswith(f"{root}/.devcontainer/compose.yaml:4: privileged containers are refused"), line
+    assert builder.built == [] and not (world.paths.quadlet_dir / "drone-app.container").exists()
