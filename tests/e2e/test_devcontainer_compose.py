@@ -96,6 +96,7 @@ def test_the_main_service_is_the_drone_and_reaches_the_inner_one_by_name(box: De
 
     # No registry here: the first `up` cannot get the inner image, and says so.
     wait_for(lambda: compose_outcome(box).startswith("failed:"), 180, "the first compose up to fail")
+    assert box.json("status", DRONE)["compose_outcome"].startswith("failed: docker compose up exited")
     ssh(
         box,
         "mkdir -p ~/.config/containers/containers.conf.d && cat > ~/.config/containers/containers.conf.d/90-e2e.conf",
@@ -106,6 +107,8 @@ def test_the_main_service_is_the_drone_and_reaches_the_inner_one_by_name(box: De
     restart(box)
     wait_for(lambda: compose_outcome(box) == "up: cache", 240, "compose up of the inner service")
     wait_for(lambda: reaches_cache(box), 60, "the main service to reach `cache` by name")
+    assert box.json("status", DRONE)["compose_outcome"] == "up: cache"
+    assert "compose       up: cache" in box.run("status", DRONE).stdout
     running = ssh(box, "podman ps --format '{{.Names}}'").stdout.split()
     assert running == ["devbox-cache-1"], running
 
