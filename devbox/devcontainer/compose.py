@@ -195,7 +195,9 @@ class _Reader:
         except yaml.MarkedYAMLError as exc:
             raise self.fail(exc.problem_mark, f"not valid YAML: {exc.problem}") from None
         except yaml.YAMLError as exc:
-            raise invalid(f"{self.file}: not valid YAML: {exc}") from None
+            raise invalid(f"{self.file}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        except RecursionError:  # PyYAML's composer recurses once per level of nesting
+            raise invalid(f"{self.file}: nested too deeply for a compose file") from None
         finally:
             loader.dispose()
 
@@ -473,8 +475,9 @@ def _healthcheck(checker: Checker, value: Any) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key, item in value.items():
         path: JsonPath = ("healthcheck", key)
-        if key == "test":
-            found[key] = list(_strings(checker, path, item, "a string"))
+        if key == "test":  # a string runs with the container's shell; a list starts with NONE, CMD or CMD-SHELL
+            words = _strings(checker, path, item, "a string")
+            found[key] = words[0] if isinstance(item, str) else list(words)
         elif key in ("interval", "timeout", "start_period", "start_interval"):
             text = checker.string(path, item)
             if not _DURATION.fullmatch(text):
@@ -552,6 +555,10 @@ def inner_service(
             found[key] = _scalar(checker, (key,), service[key])
     if service.get("working_dir") is not None:
         checker.target(("working_dir",), found["working_dir"])
+    if service.get("stop_grace_period") is not None and not _DURATION.fullmatch(found["stop_grace_period"]):
+        raise checker.refuse(
+            ("stop_grace_period",), f"stop_grace_period {found['stop_grace_period']!r} is not a duration"
+        )
     if service.get("stop_signal") is not None:
         signal = checker.string(("stop_signal",), service["stop_signal"])
         if not _SIGNAL.fullmatch(signal):

@@ -204,6 +204,7 @@ APP = "services:\n  app:\n    image: localhost/app:1\n"
         (APP + "  db:\n    command: x\n", 4, "has no image"),
         (APP + "  db:\n    image: localhost/db:1\n    healthcheck: {interval: soon}\n", 6, "not a duration"),
         (APP + "  db:\n    image: localhost/db:1\n    restart: sometimes\n", 6, "not known"),
+        (APP + "  db:\n    image: localhost/db:1\n    stop_grace_period: later\n", 6, "not a duration"),
         (APP + "  db:\n    image: localhost/db:1\n    environment:\n      - X=${Y:?needed}\n", 7, "must be set"),
         (APP + "  'bad name':\n    image: localhost/db:1\n", 4, "service name"),
         (APP + "secrets:\n  s:\n    file: /etc/shadow\n", 4, "secrets are not supported"),
@@ -257,6 +258,11 @@ def test_aliases_cannot_blow_a_small_file_up(tmp_path: Path) -> None:
         bomb += f"{level}: &{level} [*{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}]\n"
     ws = workspace(tmp_path, {"compose.yaml": APP + bomb})
     assert "too large or too deep" in refusal(ws)
+
+
+def test_nesting_too_deep_for_the_parser_is_refused(tmp_path: Path) -> None:
+    ws = workspace(tmp_path, {"compose.yaml": APP + "x-deep: " + "[" * 20000 + "]" * 20000 + "\n"})
+    assert "nested too deeply" in refusal(ws)
 
 
 def test_host_environment_is_read_only_for_harmless_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
