@@ -32,7 +32,7 @@ import yaml
 
 from devbox.devcontainer.discover import inside
 from devbox.devcontainer.model import Checker, DevcontainerConfig, DevcontainerSource, Mount
-from devbox.devcontainer.read import MAX_DEPTH, MAX_SIZE, Document, JsonPath, host_env
+from devbox.devcontainer.read import MAX_DEPTH, Document, JsonPath, host_env, read_text
 from devbox.errors import DevboxError, invalid
 from devbox.values import parse_port, validate_env_key, validate_image
 
@@ -240,15 +240,7 @@ def load_files(files: list[Path], notes: list[str]) -> ComposeDocument:
     value: Any = {}
     origins: dict[JsonPath, tuple[Path, int]] = {}
     for file in files:
-        try:
-            if file.stat().st_size > MAX_SIZE:
-                raise invalid(f"{file}: larger than {MAX_SIZE // 1024} KiB; not a compose file")
-            text = file.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise invalid(f"{file}: not UTF-8 text") from None
-        except OSError as exc:
-            raise invalid(f"cannot read {file}: {exc.strerror}") from None
-        loaded = parse_text(text, file, notes)
+        loaded = parse_text(read_text(file, "a compose file"), file, notes)
         value = _merge(value, loaded.value)
         origins.update(loaded.origins)
     return ComposeDocument(files[0], value, {}, origins)
