@@ -30,6 +30,7 @@ from devbox.drone.services import CONTAINERS, MOSH, SYNCTHING, validate_services
 from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.host import quadlet
+from devbox.host.ports import loopback_free
 from devbox.host.systemd import details, journal_lines
 from devbox.names import devcontainer_volume, names_of
 from devbox.paths import Paths
@@ -83,14 +84,7 @@ SSH_PORTS = range(2201, 3000)  # where a drone without a tailnet gets its 127.0.
 
 
 def port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return loopback_free(port)
 
 
 def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] | None = None) -> int:
@@ -372,17 +366,27 @@ def _claim_again(
     limit = ctx.config.max_drones
     if limit and len(others) >= limit:
         raise DevboxError(f"the drone limit is reached ({limit}, max_drones in the config)", ExitCode.LIMIT)
-    owners = {r.declared.ssh_port: n for n, r in others.items()}
-    owners |= {host: n for n, r in others.items() for host, _ in r.declared.ports}
-    for host, _ in spec.ports:
-        if host in owners:
-            raise DevboxError(f"port {host} was just claimed by drone {owners[host]}: create again", ExitCode.LIMIT)
+    owners = port_owners(others)
+    refuse_claimed(spec, owners, "create")
     if spec.ssh_port not in owners:
         return spec, planned
     if request.ssh_port is not None:
         raise DevboxError(f"--ssh-port {spec.ssh_port} is drone {owners[spec.ssh_port]}'s", ExitCode.EXISTS)
     spec = replace(spec, ssh_port=free_ssh_port(ctx.paths))
     return spec, install.plan(_new_drone_files(ctx, spec, start), ctx.paths, force=force)
+
+
+def port_owners(drones: dict[str, DroneRecord]) -> dict[int, str]:
+    """The host ports these drones have declared (SSH and published), each with its drone."""
+    owners = {r.declared.ssh_port: n for n, r in drones.items() if r.declared.ssh_port is not None}
+    return owners | {host: n for n, r in drones.items() for host, _ in r.declared.ports}
+
+
+def refuse_claimed(spec: DroneSpec, owners: dict[int, str], verb: str) -> None:
+    """A published port of SPEC that another drone claimed since it was chosen: VERB again."""
+    for host, _ in spec.ports:
+        if host in owners:
+            raise DevboxError(f"port {host} was just claimed by drone {owners[host]}: {verb} again", ExitCode.LIMIT)
 
 
 def _write_private_key(path: Path, text: str) -> None:
