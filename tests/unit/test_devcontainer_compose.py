@@ -348,3 +348,37 @@ def test_a_refused_compose_file_writes_nothing(world, capsys) -> None:
     [line] = err.strip().splitlines()
     assert line.endswith(f"{root}/.devcontainer/compose.yaml:4: privileged containers are refused"), line
     assert builder.built == [] and not (world.paths.quadlet_dir / "drone-app.container").exists()
+
+
+def test_a_dry_run_shows_the_units_and_builds_nothing(world, capsys) -> None:
+    from tests.unit.test_cli import devbox
+    from tests.unit.test_devcontainer_create import FakeBuilder
+    from tests.unit.test_devcontainer_create import workspace as dc_workspace
+
+    world.builder = builder = FakeBuilder(metadata=())
+    root = dc_workspace(
+        world,
+        {
+            ".devcontainer/devcontainer.json": DEVCONTAINER % ('"compose.yaml"', ""),
+            ".devcontainer/compose.yaml": MAIN,
+            ".devcontainer/Dockerfile": "FROM localhost/devbox-base:trixie\n",
+        },
+    )
+    code, out, err = devbox(capsys, "render", "--path", str(root))
+    assert code == 0, err
+    assert "AddHost=db:127.0.0.1" in out and "Environment=DEVBOX_WITH=containers" in out
+    assert builder.built == [] and not (world.paths.quadlet_dir / "drone-app.container").exists()
+
+
+def test_with_containers_a_plain_devcontainer_image_gets_podman_too(world, capsys) -> None:
+    from tests.unit.test_cli import devbox
+    from tests.unit.test_devcontainer_create import TAG, FakeBuilder
+    from tests.unit.test_devcontainer_create import workspace as dc_workspace
+
+    world.builder = builder = FakeBuilder(metadata=())
+    world.podman.images.add(TAG)
+    root = dc_workspace(world)
+    code, _, err = devbox(capsys, "create", "--path", str(root), "--with", "containers")
+    assert code == 0, err
+    [source] = builder.built
+    assert source.containers and source.config_file == root / ".devcontainer/devcontainer.json"
