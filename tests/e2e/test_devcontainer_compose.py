@@ -118,6 +118,17 @@ def test_the_main_service_is_the_drone_and_reaches_the_inner_one_by_name(box: De
     hooks = ["postStart"] * 3
     wait_for(lambda: ssh(box, "cat ~/hooks.log").stdout.splitlines() == hooks, 60, "postStart at every start")
 
+    # A changed inner service: rebuild writes the new compose file and restarts the drone. (The compose
+    # files are in the main service's build context here, so its image is built again too.)
+    override = f"{WS}/.devcontainer/compose.override.yaml"
+    machine.user(f"cat >> {override}", input="  cache:\n    environment:\n      MARK: rebuilt\n")
+    rebuilt = box.json("rebuild", DRONE)
+    assert rebuilt["restarted"] is True, rebuilt
+    wait_for(lambda: compose_outcome(box) == "up: cache", 240, "compose up after the rebuild")
+    env = ssh(box, "podman inspect devbox-cache-1 --format '{{range .Config.Env}}{{println .}}{{end}}'").stdout
+    assert "MARK=rebuilt" in env.split(), env
+    wait_for(lambda: reaches_cache(box), 60, "`cache` after the rebuild")
+
     destroyed = box.run("destroy", DRONE, "--yes").stdout
     assert "its containers' store" in destroyed, destroyed
     assert not box.volume_exists(f"drone-{DRONE}-containers")
