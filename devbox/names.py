@@ -71,6 +71,11 @@ class DroneNames:
         return f"{self.drone}/devcontainer.json"
 
     @property
+    def compose_file(self) -> str:
+        """The inner services of a compose-based devcontainer.json (compose file) under Paths.drones_dir."""
+        return f"{self.drone}/compose.yaml"
+
+    @property
     def tailscale_secret(self) -> str:
         """The Podman secret holding the Tailscale auth key (mounted 0400, never in the environment)."""
         return f"{self.unit}-tailscale-authkey"

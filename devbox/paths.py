@@ -91,6 +91,11 @@ class Paths:
         """Activity records for the clean-up: `broker` (touched on every request), `touch`, `cpu`."""
         return self.state_dir / "activity" / f"{name}.{kind}"
 
+    @property
+    def compose_dir(self) -> Path:
+        """The scratch devcontainer.json files of compose-based configurations (devcontainer/compose.py)."""
+        return self.state_dir / "compose"
+
     def build_dir(self, name: str) -> Path:
         """Where a drone's repository is fetched to build its devcontainer.json (never mounted)."""
         return self.state_dir / "build" / name

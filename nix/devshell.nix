@@ -2,7 +2,7 @@
 { mkShell, python3, ruff, podman, nix, gnumake, git, curl }:
 mkShell {
   packages = [
-    (python3.withPackages (ps: with ps; [ typer jinja2 podman pyjwt cryptography pytest hatchling ]
+    (python3.withPackages (ps: with ps; [ typer jinja2 podman pyjwt cryptography pyyaml types-pyyaml pytest hatchling ]
       ++ ps.pyjwt.optional-dependencies.crypto
       ++ (if ps ? onepassword-sdk then [ ps.onepassword-sdk ] else [ ])))
     ruff

@@ -28,6 +28,7 @@ let
       py.podman
       py.pyjwt
       py.cryptography
+      py.pyyaml
     ] ++ py.pyjwt.optional-dependencies.crypto
     ++ onepassword
     ++ lib.optional withPystemd py.pystemd;

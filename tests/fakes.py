@@ -232,6 +232,11 @@ class FakeProbe:
     def devcontainer_outcome(self, container: str) -> str | None:
         return self.devcontainer.get(container)
 
+    compose: dict[str, str] = field(default_factory=dict)  # container -> the inner services' last `up`
+
+    def compose_outcome(self, container: str) -> str | None:
+        return self.compose.get(container)
+
     def syncthing_id(self, container: str) -> str | None:
         self.calls.append(f"syncthing_id {container}")
         return self.syncthing_ids.get(container)

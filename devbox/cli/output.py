@@ -70,6 +70,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "dotfiles_outcome": status.dotfiles_outcome,
         "devcontainer": status.devcontainer,
         "devcontainer_outcome": status.devcontainer_outcome,
+        "compose_outcome": status.compose_outcome,
         "devcontainer_changed": status.devcontainer_changed,
         "killed_for_memory": status.killed_for_memory,
         "broker": None if status.broker is None else broker_dict(status.broker),
@@ -178,6 +179,8 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         changed = "; changed since its image was built" if status.devcontainer_changed else ""
         outcome = status.devcontainer_outcome or "hooks not run yet"
         lines.append(("devcontainer", f"{status.devcontainer}: {outcome}{changed}"))
+    if status.compose_outcome:
+        lines.append(("compose", status.compose_outcome))
     if status.services:
         lines.append(("with", ", ".join(status.services)))
     if status.mosh_ports:

@@ -18,8 +18,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from devbox.commands.progress import Progress, no_progress
 from devbox.context import Context
-from devbox.devcontainer import discover, fetch, mapping, read, validate
+from devbox.devcontainer import compose, discover, fetch, mapping, read, validate
 from devbox.devcontainer.model import BuiltImage, DevcontainerConfig, DevcontainerSource, ImageBuilder
+from devbox.drone.containers import check_host as check_containers_host
+from devbox.drone.extras import ContainerExtras
+from devbox.drone.services import CONTAINERS, validate_services
 from devbox.drone.spec import DroneSpec
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.units.installed import find_drones
@@ -62,6 +65,7 @@ class Found:
     config: DevcontainerConfig
     container_workspace: str  # where the workspace is in the drone
     fetched: Path | None  # the build directory of a --repo checkout
+    compose: compose.Compose | None = None  # a dockerComposeFile configuration's services
 
 
 def _repo_token(ctx: Context, repo: str) -> tuple[str, Callable[[], None]]:
@@ -133,13 +137,30 @@ def find(ctx: Context, request: CreateRequest, spec: DroneSpec, notes: list[str]
             _discard(fetched)
             return None
         document = _document(spec.name, workspace, relative, container_workspace)
-        config = validate.check(document, workspace if spec.path else None)
-        source = discover.source(workspace, relative, document)
+        config, source, services = _judge(
+            ctx.paths.compose_dir, workspace, relative, document, workspace if spec.path else None
+        )
     except BaseException:
         _discard(fetched)
         raise
     notes += config.notes
-    return Found(relative, source, config, container_workspace, fetched)
+    if services is not None:
+        notes += services.notes
+    return Found(relative, source, config, container_workspace, fetched, services)
+
+
+def _judge(
+    scratch_root: Path, workspace: Path, relative: str, document: read.Document, bind_root: Path | None
+) -> tuple[DevcontainerConfig, DevcontainerSource, compose.Compose | None]:
+    """The configuration, where its build finds its files, and a compose-based one's services."""
+    if not compose.is_compose(document):
+        return validate.check(document, bind_root), discover.source(workspace, relative, document), None
+    services = compose.read(document, workspace, bind_root)
+    config = compose.with_main_service(validate.check(document, bind_root, compose=True), services.main)
+    config_file = discover.inside(workspace, workspace / relative, "the devcontainer.json")
+    text = compose.scratch_config(document, services.main)
+    source = compose.scratch_source(workspace, config_file, services.main, text, scratch_root)
+    return config, source, services
 
 
 def repo_workspace(home: str, repo: str) -> str:
@@ -147,7 +168,7 @@ def repo_workspace(home: str, repo: str) -> str:
     return f"{home}/{repo.split('/', 1)[1]}"
 
 
-def _in_remote_home(spec: DroneSpec, found: Found, home: str | None) -> Found:
+def _in_remote_home(ctx: Context, spec: DroneSpec, found: Found, home: str | None) -> Found:
     """A --repo drone whose home is the image's remote user's: its workspace is there, so the
     configuration's ${containerWorkspaceFolder} is read again with that path."""
     if spec.path or not home or not spec.repos:
@@ -157,7 +178,8 @@ def _in_remote_home(spec: DroneSpec, found: Found, home: str | None) -> Found:
         return found
     workspace = found.source.workspace
     document = _document(spec.name, workspace, found.relative, container_workspace)
-    return replace(found, config=validate.check(document, None), container_workspace=container_workspace)
+    config, _, services = _judge(ctx.paths.compose_dir, workspace, found.relative, document, None)
+    return replace(found, config=config, container_workspace=container_workspace, compose=services)
 
 
 def _document(name: str, workspace: Path, relative: str, container_workspace: str) -> read.Document:
@@ -171,7 +193,7 @@ def _document(name: str, workspace: Path, relative: str, container_workspace: st
     return read.substitute(document, variables)
 
 
-def changed_since_build(declared: DroneSpec) -> bool | None:
+def changed_since_build(declared: DroneSpec, scratch_root: Path) -> bool | None:
     """Whether a --path drone's devcontainer.json (or its build context) changed since its image was
     built; None when that cannot be told here (no devcontainer, a --repo drone, an unreadable file)."""
     from devbox.devcontainer.build import config_changed
@@ -181,7 +203,10 @@ def changed_since_build(declared: DroneSpec) -> bool | None:
     workspace = Path(declared.path)
     try:
         document = _document(declared.name, workspace, declared.devcontainer, declared.path)
-        return config_changed(discover.source(workspace, declared.devcontainer, document), declared.devcontainer_hash)
+        _, source, _ = _judge(scratch_root, workspace, declared.devcontainer, document, workspace)
+        if declared.containers:
+            source = replace(source, containers=True)
+        return config_changed(source, declared.devcontainer_hash)
     except (DevboxError, OSError):
         return None
 
@@ -285,16 +310,23 @@ def apply(
     progress: Progress = no_progress,
     fresh: bool = False,
 ) -> DroneSpec:
-    """SPEC with the devcontainer.json's image, environment, limits, ports, mounts and hooks."""
+    """SPEC with the devcontainer.json's image, environment, limits, ports, mounts and hooks. A compose-based
+    one's drone runs its other services with its own Podman: --with containers comes with it."""
+    if found.compose is not None and not spec.containers:
+        if build:
+            check_containers_host()
+        spec = replace(spec, services=validate_services((*spec.services, CONTAINERS)))
+        notes.append("dockerComposeFile: the drone runs the other services with its own Podman (--with containers)")
+    source = replace(found.source, containers=True) if spec.containers else found.source
     try:
         if build:
             builder: ImageBuilder = ctx.image_builder
-            image = builder.build(found.source, progress, fresh=fresh)
+            image = builder.build(source, progress, fresh=fresh)
         else:
-            image = unbuilt_image(spec.name, found.source)
+            image = unbuilt_image(spec.name, source)
             notes.append(f"image {image.tag}: not built yet (dry run)")
         merged = mapping.merge([*mapping.metadata_configs(image), found.config])
-        moved = _in_remote_home(spec, found, mapping.drone_home(merged, image))
+        moved = _in_remote_home(ctx, spec, found, mapping.drone_home(merged, image))
         if moved is not found:
             found, merged = moved, mapping.merge([*mapping.metadata_configs(image), moved.config])
     except BaseException:
@@ -319,11 +351,20 @@ def apply(
         if image.remote_user is None
         else validate_login_name(image.remote_user, "the image's remote user"),
         ports=allocate_ports(ctx, spec.name, config.ports, [spec.ssh_port or 0], is_free),
-        extras=mapping.extras(
-            spec.name,
-            merged,
-            image,
-            config.workspace_folder if spec.path else None,
-            found.container_workspace,
+        extras=_with_services(
+            mapping.extras(
+                spec.name,
+                merged,
+                image,
+                config.workspace_folder if spec.path else None,
+                found.container_workspace,
+            ),
+            found.compose,
         ),
     )
+
+
+def _with_services(extras: ContainerExtras, services: compose.Compose | None) -> ContainerExtras:
+    if services is None:
+        return extras
+    return replace(extras, compose=services.inner, hosts=services.hosts)

@@ -49,6 +49,7 @@ class DroneStatus:
     devcontainer: str | None = None  # the repository's devcontainer.json the drone is built from
     devcontainer_outcome: str | None = None  # its lifecycle hooks' last run, asked by `status` only
     devcontainer_changed: bool | None = None  # its configuration changed since the build (None: unknown)
+    compose_outcome: str | None = None  # a compose-based one's other services: the init's last `up`, by `status`
     killed_for_memory: bool = False  # its last run ended with the kernel's OOM killer (systemd's Result)
     broker: BrokerState | None = None  # its credential socket and service, asked by `status` only
     keys: list[str] = field(default_factory=list)  # model API keys the host's key proxy sets for it

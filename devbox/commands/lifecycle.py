@@ -686,10 +686,12 @@ def status(ctx: Context, name: str) -> DroneStatus:
             result = replace(result, dotfiles_outcome=ctx.probe.dotfiles_outcome(names_of(name).container))
         if result.devcontainer:
             result = replace(result, devcontainer_outcome=ctx.probe.devcontainer_outcome(names_of(name).container))
+            if record.declared.containers:  # only a compose-based one's init leaves this line
+                result = replace(result, compose_outcome=ctx.probe.compose_outcome(names_of(name).container))
     if result.devcontainer:
         from devbox.commands.devcontainer import changed_since_build
 
-        result = replace(result, devcontainer_changed=changed_since_build(record.declared))
+        result = replace(result, devcontainer_changed=changed_since_build(record.declared, ctx.paths.compose_dir))
     return result
 
 

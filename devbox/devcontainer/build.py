@@ -105,6 +105,8 @@ def _hash_file(digest: Any, path: Path, shown: str) -> None:
 def config_hash(source: DevcontainerSource) -> str:
     """sha256 (hex) of everything the image is built from (see the module's docstring)."""
     digest = hashlib.sha256(f"devbox-devcontainer {HASH_VERSION}\0".encode())
+    if source.containers:  # another contract layer: another image (no change to the hash without it)
+        digest.update(b"containers\0")
     image_dir = templates_dir() / "image"
     for name in CONTRACT_FILES:
         _hash_file(digest, image_dir / name, f"contract/{name}")
@@ -246,7 +248,7 @@ class CliBuilder:
             self._cli_build(source, base, log, progress)
             metadata, image_user = self._inspect(base)
             account = self._account(base, metadata, image_user)
-            self._contract(base, tag, digest, account, log, progress)
+            self._contract(base, tag, digest, account, log, progress, containers=source.containers)
         except BaseException:  # a tag that was there stays: other drones from this config run it
             self._remove_quietly(*((base,) if existed else (tag, base)))
             raise
@@ -297,11 +299,15 @@ class CliBuilder:
             )
         return find_account(out[out.index("passwd:") + 1 :], remote_user_name(metadata, image_user))
 
-    def _contract(self, base: str, tag: str, digest: str, account: Account, log: Path, progress: Progress) -> None:
+    def _contract(
+        self, base: str, tag: str, digest: str, account: Account, log: Path, progress: Progress, *, containers: bool
+    ) -> None:
         context = templates_dir() / "image"
         labels = {HASH_LABEL: digest, **{USER_LABELS[k]: str(v) for k, v in _account_fields(account).items()}}
         argv = [self.podman, "build", "--pull=never", "--build-arg", f"BASE={base}", "--tag", tag]
         argv += ["--build-arg", f"DEVBOX_USER={account.uid}:{account.gid}"]
+        if containers:  # Podman, docker and compose for --with containers (Containerfile.contract)
+            argv += ["--build-arg", "DEVBOX_CONTAINERS=1"]
         argv += [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
         # One commit at the end, not one per instruction: the tag is the cache, and each commit costs
         # about as much as a RUN step (README: Speed).

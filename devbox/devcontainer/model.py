@@ -29,6 +29,7 @@ class DevcontainerSource:
     workspace: Path  # the --path directory, or the repository's checkout on this host
     config_file: Path  # the devcontainer.json, inside workspace
     context_dir: Path  # build.context resolved against the config file's directory, or that directory
+    containers: bool = False  # the contract layer adds Podman for --with containers (and compose drones)
 
 
 @dataclass(frozen=True)

@@ -165,18 +165,22 @@ def parse_jsonc(text: str, file: Path) -> Document:
     return Document(file, value, parser.lines)
 
 
-def load(file: Path) -> Document:
-    """Read FILE (which discovery found inside the workspace) as JSONC."""
+def read_text(file: Path, what: str) -> str:
+    """FILE's text (UTF-8, at most MAX_SIZE), or one line saying why not; WHAT names what it should be."""
     try:
         size = file.stat().st_size
         if size > MAX_SIZE:
-            raise invalid(f"{file}: larger than {MAX_SIZE // 1024} KiB; not a devcontainer.json")
-        text = file.read_bytes().decode("utf-8")
+            raise invalid(f"{file}: larger than {MAX_SIZE // 1024} KiB; not {what}")
+        return file.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise invalid(f"{file}: not UTF-8 text") from None
     except OSError as exc:
         raise invalid(f"cannot read {file}: {exc.strerror}") from None
-    return parse_jsonc(text, file)
+
+
+def load(file: Path) -> Document:
+    """Read FILE (which discovery found inside the workspace) as JSONC."""
+    return parse_jsonc(read_text(file, "a devcontainer.json"), file)
 
 
 # --- variables -----------------------------------------------------------------------------------

@@ -25,12 +25,12 @@ def _check_every_string(checker: Checker, value: Any, path: JsonPath) -> None:
             _check_every_string(checker, item, (*path, key))
 
 
-def _refuse_up_front(checker: Checker) -> None:
+def _refuse_up_front(checker: Checker, compose: bool) -> None:
     """What a devcontainer.json may never ask for: one line each."""
     if checker.get("privileged") is True:
         raise checker.refuse(("privileged",), "privileged containers are refused")
-    if checker.get("dockerComposeFile") is not None:
-        raise checker.refuse(("dockerComposeFile",), "docker compose configurations are not supported (yet)")
+    if checker.get("dockerComposeFile") is not None and not compose:
+        raise checker.refuse(("dockerComposeFile",), "docker compose configurations are taken from a workspace only")
     _check_every_string(checker, checker.doc.value, ())
     for key in sorted(set(checker.doc.value) - KNOWN_KEYS):
         checker.notes.append(f"{checker.doc.where((key,))}: {key} is not used by devbox")
@@ -39,10 +39,11 @@ def _refuse_up_front(checker: Checker) -> None:
         checker.notes.append(f"{where}: initializeCommand is never run (nothing from a repository runs on this host)")
 
 
-def check(document: Document, workspace: Path | None) -> DevcontainerConfig:
-    """DOCUMENT (variables already substituted) as a DevcontainerConfig, or one line that refuses it."""
+def check(document: Document, workspace: Path | None, *, compose: bool = False) -> DevcontainerConfig:
+    """DOCUMENT (variables already substituted) as a DevcontainerConfig, or one line that refuses it.
+    COMPOSE: a workspace's file, whose dockerComposeFile devcontainer/compose.py reads."""
     checker = Checker(document, workspace)
-    _refuse_up_front(checker)
+    _refuse_up_front(checker, compose)
     run = check_run_args(checker, checker.strings("runArgs"))
     cpus, memory = checker.host_requirements()
     init = checker.get("init")

@@ -19,3 +19,5 @@ class ContainerExtras:
     workdir: str | None = None  # workspaceFolder
     home: str | None = None  # the remote user's home in the image: the home volume goes there
     hooks: str | None = None  # the per-drone devcontainer.json (lifecycle hooks, JSON text), mounted read-only
+    compose: str | None = None  # a compose-based devcontainer.json's other services (compose file text), read-only
+    hosts: tuple[str, ...] = ()  # their names, each 127.0.0.1 in the drone (they share its network)

@@ -109,6 +109,7 @@ class Probe(Protocol):
     def syncthing_id(self, container: str) -> str | None: ...  # the drone's Syncthing device ID
     def dotfiles_outcome(self, container: str) -> str | None: ...  # templates/drone/dotfiles' one line
     def devcontainer_outcome(self, container: str) -> str | None: ...  # the lifecycle hooks' last run
+    def compose_outcome(self, container: str) -> str | None: ...  # a compose-based one's inner services' last up
     def ssh_host_key(self, container: str) -> str | None: ...  # the drone sshd's public host key line
     def forget_identity(self, volume: str) -> str: ...  # "" or why the drone's node/device/host keys stay
     def tailscale_registered(self, volume: str) -> bool: ...  # the init's marker is in the home volume
@@ -253,6 +254,9 @@ class PodmanProbe:
 
     def devcontainer_outcome(self, container: str) -> str | None:
         return self._outcome(container, f"$HOME/{DRONE_STATE}/devcontainer/outcome")
+
+    def compose_outcome(self, container: str) -> str | None:
+        return self._outcome(container, f"$HOME/{DRONE_STATE}/compose/outcome")
 
     def _outcome(self, container: str, path: str) -> str | None:
         """The one line a script in the drone left at PATH about its last run."""

@@ -206,7 +206,10 @@ def hooks_files(spec: DroneSpec) -> list[RenderedFile]:
     """A devcontainer.json drone's hooks file (JSON, written by devcontainer/mapping.py), for its init."""
     if spec.extras is None or spec.extras.hooks is None:
         return []
-    return [RenderedFile(Place.DRONES, names_of(spec.name).hooks_file, spec.extras.hooks)]
+    files = [RenderedFile(Place.DRONES, names_of(spec.name).hooks_file, spec.extras.hooks)]
+    if spec.extras.compose is not None:  # a compose-based one's other services (devcontainer/compose.py)
+        files.append(RenderedFile(Place.DRONES, names_of(spec.name).compose_file, spec.extras.compose))
+    return files
 
 
 EGRESS_LABEL = LABEL_PREFIX + "egress"
@@ -283,4 +286,5 @@ def drone_files(name: str) -> list[tuple[Place, str]]:
         (Place.DRONES, fence_hook_file(name)),  # before the others: its hooks.d is then empty and goes with it
         (Place.DRONES, authorized_keys_file(name)),
         (Place.DRONES, names_of(name).hooks_file),
+        (Place.DRONES, names_of(name).compose_file),
     ]

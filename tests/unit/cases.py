@@ -170,7 +170,33 @@ DEVCONTAINER_METADATA = (
 )
 
 
-def devcontainer_spec(name: str, text: str, *, path: str | None, repos: list[str]) -> DroneSpec:
+DEVCONTAINER_COMPOSE_JSON = """{
+  "dockerComposeFile": "compose.yaml",
+  "service": "app",
+  "workspaceFolder": "/workspaces/app",
+  "remoteUser": "vscode",
+  "containerEnv": {"APP_ENV": "dev"},
+}
+"""
+COMPOSE_YAML = """services:
+  app:
+    build: {context: ., dockerfile: Dockerfile}
+    command: sleep infinity
+    environment: {DATABASE_URL: "postgres://db:5432/app"}
+    volumes: ["..:/workspaces/app:cached", "cache:/home/vscode/.cache"]
+  db:
+    image: docker.io/library/postgres:16
+    environment: {POSTGRES_PASSWORD: "pa$$word"}
+    volumes: ["db-data:/var/lib/postgresql/data"]
+  redis-cache:
+    image: docker.io/library/redis:7
+volumes: {db-data: {}, cache: {}}
+"""
+
+
+def devcontainer_spec(
+    name: str, text: str, *, path: str | None, repos: list[str], compose_text: str | None = None
+) -> DroneSpec:
     from pathlib import Path
 
     from devbox.devcontainer import mapping
@@ -181,7 +207,16 @@ def devcontainer_spec(name: str, text: str, *, path: str | None, repos: list[str
     workspace = path or "/home/dev/app"
     document = parse_jsonc(text, Path(workspace) / ".devcontainer/devcontainer.json")
     variables = Variables(workspace, path or "/home/dev/app", "d3v1d", local_env=lambda _: None)
-    config = check(substitute(document, variables), Path(path) if path else None)
+    document = substitute(document, variables)
+    config = check(document, Path(path) if path else None, compose=compose_text is not None)
+    services = None
+    if compose_text is not None:
+        from devbox.devcontainer import compose
+
+        notes: list[str] = []
+        parsed = compose.parse_text(compose_text, Path(workspace) / ".devcontainer/compose.yaml", notes)
+        services = compose.judge(document, parsed, Path(workspace), Path(path) if path else None, notes)
+        config = compose.with_main_service(config, services.main)
     image = BuiltImage(
         DEVCONTAINER_IMAGE, DEVCONTAINER_METADATA, "0123456789abcdef", 1000, 1000, "vscode", "/home/vscode"
     )
@@ -201,7 +236,12 @@ def devcontainer_spec(name: str, text: str, *, path: str | None, repos: list[str
         devcontainer_hash=image.config_hash,
         devcontainer_env=tuple(name for name, _ in merged.config.container_env),
         ports=tuple((port, port) for port in merged.config.ports),
-        extras=mapping.extras(name, merged, image, merged.config.workspace_folder if path else None, workspace),
+        services=["containers"] if services else [],
+        extras=replace(
+            mapping.extras(name, merged, image, merged.config.workspace_folder if path else None, workspace),
+            compose=services.inner if services else None,
+            hosts=services.hosts if services else (),
+        ),
     )
 
 
@@ -212,4 +252,7 @@ def devcontainer_cases() -> dict[str, DroneSpec]:
     return {
         "devcontainer": devcontainer_spec("app", DEVCONTAINER_JSON, path="/home/dev/code/app", repos=["acme/app"]),
         "devcontainer-hostile": devcontainer_spec("evil", hostile, path=None, repos=["evil/repo"]),
+        "devcontainer-compose": devcontainer_spec(
+            "app", DEVCONTAINER_COMPOSE_JSON, path="/home/dev/code/app", repos=[], compose_text=COMPOSE_YAML
+        ),
     }

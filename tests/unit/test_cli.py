@@ -406,6 +406,7 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "devcontainer": None,
         "devcontainer_outcome": None,
         "devcontainer_changed": None,
+        "compose_outcome": None,
         "killed_for_memory": False,
         "broker": {
             "state": "stopped",

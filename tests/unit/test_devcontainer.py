@@ -230,7 +230,7 @@ def test_initialize_command_is_never_run_and_says_so() -> None:
     ("fragment", "words"),
     [
         ('"privileged": true', "privileged containers are refused"),
-        ('"dockerComposeFile": "compose.yml", "service": "app"', "docker compose configurations are not supported"),
+        ('"dockerComposeFile": "compose.yml", "service": "app"', "docker compose configurations are taken from a workspace only"),
         ('"runArgs": ["--privileged"]', "runArgs --privileged: privileged containers are refused"),
         ('"runArgs": ["--network=host"]', "runArgs --network=host: the host's network is refused"),
         ('"runArgs": ["--net", "host"]', "runArgs --net=host: the host's network is refused"),

@@ -202,6 +202,20 @@ def test_a_first_build_runs_the_cli_then_the_contract_layer_and_reads_the_user(t
     assert "@devcontainers/cli 0.89.0" in log.read_text()
 
 
+def test_with_containers_the_contract_layer_adds_podman_and_the_image_is_another(tmp_path, workspace, tools, cli):
+    from dataclasses import replace
+
+    with_containers = replace(workspace, containers=True)
+    assert build.config_hash(with_containers) != build.config_hash(workspace)  # not the plain drone's image
+    built = builder(tmp_path, tools, cli).build(with_containers, lambda _: None)
+    [contract] = [c for c in tools.calls if c[:2] == ["podman", "build"]]
+    assert contract[9:11] == ["--build-arg", "DEVBOX_CONTAINERS=1"]
+    assert built.config_hash == build.config_hash(with_containers)
+    plain = [c for c in tools.calls if c[:2] == ["podman", "build"]]
+    builder(tmp_path, tools, cli).build(workspace, lambda _: None)
+    assert "DEVBOX_CONTAINERS=1" not in [c for c in tools.calls if c[:2] == ["podman", "build"]][len(plain)]
+
+
 def test_a_second_build_from_the_same_config_never_calls_the_cli(tmp_path, workspace, tools, cli):
     first = builder(tmp_path, tools, cli).build(workspace, lambda _: None)
     tools.calls.clear()

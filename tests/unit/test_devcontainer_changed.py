@@ -39,14 +39,14 @@ def _workspace(tmp_path: Path) -> Path:
 def test_unchanged_then_changed_config_and_context(tmp_path: Path) -> None:
     workspace = _workspace(tmp_path)
     declared = _drone(workspace)
-    assert changed_since_build(declared) is False
+    assert changed_since_build(declared, tmp_path / "compose") is False
     (workspace / ".devcontainer" / "Dockerfile").write_text("FROM localhost/devbox-base:trixie\nRUN true\n")
-    assert changed_since_build(declared) is True
+    assert changed_since_build(declared, tmp_path / "compose") is True
 
 
 def test_unknown_for_a_repo_drone_or_an_unreadable_config(tmp_path: Path) -> None:
     workspace = _workspace(tmp_path)
     declared = _drone(workspace)
-    assert changed_since_build(replace(declared, path=None)) is None
+    assert changed_since_build(replace(declared, path=None), tmp_path / "compose") is None
     (workspace / ".devcontainer" / "devcontainer.json").write_text("{ not json")
-    assert changed_since_build(declared) is None
+    assert changed_since_build(declared, tmp_path / "compose") is None

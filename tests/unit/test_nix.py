@@ -371,6 +371,7 @@ def test_package_dependencies_are_pyproject_s():
         "cryptography": "cryptography",
         "onepassword-sdk": "onepassword-sdk",
         "pystemd": "pystemd",
+        "pyyaml": "pyyaml",
     }
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     source = (NIX / "package.nix").read_text()

@@ -135,7 +135,14 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
         f"{HOST.drones_dir}/{spec.name}/authorized_keys:/etc/devbox/authorized_keys:ro",
         *([f"{HOST.drones_dir}/{spec.name}/devcontainer.json:/etc/devbox/devcontainer.json:ro"] if extras else []),
         *(extras.volumes if extras else ()),
+        *(
+            [f"{HOST.drones_dir}/{spec.name}/compose.yaml:/etc/devbox/compose.yaml:ro"]
+            if extras and extras.compose
+            else []
+        ),
     ]
+    # A compose-based devcontainer.json's other services share the drone's network: each name is 127.0.0.1.
+    assert option_values(argv, "--add-host") == [f"{host}:127.0.0.1" for host in (extras.hosts if extras else ())]
     assert option_values(argv, "--cap-add") == [cap.lower() for cap in (extras.cap_add if extras else ())]
     inner_opts = ["unmask=/proc/*"] if spec.containers else []
     assert option_values(argv, "--security-opt") == inner_opts + list(extras.security_opt if extras else ())
