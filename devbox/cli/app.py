@@ -175,6 +175,16 @@ DRONE_OPTIONS: tuple[DroneOption, ...] = (
         "mosh_ports",
     ),
     DroneOption(
+        "web_ports",
+        str | None,
+        typer.Option(
+            None,
+            "--web-ports",
+            help="With a web service: its port on 127.0.0.1, SERVICE:PORT,... (default: free from 7701).",
+        ),
+        "web_ports",
+    ),
+    DroneOption(
         "env",
         list[str],
         typer.Option([], "--env", "-e", help="KEY=VALUE for the drone's environment (repeatable)."),
@@ -701,13 +711,35 @@ def zed(name: str = DroneArg, path: str | None = PathOpt) -> None:
 @app.command("open")
 def open_(
     name: str = DroneArg,
-    port: int = typer.Argument(..., min=1, max=65535, help="Port a server in the drone listens on."),
-    https: bool = typer.Option(False, "--https", help="An https:// URL."),
+    what: str = typer.Argument(
+        ..., metavar="PORT|SERVICE", help="A port a server in the drone listens on, or a web service: terminal, code."
+    ),
+    https: bool = typer.Option(False, "--https", help="With PORT: an https:// URL."),
+    password: bool = typer.Option(False, "--password", help="With a web service: print its password too."),
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Print the URL of a port on the drone over the tailnet."""
-    from devbox.drone import access
+    """The URL of a port on the drone over the tailnet, or of a web service (devbox open NAME terminal)."""
+    if what.isdigit():
+        from devbox.drone import access
 
-    print(access.port_url(_ssh_target(make_context(), name, from_elsewhere=True), port, "https" if https else "http"))
+        port = int(what)
+        if not 1 <= port <= 65535:
+            raise DevboxError(f"invalid port {what}: 1 to 65535", ExitCode.INVALID_INPUT)
+        url = access.port_url(
+            _ssh_target(make_context(), name, from_elsewhere=True), port, "https" if https else "http"
+        )
+        if as_json:
+            _print_json({"drone": name, "port": port, "url": url})
+        else:
+            print(url)
+        return
+    from devbox.commands import web
+
+    found = web.web_access(make_context(), name, what, with_password=password)
+    if as_json:
+        _print_json(output.web_access_dict(found))
+    else:
+        print(output.web_access_text(found))
 
 
 @app.command()
