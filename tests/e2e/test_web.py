@@ -163,3 +163,22 @@ def test_ssh_logins_from_this_server_show_as_from_the_loopback(box: Devbox) -> N
     box.run("ssh", DRONE, "--", "true", timeout=60)
     logins = [e for e in box.json("audit", DRONE)["events"] if e.get("event") == "ssh-login"]
     assert logins and logins[-1]["details"]["address"] == "127.0.0.1", logins[-1:]
+
+
+def test_bench_measures_the_idle_footprint_of_the_web_terminal(box: Devbox, capsys) -> None:
+    """bench/bench.py's web part on the real image: drones with and without it, against a bare podman run."""
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "bench.py"
+    box.machine.user("mkdir -p ~/bench && cat > ~/bench/bench.py", input=bench.read_text())
+    out = box.sh(
+        f"cd ~/bench && /opt/devbox-venv/bin/python bench.py --parts web --image {DRONE_IMAGE} --out ~/bench/web.json",
+        timeout=600,
+    )
+    with capsys.disabled():
+        print("\n" + out.stdout)
+    figures = json.loads(box.sh("cat ~/bench/web.json").stdout)["web"]
+    assert figures["devbox-web-terminal RSS KiB"] > 0, figures
+    assert figures["drone --with web-terminal RSS KiB"] > figures["drone RSS KiB"] > 0
+    assert figures["with / without web-terminal"] > 1 and figures["drone / bare podman run"] > 0
+    assert box.sh("podman ps -a --format '{{.Names}}' | grep -c bench- || true").stdout.strip() == "0"
