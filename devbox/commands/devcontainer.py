@@ -20,6 +20,7 @@ from devbox.commands.progress import Progress, no_progress
 from devbox.context import Context
 from devbox.devcontainer import discover, fetch, mapping, read, validate
 from devbox.devcontainer.model import BuiltImage, DevcontainerConfig, DevcontainerSource, ImageBuilder
+from devbox.drone.services import build_args
 from devbox.drone.spec import DroneSpec
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.units.installed import find_drones
@@ -289,7 +290,7 @@ def apply(
     try:
         if build:
             builder: ImageBuilder = ctx.image_builder
-            image = builder.build(found.source, progress, fresh=fresh)
+            image = builder.build(found.source, progress, fresh=fresh, build_args=build_args(spec.services))
         else:
             image = unbuilt_image(spec.name, found.source)
             notes.append(f"image {image.tag}: not built yet (dry run)")

@@ -43,8 +43,11 @@ class BuiltImage:
 
 
 class ImageBuilder(Protocol):
-    def build(self, source: DevcontainerSource, progress: Progress, *, fresh: bool = False) -> BuiltImage:
-        """The drone image for SOURCE; cached by its hash unless FRESH (devbox rebuild --no-cache)."""
+    def build(
+        self, source: DevcontainerSource, progress: Progress, *, fresh: bool = False, build_args: tuple[str, ...] = ()
+    ) -> BuiltImage:
+        """The drone image for SOURCE; cached by its hash unless FRESH (devbox rebuild --no-cache).
+        BUILD_ARGS (NAME=1, drone/services.py's build_args) go to the contract layer's build."""
         ...
 
 

@@ -39,6 +39,9 @@ class Service:
     name: str
     summary: str  # one line for --help and the README
     web: Web | None = None
+    # The build argument templates/image/Containerfile.contract installs the service's programs with,
+    # for a drone built from a devcontainer.json (devcontainer/build.py passes it as NAME=1).
+    build_arg: str | None = None
 
 
 SERVICES: dict[str, Service] = {
@@ -51,6 +54,7 @@ SERVICES: dict[str, Service] = {
             WEB_TERMINAL,
             "a terminal in the browser, in a tmux session: devbox open NAME terminal",
             Web(7681, "terminal"),
+            "DEVBOX_WEB_TERMINAL",
         ),
     )
 }
@@ -68,6 +72,11 @@ def validate_services(names: Iterable[str]) -> tuple[str, ...]:
             raise invalid(f"unknown service {shown} for --with: known are {known}")
         chosen.add(name)
     return tuple(sorted(chosen))
+
+
+def build_args(names: Iterable[str]) -> tuple[str, ...]:
+    """NAME=1 for each chosen service the contract layer installs with a build argument."""
+    return tuple(sorted(f"{s.build_arg}=1" for n in set(names) if (s := SERVICES.get(n)) and s.build_arg))
 
 
 def web_service_for(word: str) -> Service | None:

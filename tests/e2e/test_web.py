@@ -165,6 +165,27 @@ def test_ssh_logins_from_this_server_show_as_from_the_loopback(box: Devbox) -> N
     assert logins and logins[-1]["details"]["address"] == "127.0.0.1", logins[-1:]
 
 
+def test_a_devcontainer_drone_gets_the_web_terminal_in_its_contract_layer(box: Devbox, machine) -> None:
+    """tests/e2e/devcontainer/demo (remote user vscode, uid 1500) made --with web-terminal: devbox builds
+    its contract layer with DEVBOX_WEB_TERMINAL=1, and the terminal runs as the remote user."""
+    from tests.e2e.test_devcontainer import DIR, WS, put_fixture
+
+    put_fixture(machine)
+    try:
+        box.run("create", "dcweb", "--path", WS, "--with", "web-terminal", timeout=900)
+        status = "podman exec drone-dcweb devbox-drone-init status"
+        wait_for(lambda: "web-terminal=running" in box.sh(status, check=False).stdout, 60, "the web terminal")
+        found = box.json("open", "dcweb", "terminal", "--password")
+        assert found["user"] == "vscode" and found["url"] != access(box)["url"]  # a port of its own
+        assert status_code(box, found["url"]) == "401"
+        assert status_code(box, found["url"], f"-u vscode:{found['password']}") == "200"
+        image = box.json("status", "dcweb")["image"]
+        assert box.sh(f"podman image inspect --format '{{{{.Id}}}}' {image}").stdout.strip()
+    finally:
+        box.run("destroy", "dcweb", "--yes", check=False)
+        machine.user(f"rm -rf {DIR}", check=False)
+
+
 def test_bench_measures_the_idle_footprint_of_the_web_terminal(box: Devbox, capsys) -> None:
     """bench/bench.py's web part on the real image: drones with and without it, against a bare podman run."""
     from pathlib import Path
