@@ -21,6 +21,7 @@ import typer
 
 from devbox import __version__
 from devbox.cli import output
+from devbox.drone.services import WEB_SERVICES
 from devbox.errors import DevboxError, ExitCode, cannot_run
 from devbox.names import names_of
 
@@ -708,11 +709,14 @@ def zed(name: str = DroneArg, path: str | None = PathOpt) -> None:
     _editor(name, access.zed_argv, "Zed's `zed` command", path)
 
 
+WEB_WORDS = ", ".join(sorted(s.web.word for s in WEB_SERVICES.values() if s.web))
+
+
 @app.command("open")
 def open_(
     name: str = DroneArg,
     what: str = typer.Argument(
-        ..., metavar="PORT|SERVICE", help="A port a server in the drone listens on, or a web service: terminal, code."
+        ..., metavar="PORT|SERVICE", help=f"A port a server in the drone listens on, or a web service: {WEB_WORDS}."
     ),
     https: bool = typer.Option(False, "--https", help="With PORT: an https:// URL."),
     password: bool = typer.Option(False, "--password", help="With a web service: print its password too."),
