@@ -35,7 +35,7 @@ QUADLET_DIR = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) /
 PODMAN_PS = ["podman", "ps", "--filter", "label=io.devbox.drone", "--format", "json"]
 RUNTIME = Path(os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}"))
 DRONES_DATA = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "devbox" / "drones"
-PARTS = ("startup", "create", "list", "keys", "fence", "broker", "mosh", "web", "devcontainer")
+PARTS = ("startup", "create", "list", "keys", "fence", "broker", "mosh", "web", "devcontainer", "idle")
 # The devcontainer part's default workspace: the end-to-end fixture (FROM localhost/devbox-base:trixie).
 DEVCONTAINER = Path(__file__).resolve().parent.parent / "tests" / "e2e" / "devcontainer" / "demo"
 
@@ -383,10 +383,13 @@ def bench_fence(reps: int, image: str, size_mb: int) -> dict[str, float]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _drone_rss_kib(name: str, container: str | None = None) -> dict[str, int]:
-    """VmRSS of every process of drone NAME (its init and all below it, as the host sees them), by
-    command; CONTAINER: of that container instead."""
-    root = run(["podman", "inspect", "--format", "{{.State.Pid}}", container or f"drone-{name}"]).stdout.strip()
+def _drone_rss_kib(name: str) -> dict[str, int]:
+    return container_rss_kib(f"drone-{name}")
+
+
+def container_rss_kib(container: str) -> dict[str, int]:
+    """VmRSS of every process of CONTAINER (its first process and all below it, as the host sees them), by command."""
+    root = run(["podman", "inspect", "--format", "{{.State.Pid}}", container]).stdout.strip()
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -478,7 +481,7 @@ def bench_web(image: str, settle: float = 5.0) -> dict[str, object] | str:
                 raise SystemExit("bench: the web terminal did not start in 90 s")
             time.sleep(0.5)
         time.sleep(settle)
-        baseline = sum(_drone_rss_kib(bare, bare).values())
+        baseline = sum(container_rss_kib(bare).values())
         without, with_web = (sum(_drone_rss_kib(name).values()) for name in ("bench-web-off", "bench-web-on"))
         server = sum(v for k, v in _drone_rss_kib("bench-web-on").items() if k.startswith("devbox-web"))
         return {
@@ -576,6 +579,10 @@ def table(results: dict[str, object]) -> str:
         from dcbench import table as devcontainer_table
 
         lines += devcontainer_table(results["devcontainer"])  # type: ignore[arg-type]
+    if "idle" in results:
+        from idlebench import table as idle_table
+
+        lines += idle_table(results["idle"])  # type: ignore[arg-type]
     return "\n".join(lines)
 
 
@@ -591,6 +598,9 @@ def main() -> None:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run, of {','.join(PARTS)}")
     parser.add_argument("--devcontainer", default=str(DEVCONTAINER), help="the devcontainer part's workspace")
     parser.add_argument("--mosh-image", help="an image with mosh-server for --with mosh's footprint (default: --image)")
+    parser.add_argument("--idle-count", type=int, default=20, help="the idle part's drones per round")
+    parser.add_argument("--idle-with", default="mosh", help="the idle part's services, comma-separated (--with each)")
+    parser.add_argument("--idle-image", help="the idle part's image, which has those services (default: --image)")
     args = parser.parse_args()
     parts = args.parts.split(",")
     if not shutil.which("podman") or not shutil.which("systemctl"):
@@ -625,6 +635,11 @@ def main() -> None:
         results["mosh"] = bench_mosh(args.mosh_image or args.image)
     if "web" in parts:
         results["web"] = bench_web(args.image)
+    if "idle" in parts:
+        from idlebench import bench_idle
+
+        services = [s for s in args.idle_with.split(",") if s]
+        results["idle"] = bench_idle(args.idle_image or args.image, args.idle_count, services)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

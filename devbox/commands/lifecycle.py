@@ -31,6 +31,7 @@ from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
 from devbox.drone.web import validate_ports as validate_web_ports
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.host import quadlet
+from devbox.host.ports import loopback_free
 from devbox.host.systemd import details, journal_lines
 from devbox.names import devcontainer_volume, names_of
 from devbox.paths import Paths
@@ -85,14 +86,7 @@ SSH_PORTS = range(2201, 3000)  # where a drone without a tailnet gets its 127.0.
 
 
 def port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return loopback_free(port)
 
 
 def free_ssh_port(paths: Paths, is_free: Callable[[int], bool] | None = None) -> int:
@@ -384,12 +378,8 @@ def _claim_again(
     limit = ctx.config.max_drones
     if limit and len(others) >= limit:
         raise DevboxError(f"the drone limit is reached ({limit}, max_drones in the config)", ExitCode.LIMIT)
-    owners = {r.declared.ssh_port: n for n, r in others.items()}
-    owners |= {host: n for n, r in others.items() for host, _ in r.declared.ports}
-    owners |= {host: n for n, r in others.items() for _, host in r.declared.web_ports}
-    for host, _ in spec.ports:
-        if host in owners:
-            raise DevboxError(f"port {host} was just claimed by drone {owners[host]}: create again", ExitCode.LIMIT)
+    owners = port_owners(others)
+    refuse_claimed(spec, owners, "create")
     changed = spec
     if spec.ssh_port in owners:
         if request.ssh_port is not None:
@@ -408,6 +398,20 @@ def _claim_again(
     if changed == spec:
         return spec, planned
     return changed, install.plan(_new_drone_files(ctx, changed, start), ctx.paths, force=force)
+
+
+def port_owners(drones: dict[str, DroneRecord]) -> dict[int, str]:
+    """The host TCP ports these drones have declared (SSH, published, web services), each with its drone."""
+    owners = {r.declared.ssh_port: n for n, r in drones.items() if r.declared.ssh_port is not None}
+    owners |= {host: n for n, r in drones.items() for _, host in r.declared.web_ports}
+    return owners | {host: n for n, r in drones.items() for host, _ in r.declared.ports}
+
+
+def refuse_claimed(spec: DroneSpec, owners: dict[int, str], verb: str) -> None:
+    """A published port of SPEC that another drone claimed since it was chosen: VERB again."""
+    for host, _ in spec.ports:
+        if host in owners:
+            raise DevboxError(f"port {host} was just claimed by drone {owners[host]}: {verb} again", ExitCode.LIMIT)
 
 
 def _write_private_key(path: Path, text: str) -> None:

@@ -7,17 +7,13 @@ from collections.abc import Callable
 
 from devbox.drone import mosh
 from devbox.errors import DevboxError, ExitCode
+from devbox.host.ports import loopback_free
 from devbox.paths import Paths
 from devbox.units.installed import find_drones
 
 
 def udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return loopback_free(port, socket.SOCK_DGRAM)
 
 
 def free_mosh_ports(

@@ -20,7 +20,7 @@ from devbox.drone.sshkeys import parse_public_key
 from devbox.errors import DevboxError, invalid
 from devbox.names import names_of
 from devbox.units import install
-from devbox.units.installed import DroneRecord, require_drone
+from devbox.units.installed import DroneRecord, find_drones, require_drone
 from devbox.units.render import Place, RenderedFile, authorized_keys_file
 
 RUNNING = ("active", "activating", "reloading")
@@ -89,7 +89,10 @@ def rebuild(ctx: Context, name: str, *, fresh: bool = False, progress: Progress 
     running = ctx.systemd.states([service])[service].active_state in RUNNING
     planned = install.plan(_kept(ctx, record, lifecycle.render_files(ctx, spec)), ctx.paths, force=True)
     progress("writing unit files")
-    written = install.apply(planned)
+    with locks.claims_lock(ctx.paths, waiting=progress):  # a create may have claimed a new forwarded port
+        others = {n: r for n, r in find_drones(ctx.paths).items() if n != name}
+        lifecycle.refuse_claimed(spec, lifecycle.port_owners(others), "rebuild")
+        written = install.apply(planned)
     try:
         ctx.systemd.daemon_reload()
         lifecycle.check_generated(ctx, name)

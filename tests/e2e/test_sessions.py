@@ -169,3 +169,28 @@ def test_bench_measures_the_footprint_of_mosh(box: Devbox, capsys) -> None:
     assert figures["drone RSS, a mosh client attached KiB"] > figures["drone RSS, no mosh client KiB"] > 0
     assert figures["with / without mosh"] > 1
     assert box.sh("podman ps -a --format '{{.Names}}' | grep -c bench- || true").stdout.strip() == "0"
+
+
+def test_bench_measures_idle_drones_against_bare_containers(box: Devbox, capsys) -> None:
+    """bench/bench.py's idle part on the real image, small: two bare containers, two drones, two with services."""
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    for part in ("bench.py", "idlebench.py"):
+        box.machine.user(f"mkdir -p ~/bench && cat > ~/bench/{part}", input=(bench / part).read_text())
+    out = box.sh(
+        f"cd ~/bench && /opt/devbox-venv/bin/python bench.py --parts idle --idle-count 2 --idle-with mosh "
+        f"--image {DRONE_IMAGE} --out ~/bench/idle.json",
+        timeout=900,
+    )
+    with capsys.disabled():
+        print("\n" + out.stdout)
+    idle = json.loads(box.sh("cat ~/bench/idle.json").stdout)["idle"]
+    assert idle["count"] == 2 and idle["services"] == ["mosh"]
+    bare, drone = idle["bare podman run"], idle["drone"]
+    assert "sshd" in drone["RSS by command, per container KiB"]  # the drones' own processes were found
+    assert "sshd" not in bare["RSS by command, per container KiB"]
+    assert bare["RSS by command, per container KiB"]["conmon"] > 0 < drone["RSS by command, per container KiB"]["conmon"]
+    assert drone["RSS per container KiB"] > bare["RSS per container KiB"] > 0
+    assert idle["drone / bare RSS"] > 1
+    assert box.sh("podman ps -a --format '{{.Names}}' | grep -c bench- || true").stdout.strip() == "0"

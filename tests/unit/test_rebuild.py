@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devbox.commands import lifecycle
+from devbox.commands import lifecycle, rebuild
 from devbox.devcontainer.model import BuiltImage, DevcontainerSource
 from devbox.errors import DevboxError, ExitCode
 from tests.fakes import World
@@ -153,3 +153,26 @@ def test_a_drone_not_made_from_a_devcontainer_has_nothing_to_rebuild(world: Worl
 
 def test_a_missing_drone(world: World, capsys) -> None:
     assert devbox(capsys, "rebuild", "nope")[0] == ExitCode.NOT_FOUND
+
+
+def test_a_port_another_drone_claimed_meanwhile_is_refused_and_nothing_changes(
+    world: World, builder: HashingBuilder, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = created(world, tmp_path, capsys)
+    before = unit(world)
+    other = world.paths.home / "code" / "other"
+    (other / ".devcontainer").mkdir(parents=True)
+    (other / ".devcontainer/devcontainer.json").write_text(CONFIG.replace('"forwardPorts": [3000]', '"forwardPorts": [4000]'))
+    (root / ".devcontainer/devcontainer.json").write_text(CONFIG.replace('"forwardPorts": [3000]', '"forwardPorts": [4000]'))
+    chosen = rebuild.new_spec
+
+    def create_meanwhile(*args, **kwargs):  # another create claims 4000 after this rebuild chose it
+        spec = chosen(*args, **kwargs)
+        assert devbox(capsys, "create", "other", "--path", str(other))[0] == 0
+        return spec
+
+    monkeypatch.setattr(rebuild, "new_spec", create_meanwhile)
+    code, _, err = devbox(capsys, "rebuild", "app")
+    assert code == ExitCode.LIMIT
+    assert err.strip().splitlines()[-1] == "devbox: port 4000 was just claimed by drone other: rebuild again"
+    assert unit(world) == before
