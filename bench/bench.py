@@ -35,7 +35,7 @@ QUADLET_DIR = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) /
 PODMAN_PS = ["podman", "ps", "--filter", "label=io.devbox.drone", "--format", "json"]
 RUNTIME = Path(os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}"))
 DRONES_DATA = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "devbox" / "drones"
-PARTS = ("startup", "create", "list", "keys", "fence", "broker", "mosh", "devcontainer", "idle")
+PARTS = ("startup", "create", "list", "keys", "fence", "broker", "mosh", "web", "devcontainer", "idle")
 # The devcontainer part's default workspace: the end-to-end fixture (FROM localhost/devbox-base:trixie).
 DEVCONTAINER = Path(__file__).resolve().parent.parent / "tests" / "e2e" / "devcontainer" / "demo"
 
@@ -459,6 +459,47 @@ def bench_mosh(image: str, settle: float = 5.0) -> dict[str, object] | str:
         devbox("destroy", name, "--yes", check=False)
 
 
+def bench_web(image: str, settle: float = 5.0) -> dict[str, object] | str:
+    """Idle footprint of a drone --with web-terminal (no page open): its processes' RSS beside a drone
+    without it, each against a bare `podman run` of the same image (its init and sshd, keep-id, a
+    home volume), in the same run."""
+    has = ["podman", "run", "--rm", "--entrypoint", "sh", image, "-c", "command -v devbox-web-terminal"]
+    probe = run(has, check=False)
+    if probe.returncode != 0:
+        return f"skipped: {image} has no devbox-web-terminal"
+    bare = "bench-web-bare"
+    home = str(Path.home())
+    argv = ["podman", "run", "-d", "--rm", "--name", bare, "--userns=keep-id", "--init", "--workdir", home]
+    run([*argv, "-v", f"{bare}-home:{home}", image])
+    try:
+        devbox("create", "bench-web-off", "--image", image, "--egress", "open")
+        devbox("create", "bench-web-on", "--image", image, "--egress", "open", "--with", "web-terminal")
+        deadline = time.monotonic() + 90
+        status = ["podman", "exec", "drone-bench-web-on", "devbox-drone-init", "status"]
+        while "web-terminal=running" not in run(status, check=False).stdout:
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: the web terminal did not start in 90 s")
+            time.sleep(0.5)
+        time.sleep(settle)
+        baseline = sum(container_rss_kib(bare).values())
+        without, with_web = (sum(_drone_rss_kib(name).values()) for name in ("bench-web-off", "bench-web-on"))
+        server = sum(v for k, v in _drone_rss_kib("bench-web-on").items() if k.startswith("devbox-web"))
+        return {
+            "bare podman run RSS KiB": baseline,
+            "drone RSS KiB": without,
+            "drone --with web-terminal RSS KiB": with_web,
+            "devbox-web-terminal RSS KiB": server,
+            "drone / bare podman run": round(without / baseline, 3) if baseline else None,
+            "with web-terminal / bare podman run": round(with_web / baseline, 3) if baseline else None,
+            "with / without web-terminal": round(with_web / without, 3) if without else None,
+        }
+    finally:
+        for name in ("bench-web-off", "bench-web-on"):
+            devbox("destroy", name, "--yes", check=False)
+        run(["podman", "rm", "-f", "-t", "0", bare], check=False)
+        run(["podman", "volume", "rm", "-f", f"{bare}-home"], check=False)
+
+
 def _drain(fd: int) -> None:
     """Read what the mosh client draws, so that it never blocks on a full terminal."""
     try:
@@ -523,6 +564,11 @@ def table(results: dict[str, object]) -> str:
         lines += [f"mosh: {key:<38} {value}" for key, value in mosh.items()]
     elif mosh is not None:
         lines.append(f"mosh: {mosh}")
+    web = results.get("web")
+    if isinstance(web, dict):
+        lines += [f"web: {key:<39} {value}" for key, value in web.items()]
+    elif web is not None:
+        lines.append(f"web: {web}")
     broker = results.get("broker")
     if isinstance(broker, dict):
         for key, value in broker.items():
@@ -587,6 +633,8 @@ def main() -> None:
         results["devcontainer"] = bench_devcontainer(args.reps, Path(args.devcontainer))
     if "mosh" in parts:
         results["mosh"] = bench_mosh(args.mosh_image or args.image)
+    if "web" in parts:
+        results["web"] = bench_web(args.image)
     if "idle" in parts:
         from idlebench import bench_idle
 

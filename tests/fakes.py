@@ -250,6 +250,12 @@ class FakeProbe:
         self.calls.append(f"tmux_sessions {container}")
         return self.tmux.get(container, "")
 
+    passwords: dict[tuple[str, str], str] = field(default_factory=dict)  # (container, service) -> password
+
+    def web_password(self, container: str, service: str) -> str | None:
+        self.calls.append(f"web_password {container} {service}")  # the call, never the password
+        return self.passwords.get((container, service))
+
     def cpu_usage_usec(self, container: str) -> int | None:
         return self.cpu.get(container)
 

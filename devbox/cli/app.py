@@ -21,6 +21,7 @@ import typer
 
 from devbox import __version__
 from devbox.cli import output
+from devbox.drone.services import WEB_SERVICES
 from devbox.errors import DevboxError, ExitCode, cannot_run
 from devbox.names import names_of
 
@@ -173,6 +174,16 @@ DRONE_OPTIONS: tuple[DroneOption, ...] = (
             None, "--mosh-ports", help="With --with mosh: publish UDP FIRST-LAST on 127.0.0.1 (default: free)."
         ),
         "mosh_ports",
+    ),
+    DroneOption(
+        "web_ports",
+        str | None,
+        typer.Option(
+            None,
+            "--web-ports",
+            help="With a web service: its port on 127.0.0.1, SERVICE:PORT,... (default: free from 7701).",
+        ),
+        "web_ports",
     ),
     DroneOption(
         "env",
@@ -698,16 +709,41 @@ def zed(name: str = DroneArg, path: str | None = PathOpt) -> None:
     _editor(name, access.zed_argv, "Zed's `zed` command", path)
 
 
+WEB_WORDS = ", ".join(sorted(s.web.word for s in WEB_SERVICES.values() if s.web))
+
+
 @app.command("open")
 def open_(
     name: str = DroneArg,
-    port: int = typer.Argument(..., min=1, max=65535, help="Port a server in the drone listens on."),
-    https: bool = typer.Option(False, "--https", help="An https:// URL."),
+    what: str = typer.Argument(
+        ..., metavar="PORT|SERVICE", help=f"A port a server in the drone listens on, or a web service: {WEB_WORDS}."
+    ),
+    https: bool = typer.Option(False, "--https", help="With PORT: an https:// URL."),
+    password: bool = typer.Option(False, "--password", help="With a web service: print its password too."),
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Print the URL of a port on the drone over the tailnet."""
-    from devbox.drone import access
+    """The URL of a port on the drone over the tailnet, or of a web service (devbox open NAME terminal)."""
+    if what.isdigit():
+        from devbox.drone import access
 
-    print(access.port_url(_ssh_target(make_context(), name, from_elsewhere=True), port, "https" if https else "http"))
+        port = int(what)
+        if not 1 <= port <= 65535:
+            raise DevboxError(f"invalid port {what}: 1 to 65535", ExitCode.INVALID_INPUT)
+        url = access.port_url(
+            _ssh_target(make_context(), name, from_elsewhere=True), port, "https" if https else "http"
+        )
+        if as_json:
+            _print_json({"drone": name, "port": port, "url": url})
+        else:
+            print(url)
+        return
+    from devbox.commands import web
+
+    found = web.web_access(make_context(), name, what, with_password=password)
+    if as_json:
+        _print_json(output.web_access_dict(found))
+    else:
+        print(output.web_access_text(found))
 
 
 @app.command()

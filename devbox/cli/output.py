@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from devbox.commands.inventory import DroneStatus
+from devbox.drone.services import web_word
 from devbox.errors import DevboxError, ExitCode
 from devbox.names import DRONE_SSH_PORT
 from devbox.paths import Paths
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from devbox.commands.lifecycle import CreateResult, DestroyResult
     from devbox.commands.rebuild import RebuildResult
     from devbox.commands.sweep import DroneReport, Report
+    from devbox.commands.web import WebAccess
     from devbox.drone.sessions import Report as SessionsReport
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ def status_dict(status: DroneStatus, now: datetime) -> dict[str, Any]:
         "syncthing": status.syncthing,
         "with": list(status.services),
         "mosh_ports": "{}-{}".format(*status.mosh_ports) if status.mosh_ports else None,
+        "web_ports": dict(status.web_ports),
         "syncthing_device_id": status.syncthing_id,
         "workspace": status.workspace,
         "dotfiles": status.dotfiles,
@@ -185,6 +188,9 @@ def status_text(status: DroneStatus, now: datetime, flavor: str = "plain") -> st
         lines.append(("with", ", ".join(status.services)))
     if status.mosh_ports:
         lines.append(("mosh", f"UDP 127.0.0.1:{data['mosh_ports']} (devbox mosh {status.name})"))
+    for service, port in status.web_ports:
+        word = web_word(service)
+        lines.append((service, f"http://127.0.0.1:{port}/ (devbox open {status.name} {word} --password)"))
     if status.syncthing:
         lines.append(("syncthing", status.syncthing_id or "device ID not available (is the drone running?)"))
     if status.broker is not None:
@@ -405,6 +411,34 @@ def audit_text(timeline: Timeline) -> str:
 
 
 # The one way a DevboxError reaches the user (both the parsed and the fast path).
+def web_access_dict(access: WebAccess) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "drone": access.drone,
+        "service": access.service,
+        "url": access.url,
+        "tailnet_url": access.tailnet_url,
+        "user": access.user,
+    }
+    if access.password is not None:
+        data["password"] = access.password
+    return data
+
+
+def web_access_text(access: WebAccess) -> str:
+    """The URLs, and the password only when it was asked for (this is stdout: never a log)."""
+    word = web_word(access.service)
+    rows = [("url", access.url or "no port on this server (made on a tailnet only)")]
+    if access.tailnet_url:
+        rows.append(("tailnet", f"{access.tailnet_url} (from your machines on the tailnet)"))
+    rows.append(("user", f"{access.user} (HTTP basic auth; the login page asks for the password only)"))
+    if access.password is not None:
+        rows.append(("password", access.password))
+    else:
+        rows.append(("password", f"devbox open {access.drone} {word} --password"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
 def sessions_list(report: SessionsReport, now: datetime) -> list[dict[str, Any]]:
     return [
         {

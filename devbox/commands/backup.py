@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from devbox import __version__
-from devbox.commands import lifecycle, locks, mosh
+from devbox.commands import lifecycle, locks, mosh, web
 from devbox.commands.progress import ByteProgress, Progress, no_progress
 from devbox.drone.spec import LABEL_KEYS, DroneSpec, declared_fields, label_options
 from devbox.errors import DevboxError, ExitCode
@@ -564,6 +564,9 @@ def restore(
             request = replace(request, ssh_port=None)
         if mosh.claimed_elsewhere(ctx.paths, request.mosh_ports):  # and its own UDP ports
             request = replace(request, mosh_ports=None)
+        if isinstance(request.web_ports, tuple) and request.web_ports:  # and its own web ports, where taken
+            taken = web.taken_by_others(ctx.paths, request.web_ports, target)
+            request = replace(request, web_ports=tuple(p for p in request.web_ports if p[1] not in taken))
         progress(f"checking {VOLUME_MEMBER}")
         archive.verify_volume()
         created = False

@@ -22,7 +22,7 @@ from devbox.devcontainer import compose, discover, fetch, mapping, read, validat
 from devbox.devcontainer.model import BuiltImage, DevcontainerConfig, DevcontainerSource, ImageBuilder
 from devbox.drone.containers import check_host as check_containers_host
 from devbox.drone.extras import ContainerExtras
-from devbox.drone.services import CONTAINERS, validate_services
+from devbox.drone.services import CONTAINERS, build_args, validate_services
 from devbox.drone.spec import DroneSpec
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.units.installed import find_drones
@@ -204,8 +204,6 @@ def changed_since_build(declared: DroneSpec, scratch_root: Path) -> bool | None:
     try:
         document = _document(declared.name, workspace, declared.devcontainer, declared.path)
         _, source, _ = _judge(scratch_root, workspace, declared.devcontainer, document, workspace)
-        if declared.containers:
-            source = replace(source, containers=True)
         return config_changed(source, declared.devcontainer_hash)
     except (DevboxError, OSError):
         return None
@@ -317,13 +315,12 @@ def apply(
             check_containers_host()
         spec = replace(spec, services=validate_services((*spec.services, CONTAINERS)))
         notes.append("dockerComposeFile: the drone runs the other services with its own Podman (--with containers)")
-    source = replace(found.source, containers=True) if spec.containers else found.source
     try:
         if build:
             builder: ImageBuilder = ctx.image_builder
-            image = builder.build(source, progress, fresh=fresh)
+            image = builder.build(found.source, progress, fresh=fresh, build_args=build_args(spec.services))
         else:
-            image = unbuilt_image(spec.name, source)
+            image = unbuilt_image(spec.name, found.source)
             notes.append(f"image {image.tag}: not built yet (dry run)")
         merged = mapping.merge([*mapping.metadata_configs(image), found.config])
         moved = _in_remote_home(ctx, spec, found, mapping.drone_home(merged, image))

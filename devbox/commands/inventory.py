@@ -56,6 +56,7 @@ class DroneStatus:
     key_proxy: BrokerState | None = None  # with keys: the key proxy's socket and service, asked by `status` only
     egress: str = "open"  # its egress policy (drone/egress.py)
     mosh_ports: tuple[int, int] | None = None  # --with mosh: its UDP range on 127.0.0.1
+    web_ports: tuple[tuple[str, int], ...] = ()  # (web service, its port on 127.0.0.1): drone/web.py
 
     def uptime_seconds(self, now: datetime) -> int | None:
         return int((now - self.started).total_seconds()) if self.started and self.state == "running" else None
@@ -99,6 +100,7 @@ def status_of(
         syncthing=declared.syncthing,
         services=declared.services,
         mosh_ports=declared.mosh_ports,
+        web_ports=declared.web_ports,
         tailnet_name=tailnet_name(record.name, tailnet) if declared.tailscale else None,
         workspace=declared.path,
         dotfiles=declared.dotfiles_url,

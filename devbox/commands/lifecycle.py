@@ -26,8 +26,9 @@ from devbox.commands.tailscale import on_tailnet, resolve_key, retire_key
 from devbox.config import parse_permission
 from devbox.context import Context, host_facts
 from devbox.drone.containers import check_host as check_containers_host
-from devbox.drone.services import CONTAINERS, MOSH, SYNCTHING, validate_services
+from devbox.drone.services import CONTAINERS, MOSH, SYNCTHING, WEB_SERVICES, validate_services
 from devbox.drone.spec import SOCKET_PATH_MAX, DroneSpec
+from devbox.drone.web import validate_ports as validate_web_ports
 from devbox.errors import DevboxError, ExitCode, invalid
 from devbox.host import quadlet
 from devbox.host.ports import loopback_free
@@ -61,6 +62,7 @@ class CreateRequest:
     syncthing: bool | None = None
     services: Sequence[str] = ()  # --with NAME, over the config's [drone] with
     mosh_ports: str | tuple[int, int] | None = None  # --with mosh: FIRST-LAST; None: a free range (commands/mosh.py)
+    web_ports: str | tuple[tuple[str, int], ...] | None = None  # SERVICE:PORT,...; the others free (commands/web.py)
     env: Sequence[str] = ()
     permissions: Sequence[str] = ()  # NAME=LEVEL over the config's defaults; LEVEL "none" drops one
     idle_stop: str | None = None  # a duration such as 12h; None: the config's [cleanup] idle_stop
@@ -157,6 +159,15 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
         from devbox.commands.mosh import free_mosh_ports
 
         mosh_ports = free_mosh_ports(ctx.paths)
+    web_ports: tuple[tuple[str, int], ...] = ()
+    if any(name in WEB_SERVICES for name in services):
+        from devbox.commands.web import free_web_ports
+
+        web_ports = free_web_ports(
+            ctx.paths, services, validate_web_ports(request.web_ports or (), services), port_free
+        )
+    elif request.web_ports:
+        raise invalid("--web-ports needs a web service: --with " + " or --with ".join(sorted(WEB_SERVICES)))
     spec = DroneSpec.build(
         name=request.name,
         repos=list(request.repos),
@@ -169,6 +180,7 @@ def build_spec(ctx: Context, request: CreateRequest, extra_keys: Sequence[str] =
         syncthing=SYNCTHING in services or (defaults.syncthing if request.syncthing is None else request.syncthing),
         services=[name for name in services if name != SYNCTHING],
         mosh_ports=mosh_ports if MOSH in services else None,
+        web_ports=web_ports,
         env=env,
         permissions=permissions,
         idle_stop=request.idle_stop,
@@ -368,17 +380,30 @@ def _claim_again(
         raise DevboxError(f"the drone limit is reached ({limit}, max_drones in the config)", ExitCode.LIMIT)
     owners = port_owners(others)
     refuse_claimed(spec, owners, "create")
-    if spec.ssh_port not in owners:
+    changed = spec
+    if spec.ssh_port in owners:
+        if request.ssh_port is not None:
+            raise DevboxError(f"--ssh-port {spec.ssh_port} is drone {owners[spec.ssh_port]}'s", ExitCode.EXISTS)
+        changed = replace(changed, ssh_port=free_ssh_port(ctx.paths))
+    taken = [(service, port) for service, port in spec.web_ports if port in owners]
+    if taken:
+        given = dict(validate_web_ports(request.web_ports or (), spec.services))
+        for service, port in taken:
+            if service in given:
+                raise DevboxError(f"--web-ports {service}:{port} is drone {owners[port]}'s", ExitCode.EXISTS)
+        from devbox.commands.web import free_web_ports
+
+        kept = tuple(pair for pair in spec.web_ports if pair not in taken)
+        changed = replace(changed, web_ports=free_web_ports(ctx.paths, spec.services, kept, port_free, but=spec.name))
+    if changed == spec:
         return spec, planned
-    if request.ssh_port is not None:
-        raise DevboxError(f"--ssh-port {spec.ssh_port} is drone {owners[spec.ssh_port]}'s", ExitCode.EXISTS)
-    spec = replace(spec, ssh_port=free_ssh_port(ctx.paths))
-    return spec, install.plan(_new_drone_files(ctx, spec, start), ctx.paths, force=force)
+    return changed, install.plan(_new_drone_files(ctx, changed, start), ctx.paths, force=force)
 
 
 def port_owners(drones: dict[str, DroneRecord]) -> dict[int, str]:
-    """The host ports these drones have declared (SSH and published), each with its drone."""
+    """The host TCP ports these drones have declared (SSH, published, web services), each with its drone."""
     owners = {r.declared.ssh_port: n for n, r in drones.items() if r.declared.ssh_port is not None}
+    owners |= {host: n for n, r in drones.items() for _, host in r.declared.web_ports}
     return owners | {host: n for n, r in drones.items() for host, _ in r.declared.ports}
 
 

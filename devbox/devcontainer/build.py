@@ -49,7 +49,13 @@ USER_LABELS = {  # BuiltImage field -> label of the final image
     "remote_gid": LABEL_PREFIX + "remote-gid",
     "remote_home": LABEL_PREFIX + "remote-home",
 }
-CONTRACT_FILES = ("Containerfile.contract", "devbox-drone-init", "devbox-drone.sh", "CONTRACT.md")
+CONTRACT_FILES = (
+    "Containerfile.contract",
+    "devbox-drone-init",
+    "devbox-drone.sh",
+    "CONTRACT.md",
+    "devbox-web-terminal",
+)
 CONTRACT_PACKAGES = "openssh-server, git, curl, ca-certificates, sudo, procps and jq"
 SKIP_DIRS = frozenset({".git"})
 # A constant script (nothing from the repository): what the built image is, and its users.
@@ -105,8 +111,6 @@ def _hash_file(digest: Any, path: Path, shown: str) -> None:
 def config_hash(source: DevcontainerSource) -> str:
     """sha256 (hex) of everything the image is built from (see the module's docstring)."""
     digest = hashlib.sha256(f"devbox-devcontainer {HASH_VERSION}\0".encode())
-    if source.containers:  # another contract layer: another image (no change to the hash without it)
-        digest.update(b"containers\0")
     image_dir = templates_dir() / "image"
     for name in CONTRACT_FILES:
         _hash_file(digest, image_dir / name, f"contract/{name}")
@@ -132,11 +136,13 @@ def config_changed(source: DevcontainerSource, recorded_hash: str | None) -> boo
     return recorded_hash is not None and config_hash(source) != recorded_hash
 
 
-def image_tags(source: DevcontainerSource, digest: str) -> tuple[str, str]:
-    """(the drone's image, the CLI's image under it) for a workspace and a hash."""
+def image_tags(source: DevcontainerSource, digest: str, build_args: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(the drone's image, the CLI's image under it) for a workspace and a hash; the contract layer's
+    BUILD_ARGS (a service's programs) make a drone image of their own on the same CLI image."""
     slug = _SLUG.sub("-", source.workspace.name.lower()).strip("-")[:40].strip("-") or "workspace"
     repo = f"localhost/devbox-dc-{slug}"
-    return f"{repo}:{digest[:20]}", f"{repo}:{digest[:20]}-cli"
+    variant = "-" + hashlib.sha256(",".join(build_args).encode()).hexdigest()[:8] if build_args else ""
+    return f"{repo}:{digest[:20]}{variant}", f"{repo}:{digest[:20]}-cli"
 
 
 # --- the remote user ------------------------------------------------------------------------------
@@ -233,9 +239,11 @@ class CliBuilder:
         self.cli = cli
         self.runner = runner
 
-    def build(self, source: DevcontainerSource, progress: Progress, *, fresh: bool = False) -> BuiltImage:
+    def build(
+        self, source: DevcontainerSource, progress: Progress, *, fresh: bool = False, build_args: tuple[str, ...] = ()
+    ) -> BuiltImage:
         digest = config_hash(source)
-        tag, base = image_tags(source, digest)
+        tag, base = image_tags(source, digest, build_args)
         cached = self._cached(tag, digest)
         existed = cached is not None
         if cached is not None and not fresh:
@@ -248,7 +256,7 @@ class CliBuilder:
             self._cli_build(source, base, log, progress)
             metadata, image_user = self._inspect(base)
             account = self._account(base, metadata, image_user)
-            self._contract(base, tag, digest, account, log, progress, containers=source.containers)
+            self._contract(base, tag, digest, account, log, progress, build_args)
         except BaseException:  # a tag that was there stays: other drones from this config run it
             self._remove_quietly(*((base,) if existed else (tag, base)))
             raise
@@ -300,14 +308,20 @@ class CliBuilder:
         return find_account(out[out.index("passwd:") + 1 :], remote_user_name(metadata, image_user))
 
     def _contract(
-        self, base: str, tag: str, digest: str, account: Account, log: Path, progress: Progress, *, containers: bool
+        self,
+        base: str,
+        tag: str,
+        digest: str,
+        account: Account,
+        log: Path,
+        progress: Progress,
+        build_args: tuple[str, ...] = (),
     ) -> None:
         context = templates_dir() / "image"
         labels = {HASH_LABEL: digest, **{USER_LABELS[k]: str(v) for k, v in _account_fields(account).items()}}
         argv = [self.podman, "build", "--pull=never", "--build-arg", f"BASE={base}", "--tag", tag]
         argv += ["--build-arg", f"DEVBOX_USER={account.uid}:{account.gid}"]
-        if containers:  # Podman, docker and compose for --with containers (Containerfile.contract)
-            argv += ["--build-arg", "DEVBOX_CONTAINERS=1"]
+        argv += [word for arg in build_args for word in ("--build-arg", arg)]
         argv += [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
         # One commit at the end, not one per instruction: the tag is the cache, and each commit costs
         # about as much as a RUN step (README: Speed).

@@ -29,7 +29,6 @@ class DevcontainerSource:
     workspace: Path  # the --path directory, or the repository's checkout on this host
     config_file: Path  # the devcontainer.json, inside workspace
     context_dir: Path  # build.context resolved against the config file's directory, or that directory
-    containers: bool = False  # the contract layer adds Podman for --with containers (and compose drones)
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,11 @@ class BuiltImage:
 
 
 class ImageBuilder(Protocol):
-    def build(self, source: DevcontainerSource, progress: Progress, *, fresh: bool = False) -> BuiltImage:
-        """The drone image for SOURCE; cached by its hash unless FRESH (devbox rebuild --no-cache)."""
+    def build(
+        self, source: DevcontainerSource, progress: Progress, *, fresh: bool = False, build_args: tuple[str, ...] = ()
+    ) -> BuiltImage:
+        """The drone image for SOURCE; cached by its hash unless FRESH (devbox rebuild --no-cache).
+        BUILD_ARGS (NAME=1, drone/services.py's build_args) go to the contract layer's build."""
         ...
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from devbox.drone import mosh
+from devbox.drone import mosh, web
 from devbox.drone.egress import OPEN, parse_egress, read_egress
 from devbox.drone.extras import ContainerExtras
-from devbox.drone.services import CONTAINERS, validate_services
+from devbox.drone.services import CONTAINERS, WEB_SERVICES, validate_services
 from devbox.errors import DevboxError, invalid
 from devbox.names import LABEL_PREFIX, DroneNames, names_of
 from devbox.values import (
@@ -53,6 +53,7 @@ class DroneSpec:
     syncthing: bool = False
     services: tuple[str, ...] = ()  # --with NAME: drone/services.py (syncthing is its own field)
     mosh_ports: tuple[int, int] | None = None  # --with mosh: UDP ports published on 127.0.0.1 (drone/mosh.py)
+    web_ports: web.WebPorts = ()  # (web service, its host port on 127.0.0.1): drone/web.py
     env: tuple[tuple[str, str], ...] = field(default=())
     permissions: tuple[tuple[str, str], ...] = ()
     idle_stop: int | None = None  # seconds; None: the config's [cleanup] idle_stop
@@ -89,6 +90,7 @@ class DroneSpec:
         syncthing: bool = False,
         services: tuple[str, ...] | list[str] = (),
         mosh_ports: str | tuple[int, int] | None = None,
+        web_ports: str | web.WebPorts | None = None,
         env: dict[str, str] | None = None,
         permissions: dict[str, str] | None = None,
         idle_stop: str | None = None,
@@ -132,6 +134,7 @@ class DroneSpec:
             dotfiles_url = None if dotfiles_url is None else identity.validate_dotfiles_url(dotfiles_url)
             dotfiles_branch = None if dotfiles_branch is None else identity.validate_branch(dotfiles_branch)
             ssh_keys = [sshkeys.parse_public_key(key, "an SSH key") for key in ssh_keys]
+        checked_services = validate_services(services)
         env_items = tuple(sorted((validate_env_key(k), validate_env_value(k, v)) for k, v in (env or {}).items()))
         return cls(
             name=validate_name(name),
@@ -143,7 +146,8 @@ class DroneSpec:
             memory=None if memory is None else parse_memory(memory),
             ssh_port=None if ssh_port is None else parse_port(ssh_port),
             syncthing=syncthing,
-            services=validate_services(services),
+            services=checked_services,
+            web_ports=web.validate_ports(web_ports, checked_services) if web_ports else (),
             mosh_ports=None if mosh_ports is None else mosh.validate_ports(mosh_ports),
             env=env_items,
             permissions=tuple(sorted((permissions or {}).items())) if checked_repos else (),
@@ -181,6 +185,11 @@ class DroneSpec:
     def containers(self) -> bool:
         """--with containers: rootless Podman in the drone (the unit's extra settings, its store volume)."""
         return CONTAINERS in self.services
+
+    @property
+    def web_services(self) -> tuple[str, ...]:
+        """The web services it runs (drone/services.py): their ports, pasta's loopback option."""
+        return tuple(name for name in self.services if name in WEB_SERVICES)
 
     def labels(self) -> dict[str, str]:
         """Everything devbox reads back from the unit file later (the LABELS table)."""
@@ -294,6 +303,7 @@ LABELS: tuple[Label, ...] = (
     Label("with", "services", _names, _read_names, (), "services", _read_names),
     # Claimed like ssh-port: restore keeps the range unless another drone holds it (commands/backup.py).
     Label("mosh-ports", "mosh_ports", mosh.format_ports, mosh.parse_ports, None, "mosh_ports", mosh.parse_ports),
+    Label("web-ports", "web_ports", web.format_ports, web.parse_ports, (), "web_ports", web.parse_ports),
     Label("ssh-port", "ssh_port", _text, _read_optional_int, None, "ssh_port", _read_optional_int),
     # restore gives exactly these permissions (and drops the config's others): lifecycle.request_from_unit
     Label("permissions", "permissions", _permissions, lambda text: tuple(parse_permissions_label(text).items()), ()),

@@ -114,6 +114,7 @@ class Probe(Protocol):
     def forget_identity(self, volume: str) -> str: ...  # "" or why the drone's node/device/host keys stay
     def tailscale_registered(self, volume: str) -> bool: ...  # the init's marker is in the home volume
     def tmux_sessions(self, container: str, sample: float) -> str | None: ...  # sessions.sh's output; None: no look
+    def web_password(self, container: str, service: str) -> str | None: ...  # a web service's password; None: no look
 
 
 def count_ssh_sessions(proc_net_tcp: str, port: int = DRONE_SSH_PORT) -> int:
@@ -144,6 +145,12 @@ def parse_device_id(text: str) -> str | None:
     """A Syncthing device ID (eight groups of seven base32 characters) from a command's output."""
     found = _DEVICE_ID.search(text)
     return found.group(0) if found else None
+
+
+def parse_password(text: str) -> str | None:
+    """The one line of printable ASCII the init prints for a web service's password."""
+    line = text.strip()
+    return line if line and "\n" not in line and line.isascii() and line.isprintable() else None
 
 
 def parse_cpu_stat(text: str) -> int | None:
@@ -239,6 +246,14 @@ class PodmanProbe:
         if result is None or result.returncode != 0:
             return None
         return parse_device_id(result.stdout)
+
+    def web_password(self, container: str, service: str) -> str | None:
+        """The password the init made for web service SERVICE (templates/image/CONTRACT.md). It comes
+        back on the exec's output only: never an argument, never logged."""
+        result = self._run("exec", container, "devbox-drone-init", "web-password", service, timeout=20)
+        if result is None or result.returncode != 0:
+            return None
+        return parse_password(result.stdout)
 
     def ssh_host_key(self, container: str) -> str | None:
         """The init keeps the host key in the home volume (templates/image/CONTRACT.md)."""

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from devbox.context import HostFacts, KeyFacts
+from devbox.drone import web
 from devbox.drone.identity import GitIdentity
 from devbox.drone.spec import DroneSpec
 from devbox.names import DRONE_SSH_PORT, KEY_PROXY_ADDRESS, LABEL_PREFIX, names_of
@@ -165,6 +166,9 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
                 key_proxy_address=KEY_PROXY_ADDRESS,
                 fence_hooks_dir=f"{host.drones_dir}/{name}/hooks.d",
                 quadlet_keys=quadlet_keys(host.quadlet_version),
+                web_services=web.drone_ports(spec.web_services),  # (service, its port in the drone)
+                web_published=web_published(spec),
+                web_network=web.NETWORK if spec.web_services else None,
                 # The drone's home: the host user's (%h, keep-id), or a devcontainer image's remote user's
                 # (a plain path, checked by devcontainer/mapping.py: it needs no quoting and holds no %).
                 home=spec.extras.home if spec.extras and spec.extras.home else "%h",
@@ -181,6 +185,12 @@ def render_drone(spec: DroneSpec, host: HostFacts) -> list[RenderedFile]:
         *hooks_files(spec),
         *fence_files(spec, host),
     ]
+
+
+def web_published(spec: DroneSpec) -> list[tuple[int, int]]:
+    """(host port, drone port) of each web service with a host port."""
+    ports = dict(spec.web_ports)
+    return [(ports[name], port) for name, port in web.drone_ports(spec.web_services) if name in ports]
 
 
 def key_proxy_units(spec: DroneSpec, host: HostFacts, keys: list[KeyFacts]) -> list[RenderedFile]:

@@ -217,3 +217,46 @@ def nets(machine) -> Iterator[dict[str, str]]:
     """tests/e2e/testnets.py's networks: {"inet": address, "lan": address}, servers on PORTS in each."""
     with drone_test_networks(machine) as addresses:
         yield addresses
+
+
+# -- a real headless Chromium in the machine, driven from here (tests/e2e/browser.py) --------------------
+
+# Debian's chromium, installed by the fixture rather than machine.sh: the cached machine root stays the
+# one every other test uses. fonts-dejavu-core gives the screenshots a monospace font.
+CHROMIUM = (
+    "command -v chromium >/dev/null || { apt-get -q -o Acquire::Retries=3 update && DEBIAN_FRONTEND=noninteractive "
+    "apt-get -q -o Acquire::Retries=3 install -y --no-install-recommends chromium fonts-dejavu-core; }"
+)
+ARTIFACTS = Path(
+    os.environ.get("DEVBOX_E2E_ARTIFACTS")
+    or Path(os.environ.get("DEVBOX_E2E_STATE", "/var/tmp/devbox-e2e/run")) / "artifacts"
+)
+
+
+@pytest.fixture(scope="module")
+def chromium(machine) -> Iterator[Callable[[], object]]:
+    """Headless Chromium as user dev in the machine (a transient user unit, a fresh profile); gives a
+    function that connects to its page: a tests.e2e.browser.Browser. The machine shares this host's
+    network namespace (SANDBOX.md), so its DevTools port on 127.0.0.1 is reached from here."""
+    import urllib.request
+
+    from tests.e2e.browser import Browser, devtools_port, launch_argv
+    from tests.e2e.helpers import q
+
+    machine.root(CHROMIUM, timeout=900)
+    profile = "/home/dev/e2e-chromium"
+    machine.user(f"systemctl --user stop e2e-chromium 2>/dev/null; rm -rf {profile} && mkdir -p {profile}")
+    machine.user(f"systemd-run --user --unit=e2e-chromium --collect {q(*launch_argv(profile))}")
+    try:
+        port = machine.wait_until(
+            "Chromium's DevTools port",
+            lambda: devtools_port(machine.user(f"cat {profile}/DevToolsActivePort", check=False).stdout),
+            timeout=60,
+        )
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=10).close()
+        except OSError as exc:
+            pytest.skip(f"Chromium's DevTools port in the machine is not reachable from the test process: {exc}")
+        yield lambda: Browser.connect(port)
+    finally:
+        machine.user("systemctl --user stop e2e-chromium", check=False)

@@ -81,6 +81,16 @@ def cases() -> dict[str, DroneSpec]:
         "containers": DroneSpec.build(
             name="inner", repos=[], image="localhost/devbox-drone:latest", services=["containers"], **common
         ),
+        "web": DroneSpec.build(
+            name="webby",
+            repos=["acme/webby"],
+            image="localhost/devbox-drone:latest",
+            ssh_port="2203",
+            services=["web-terminal", "mosh"],
+            mosh_ports="60001-60004",
+            web_ports="web-terminal:7701",
+            **common,
+        ),
         "hostile-env": DroneSpec.build(
             name="x", repos=["acme/demo"], image="localhost/devbox-drone:latest", env=HOSTILE_ENV, **common
         ),

@@ -399,6 +399,7 @@ def test_status_json(world: World, capsys, monkeypatch) -> None:
         "syncthing": True,
         "with": [],
         "mosh_ports": None,
+        "web_ports": {},
         "syncthing_device_id": device_id,
         "workspace": None,
         "dotfiles": None,

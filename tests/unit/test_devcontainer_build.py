@@ -202,18 +202,21 @@ def test_a_first_build_runs_the_cli_then_the_contract_layer_and_reads_the_user(t
     assert "@devcontainers/cli 0.89.0" in log.read_text()
 
 
-def test_with_containers_the_contract_layer_adds_podman_and_the_image_is_another(tmp_path, workspace, tools, cli):
-    from dataclasses import replace
-
-    with_containers = replace(workspace, containers=True)
-    assert build.config_hash(with_containers) != build.config_hash(workspace)  # not the plain drone's image
-    built = builder(tmp_path, tools, cli).build(with_containers, lambda _: None)
+def test_a_service_s_build_argument_makes_an_image_of_its_own_on_the_same_cli_image(tmp_path, workspace, tools, cli):
+    plain = builder(tmp_path, tools, cli).build(workspace, lambda _: None)
+    tools.calls.clear()
+    with_web = builder(tmp_path, tools, cli).build(workspace, lambda _: None, build_args=("DEVBOX_WEB_TERMINAL=1",))
+    tag, base = build.image_tags(workspace, build.config_hash(workspace), ("DEVBOX_WEB_TERMINAL=1",))
+    assert with_web.tag == tag != plain.tag and with_web.config_hash == plain.config_hash  # not "changed"
+    assert base == build.image_tags(workspace, plain.config_hash)[1]
     [contract] = [c for c in tools.calls if c[:2] == ["podman", "build"]]
-    assert contract[9:11] == ["--build-arg", "DEVBOX_CONTAINERS=1"]
-    assert built.config_hash == build.config_hash(with_containers)
-    plain = [c for c in tools.calls if c[:2] == ["podman", "build"]]
-    builder(tmp_path, tools, cli).build(workspace, lambda _: None)
-    assert "DEVBOX_CONTAINERS=1" not in [c for c in tools.calls if c[:2] == ["podman", "build"]][len(plain)]
+    assert contract[7:11] == ["--build-arg", "DEVBOX_USER=1500:1501", "--build-arg", "DEVBOX_WEB_TERMINAL=1"]
+    tools.calls.clear()
+    assert (
+        builder(tmp_path, tools, cli).build(workspace, lambda _: None, build_args=("DEVBOX_WEB_TERMINAL=1",))
+        == with_web
+    )
+    assert tools.cli_calls() == []  # cached like any other
 
 
 def test_a_second_build_from_the_same_config_never_calls_the_cli(tmp_path, workspace, tools, cli):

@@ -297,7 +297,7 @@ def test_create_builds_the_main_service_with_containers_and_writes_the_inner_ser
     assert code == 0, err
     assert "--with containers" in out
     [source] = builder.built
-    assert source.containers and source.context_dir == root / ".devcontainer"
+    assert builder.build_args == [("DEVBOX_CONTAINERS=1",)] and source.context_dir == root / ".devcontainer"
     assert source.config_file.parent.parent == world.paths.compose_dir
     assert json.loads(source.config_file.read_text())["build"]["dockerfile"] == str(root / ".devcontainer/Dockerfile")
     unit = (world.paths.quadlet_dir / "drone-app.container").read_text()
@@ -381,4 +381,5 @@ def test_with_containers_a_plain_devcontainer_image_gets_podman_too(world, capsy
     code, _, err = devbox(capsys, "create", "--path", str(root), "--with", "containers")
     assert code == 0, err
     [source] = builder.built
-    assert source.containers and source.config_file == root / ".devcontainer/devcontainer.json"
+    assert builder.build_args == [("DEVBOX_CONTAINERS=1",)]
+    assert source.config_file == root / ".devcontainer/devcontainer.json"

@@ -40,11 +40,15 @@ class FakeBuilder:
     metadata: tuple[dict[str, object], ...] = ({"containerEnv": {"FROM_FEATURE": "1"}, "onCreateCommand": "f"},)
     built: list[DevcontainerSource] = field(default_factory=list)
     fresh: list[bool] = field(default_factory=list)
+    build_args: list[tuple[str, ...]] = field(default_factory=list)
     fail: str = ""
 
-    def build(self, source: DevcontainerSource, progress: object, *, fresh: bool = False) -> BuiltImage:
+    def build(
+        self, source: DevcontainerSource, progress: object, *, fresh: bool = False, build_args: tuple[str, ...] = ()
+    ) -> BuiltImage:
         self.built.append(source)
         self.fresh.append(fresh)
+        self.build_args.append(build_args)
         if self.fail:
             raise DevboxError(self.fail, ExitCode.IMAGE)
         return BuiltImage(TAG, self.metadata, "hash123", 1000, 1000, "vscode", "/home/vscode")
@@ -419,7 +423,7 @@ def test_a_remote_user_name_that_could_be_an_ssh_option_is_refused(world: World,
     hostile = _replace(
         builder.build(DevcontainerSource(Path("/"), Path("/x"), Path("/")), None), remote_user="-oProxyCommand=x"
     )
-    world.builder = type("Hostile", (), {"build": lambda self, source, progress, fresh=False: hostile})()
+    world.builder = type("Hostile", (), {"build": lambda self, source, progress, fresh=False, build_args=(): hostile})()
     code, _, err = devbox(capsys, "create", "--path", str(workspace(world)))
     assert code == ExitCode.INVALID_INPUT and "is not a plain user name" in err
     assert not (world.paths.quadlet_dir / "drone-app.container").exists()
@@ -469,7 +473,22 @@ def test_a_repo_drone_without_a_remote_user_keeps_the_host_users_home(
         ".devcontainer/devcontainer.json": '{"image": "x", "containerEnv": {"W": "${containerWorkspaceFolder}"}}'
     }
     world.builder = FakeBuilder()
-    world.builder.build = lambda source, progress, fresh=False: BuiltImage(TAG, (), "hash123")  # type: ignore[method-assign]
+    world.builder.build = lambda source, progress, fresh=False, build_args=(): BuiltImage(TAG, (), "hash123")  # type: ignore[method-assign]
     assert devbox(capsys, "create", "--repo", "acme/app")[0] == 0
     unit = (world.paths.quadlet_dir / "drone-acme-app.container").read_text()
     assert f"Environment=W={world.paths.home}/app\n" in unit
+
+
+def test_a_devcontainer_drone_with_the_web_terminal_asks_the_build_for_its_programs(
+    world: World, builder: FakeBuilder, capsys
+) -> None:
+    root = workspace(world)
+    assert devbox(capsys, "create", "--path", str(root), "--with", "web-terminal", "--with", "mosh")[0] == 0
+    assert builder.build_args == [("DEVBOX_WEB_TERMINAL=1",)]  # mosh is in every contract layer
+    unit = (world.paths.quadlet_dir / "drone-app.container").read_text()
+    assert "Environment=DEVBOX_WEB=web-terminal:7681\n" in unit and "PublishPort=127.0.0.1:7701:7681\n" in unit
+    root2 = world.paths.home / "code" / "other"
+    root2.mkdir(parents=True)
+    (root2 / ".devcontainer.json").write_text(CONFIG)
+    assert devbox(capsys, "create", "--path", str(root2))[0] == 0
+    assert builder.build_args[-1] == ()

@@ -583,3 +583,47 @@ def test_with_mosh_the_init_checks_for_mosh_server_and_says_so(drone):
     assert "mosh" not in drone.run("status").stdout
     proc.send_signal(signal.SIGTERM)
     assert exit_code(proc) == 143
+
+
+# --- web services (DEVBOX_WEB): each on 127.0.0.1:PORT behind a password made once ---
+
+
+def test_a_web_service_gets_its_port_and_a_password_file_never_its_password(drone):
+    drone.env |= {"DEVBOX_WITH": "mosh,web-terminal", "DEVBOX_WEB": "web-terminal:7681,code-server:8080,bad item"}
+    proc = drone.start()
+    drone.ready(proc, "sshd")
+    assert "this image has no devbox-web-terminal: not started (SSH works)" in drone.output()
+    assert "web-terminal=missing" in drone.run("status").stdout.splitlines()
+    assert "DEVBOX_WEB: ignoring 'bad item'" in drone.output()
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 143
+
+    standin = drone.bin / "devbox-web-terminal"
+    standin.write_text(RECORD + DAEMON)
+    standin.chmod(0o755)
+    proc = drone.start()
+    drone.ready(proc, "sshd")
+    wait_for(lambda: drone.calls("devbox-web-terminal"), what="devbox-web-terminal to start")
+    password_file = drone.state / "web" / "web-terminal.password"
+    password = password_file.read_text()
+    assert len(password) == 24 and password.isalnum() and password_file.stat().st_mode & 0o777 == 0o600
+    (call,) = drone.calls("devbox-web-terminal")
+    assert call.argv == ["7681", str(password_file)]  # code-server is not in DEVBOX_WITH: not started
+    assert "web-terminal (127.0.0.1:7681)" in drone.output()[drone.offset :]
+    assert "web-terminal=running port=7681" in drone.run("status").stdout.splitlines()
+    shown = drone.run("web-password", "web-terminal")
+    assert (shown.returncode, shown.stdout) == (0, password + "\n")
+    for bad in ("code-server", "../web/web-terminal", ""):
+        assert drone.run("web-password", bad).returncode == 1
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 143
+
+    proc = drone.start()  # a restart keeps the password
+    drone.ready(proc, "sshd")
+    wait_for(lambda: len(drone.calls("devbox-web-terminal")) == 2, what="the second start")
+    assert password_file.read_text() == password
+    for call in drone.calls():
+        assert not any(password in a for a in call.argv) and not any(password in v for v in call.env.values())
+    assert password not in drone.output()
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 143

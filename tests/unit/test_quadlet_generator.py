@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from devbox.drone.services import SERVICES
 from devbox.drone.spec import DroneSpec
 from devbox.units.render import HostFacts, render_drone
 from devbox.units.unitfile import parse_sections, split_words, values
@@ -153,6 +154,8 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
     devbox_env = {"DEVBOX_DRONE": spec.name, "DEVBOX_SYNCTHING": "1" if spec.syncthing else "0"}
     if spec.services:
         devbox_env |= {"DEVBOX_WITH": ",".join(spec.services)}
+    if spec.web_services:  # each web service with its port in the drone (drone/services.py)
+        devbox_env |= {"DEVBOX_WEB": ",".join(f"{n}:{SERVICES[n].web.port}" for n in spec.web_services)}  # type: ignore[union-attr]
     if spec.repos:
         devbox_env |= {"DEVBOX_REPOS": ",".join(spec.repos), "DEVBOX_GIT_URL": HOST.git_url}
     if spec.dotfiles_url:
@@ -179,9 +182,13 @@ def test_podman_run_arguments(generator: Generator, tmp_path: Path, case: str) -
     assert option_values(argv, "--memory") == ([] if spec.memory is None else [spec.memory])
     expected_publish = [f"127.0.0.1:{host}:{port}" for host, port in spec.ports]
     expected_publish += [] if spec.ssh_port is None else [f"127.0.0.1:{spec.ssh_port}:2222"]
+    for service, host in spec.web_ports:  # each web service's port on this server, to its port in the drone
+        expected_publish.append(f"127.0.0.1:{host}:{SERVICES[service].web.port}")  # type: ignore[union-attr]
     if spec.mosh_ports:  # the same UDP range on both sides: mosh-server names the port it took
         expected_publish.append("127.0.0.1:{0}-{1}:{0}-{1}/udp".format(*spec.mosh_ports))
     assert option_values(argv, "--publish") == expected_publish
+    # Only with web services: a published port reaches the drone's loopback, where they listen.
+    assert option_values(argv, "--network") == (["pasta:--host-lo-to-ns-lo"] if spec.web_services else [])
 
 
 def test_a_registered_drone_without_the_key_drop_in_mounts_no_secret(generator: Generator, tmp_path: Path) -> None:

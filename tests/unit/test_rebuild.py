@@ -29,7 +29,9 @@ class HashingBuilder:
     fresh: list[bool] = field(default_factory=list)
     fail: str = ""
 
-    def build(self, source: DevcontainerSource, progress: object, *, fresh: bool = False) -> BuiltImage:
+    def build(
+        self, source: DevcontainerSource, progress: object, *, fresh: bool = False, build_args: tuple[str, ...] = ()
+    ) -> BuiltImage:
         self.fresh.append(fresh)
         if self.fail:
             raise DevboxError(self.fail, ExitCode.IMAGE)
