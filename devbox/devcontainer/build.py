@@ -49,7 +49,14 @@ USER_LABELS = {  # BuiltImage field -> label of the final image
     "remote_gid": LABEL_PREFIX + "remote-gid",
     "remote_home": LABEL_PREFIX + "remote-home",
 }
-CONTRACT_FILES = ("Containerfile.contract", "devbox-drone-init", "devbox-drone.sh", "CONTRACT.md")
+CONTRACT_FILES = (
+    "Containerfile.contract",
+    "devbox-drone-init",
+    "devbox-drone.sh",
+    "CONTRACT.md",
+    "devbox-install-code-server",
+    "devbox-code-server",
+)
 CONTRACT_PACKAGES = "openssh-server, git, curl, ca-certificates, sudo, procps and jq"
 SKIP_DIRS = frozenset({".git"})
 # A constant script (nothing from the repository): what the built image is, and its users.
