@@ -945,6 +945,9 @@ def image_build(
     tailscale: str = typer.Option(
         "auto", "--tailscale", help="auto: install when pkgs.tailscale.com answers; required: fail without; skip."
     ),
+    code_server: str = typer.Option(
+        "auto", "--code-server", help="auto: install when the npm registry answers; required: fail without; skip."
+    ),
     pull: bool = typer.Option(
         None, "--pull/--no-pull", help="Pull the base image always / never (default: when missing)."
     ),
@@ -953,14 +956,15 @@ def image_build(
     from devbox.commands import image
 
     display = image.StepDisplay()
-    request = image.BuildRequest(tag=tag or image.DEFAULT_TAG, base=base, tailscale=tailscale, pull=pull)
+    request = image.BuildRequest(
+        tag=tag or image.DEFAULT_TAG, base=base, tailscale=tailscale, code_server=code_server, pull=pull
+    )
     try:
         result = image.build(request, display, tail_on_error=display.tty)
     finally:
         display.clear()
     print(result.summary(), flush=True)
-    warning = result.warning()
-    if warning:
+    for warning in result.warnings():
         _err(f"devbox: {warning}")
 
 

@@ -22,7 +22,7 @@ from devbox.host.process import Runner, last_error, run_process
 from devbox.values import rough_duration
 
 DEFAULT_TAG = "localhost/devbox-drone:latest"  # devbox.config.DEFAULT_IMAGE
-TAILSCALE_MODES = ("auto", "required", "skip")
+INSTALL_MODES = ("auto", "required", "skip")  # --tailscale and --code-server: the Containerfile's build args
 IMAGE_INFO = "/usr/share/devbox/image-info"  # key=value lines the Containerfile writes
 MARK = "devbox-image:"  # the Containerfile's own lines (the Tailscale warning) start with this
 
@@ -41,6 +41,7 @@ class BuildRequest:
     tag: str = DEFAULT_TAG
     base: str | None = None  # the Containerfile's default: docker.io/library/debian:trixie-slim
     tailscale: str = "auto"
+    code_server: str = "auto"
     pull: bool | None = None  # True: --pull=always, False: --pull=never, None: --pull=missing
     podman: str = "podman"
 
@@ -57,24 +58,38 @@ class BuildResult:
         """installed, missing, skipped, or unknown (an image-info without the line)."""
         return self.info.get("tailscale", "unknown")
 
+    @property
+    def code_server(self) -> str:
+        """installed, missing, skipped, or unknown (an image built before code-server was in it)."""
+        return self.info.get("code-server", "unknown")
+
     def summary(self) -> str:
         took = rough_duration(self.seconds)
-        return f"built {self.tag} (image {self.image_id[:12]}, {took}; tailscale: {self.tailscale})"
-
-    def warning(self) -> str | None:
-        if self.tailscale == "installed":
-            return None
-        why = "--tailscale skip" if self.tailscale == "skipped" else "pkgs.tailscale.com was not reachable"
         return (
-            f"warning: {self.tag} has no tailscale ({why}): its drones are reachable on their local SSH port only; "
-            "build where pkgs.tailscale.com answers, with --tailscale required, to be sure"
+            f"built {self.tag} (image {self.image_id[:12]}, {took}; "
+            f"code-server: {self.code_server}; tailscale: {self.tailscale})"
         )
+
+    def warnings(self) -> list[str]:
+        found = []
+        if self.code_server == "missing":
+            found.append(
+                f"warning: {self.tag} has no code-server (the build's devbox-image line says why): "
+                "--with code-server does not work in its drones; build with --code-server required to be sure"
+            )
+        if self.tailscale != "installed":
+            why = "--tailscale skip" if self.tailscale == "skipped" else "pkgs.tailscale.com was not reachable"
+            found.append(
+                f"warning: {self.tag} has no tailscale ({why}): its drones are reachable on their local SSH port "
+                "only; build where pkgs.tailscale.com answers, with --tailscale required, to be sure"
+            )
+        return found
 
 
 def build_argv(request: BuildRequest, context: Path, iidfile: str) -> list[str]:
     pull = {True: "always", False: "never", None: "missing"}[request.pull]
     argv = [request.podman, "build", f"--pull={pull}", "--tag", request.tag, "--iidfile", iidfile]
-    argv += ["--build-arg", f"TAILSCALE={request.tailscale}"]
+    argv += ["--build-arg", f"TAILSCALE={request.tailscale}", "--build-arg", f"CODE_SERVER={request.code_server}"]
     if request.base:
         argv += ["--build-arg", f"BASE={request.base}"]
     return [*argv, str(context)]
@@ -98,10 +113,9 @@ def build(
     validate_image(request.tag)
     if request.base:
         validate_image(request.base)
-    if request.tailscale not in TAILSCALE_MODES:
-        raise DevboxError(
-            f"invalid --tailscale {request.tailscale!r}: use {', '.join(TAILSCALE_MODES)}", ExitCode.INVALID_INPUT
-        )
+    for option, value in (("--tailscale", request.tailscale), ("--code-server", request.code_server)):
+        if value not in INSTALL_MODES:
+            raise DevboxError(f"invalid {option} {value!r}: use {', '.join(INSTALL_MODES)}", ExitCode.INVALID_INPUT)
     context = context_dir()
     tail: deque[str] = deque(maxlen=15)
 

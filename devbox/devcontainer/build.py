@@ -55,6 +55,8 @@ CONTRACT_FILES = (
     "devbox-drone.sh",
     "CONTRACT.md",
     "devbox-web-terminal",
+    "devbox-install-code-server",
+    "devbox-code-server",
 )
 CONTRACT_PACKAGES = "openssh-server, git, curl, ca-certificates, sudo, procps and jq"
 SKIP_DIRS = frozenset({".git"})

@@ -24,6 +24,7 @@ SYNCTHING = "syncthing"  # kept as its own field and label (DroneSpec.syncthing)
 MOSH = "mosh"  # mosh-server, started over SSH by the client (no daemon); UDP ports in drone/mosh.py
 CONTAINERS = "containers"  # rootless Podman in the drone (DroneSpec.containers; README "Containers in a drone")
 WEB_TERMINAL = "web-terminal"  # a shell in the browser (templates/image/devbox-web-terminal)
+CODE_SERVER = "code-server"  # VS Code in the browser (templates/image/devbox-code-server)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ SERVICES: dict[str, Service] = {
             "a terminal in the browser, in a tmux session: devbox open NAME terminal",
             Web(7681, "terminal"),
             "DEVBOX_WEB_TERMINAL",
+        ),
+        Service(
+            CODE_SERVER,
+            "VS Code in the browser (code-server 4.100.3) on the drone's workspace: devbox open NAME code",
+            Web(8080, "code"),
+            "DEVBOX_CODE_SERVER",
         ),
     )
 }

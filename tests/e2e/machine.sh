@@ -19,7 +19,9 @@
 # guest's host name: devbox-e2e, or devbox-e2e-<cksum of the state dir> for
 # another state dir), DEVBOX_E2E_BOOT_TIMEOUT (s, 180),
 # DEVBOX_E2E_KEEP_ON_FAILURE=1 (leave a machine whose `up` failed running, for
-# a look inside), PYTHON (host Python >= 3.11 that builds the wheel).
+# a look inside), PYTHON (host Python >= 3.11 that builds the wheel),
+# DEVBOX_E2E_HOST_CA=0 (do not hand this host's extra certificate authorities
+# to the guest; see host_cas below).
 # Logs: $STATE/up.log (every step's output), $STATE/nspawn.log.
 set -euo pipefail
 
@@ -47,6 +49,12 @@ G_DEVCONTAINER_CLI=/opt/devcontainer-cli
 # manylinux_2_32 only.
 PLATFORMS=(manylinux2014_x86_64)
 for ((_i = 17; _i <= 41; _i++)); do PLATFORMS+=("manylinux_2_${_i}_x86_64"); done
+
+# This host's own certificate authorities (a TLS-intercepting egress proxy, as on a corporate network):
+# the guest and the drones' base image trust them too, so TLS from the guest and from image builds in
+# it (npm in the default image's code-server step, pip) works where the host's does. Test machine only.
+HOST_CA_DIR=/usr/local/share/ca-certificates
+G_HOST_CA_DIR=/usr/local/share/ca-certificates/devbox-e2e-host
 
 DEV=dev
 DEV_UID=1000
@@ -282,6 +290,7 @@ build_machine_root() {
 build_base_tar() {
   debootstrap_into "$1/root" "$BASE_PKGS"
   trim_tree "$1/root"
+  trust_host_cas "$1/root"
   # Podman provides hostname and resolv.conf; drones must not share host keys.
   rm -rf "$1"/root/etc/hostname "$1"/root/etc/resolv.conf "$1"/root/etc/ssh/ssh_host_* \
     "$1"/root/dev/* "$1"/root/run/* "$1"/root/tmp/* "$1"/root/debootstrap
@@ -289,10 +298,35 @@ build_base_tar() {
   rm -rf "$1/root"
 }
 
+# host_cas: HOST_CAS, this host's extra CA files (*.crt under HOST_CA_DIR, as update-ca-certificates
+# reads them; none with DEVBOX_E2E_HOST_CA=0), and HOST_CA_KEY, a hash of their contents.
+host_cas() {
+  HOST_CAS=()
+  if [[ ${DEVBOX_E2E_HOST_CA:-1} != 0 && -d $HOST_CA_DIR ]]; then
+    mapfile -t HOST_CAS < <(find "$HOST_CA_DIR" -name '*.crt' -type f | LC_ALL=C sort)
+  fi
+  HOST_CA_KEY=none
+  ((${#HOST_CAS[@]} == 0)) || HOST_CA_KEY=$(cat "${HOST_CAS[@]}" | sha256sum | cut -c1-16)
+}
+
+# trust_host_cas ROOT: add HOST_CAS to the root file system's CA store (its ca-certificates).
+trust_host_cas() {
+  local r=$1 i=0 f
+  ((${#HOST_CAS[@]})) || return 0
+  mkdir -p "$r$G_HOST_CA_DIR"
+  for f in "${HOST_CAS[@]}"; do
+    i=$((i + 1))
+    cp "$f" "$r$G_HOST_CA_DIR/$i-${f##*/}"
+  done
+  chmod -R a+rX "$r$G_HOST_CA_DIR"
+  run_logged "$UP_LOG" chroot "$r" update-ca-certificates || die "update-ca-certificates in $r failed"
+}
+
 # cache_names: the names of the root file system and image store entries.
 cache_names() {
+  host_cas
   MACHINE_CACHE=machine-$(key_of "$RECIPE" "$SUITE" minbase "$MACHINE_PKGS")
-  BASE_CACHE=base-$(key_of "$RECIPE" "$SUITE" minbase "$BASE_PKGS")
+  BASE_CACHE=base-$(key_of "$RECIPE" "$SUITE" minbase "$BASE_PKGS" "$HOST_CA_KEY")
   local image_hash
   image_hash=$(cd "$SCRIPT_DIR/image" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum)
   IMAGES_CACHE=images-$(key_of "$RECIPE" "$MACHINE_CACHE" "$BASE_CACHE" "$image_hash")
@@ -389,6 +423,10 @@ prepare_root() {
   log "copying the machine root to $ROOT"
   cp -a --reflink=auto "$CACHE/$MACHINE_CACHE/root" "$ROOT"
   echo "$MACHINE" >"$ROOT/etc/hostname"
+  if ((${#HOST_CAS[@]})); then
+    log "the guest trusts this host's certificate authorities: ${HOST_CAS[*]##*/} (DEVBOX_E2E_HOST_CA=0: not)"
+    trust_host_cas "$ROOT"
+  fi
   printf 'z /dev/net/tun 0666 root root -\n' >"$ROOT/etc/tmpfiles.d/devbox-e2e-tun.conf"
   # Boot status lines ("[FAILED] Failed to start ...") into the nspawn log.
   mkdir -p "$ROOT/etc/systemd/system.conf.d"

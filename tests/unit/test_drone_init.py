@@ -599,8 +599,17 @@ def test_a_web_service_gets_its_port_and_a_password_file_never_its_password(dron
     assert exit_code(proc) == 143
 
     standin = drone.bin / "devbox-web-terminal"
-    standin.write_text(RECORD + DAEMON)
+    standin.write_text('#!/bin/bash\n[ "$1" = --check ] && { echo "no xterm.js here" >&2; exit 1; }\nexit 3\n')
     standin.chmod(0o755)
+    proc = drone.start()  # a service that cannot run here is not started: the drone runs on without it
+    drone.ready(proc, "sshd")
+    assert "web-terminal cannot run in this image: no xterm.js here: not started (SSH works)" in drone.output()
+    assert "web-terminal=missing" in drone.run("status").stdout.splitlines()
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc) == 143
+
+    standin.write_text(RECORD.replace("#!/bin/bash\n", '#!/bin/bash\n[ "$1" = --check ] && exit 0\n') + DAEMON)
     proc = drone.start()
     drone.ready(proc, "sshd")
     wait_for(lambda: drone.calls("devbox-web-terminal"), what="devbox-web-terminal to start")

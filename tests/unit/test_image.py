@@ -20,7 +20,9 @@ IMAGE_ID = "sha256:" + "ab12cd34" * 8
 class FakePodman:
     """Answers `podman build`, `podman run ... cat image-info` and `podman load` like Podman 5 does."""
 
-    def __init__(self, info: str = "tailscale=missing\nbase=Debian GNU/Linux 13 (trixie)\n") -> None:
+    def __init__(
+        self, info: str = "code-server=installed\ntailscale=missing\nbase=Debian GNU/Linux 13 (trixie)\n"
+    ) -> None:
         self.calls: list[list[str]] = []
         self.info = info
         self.build_status = 0
@@ -69,7 +71,13 @@ def test_the_default_tag_is_the_configs_default_image() -> None:
 
 def test_the_build_context_is_packaged() -> None:
     context = image.context_dir()
-    assert {p.name for p in context.iterdir()} >= {"Containerfile", "devbox-drone-init", "CONTRACT.md"}
+    assert {p.name for p in context.iterdir()} >= {
+        "Containerfile",
+        "devbox-drone-init",
+        "CONTRACT.md",
+        "devbox-install-code-server",
+        "devbox-code-server",
+    }
     assert context == ROOT / "templates" / "image"
 
 
@@ -92,6 +100,8 @@ def test_build_argv_and_result(podman: FakePodman) -> None:
         "--build-arg",
         "TAILSCALE=auto",
         "--build-arg",
+        "CODE_SERVER=auto",
+        "--build-arg",
         "BASE=localhost/devbox-base:trixie",
         str(ROOT / "templates" / "image"),
     ]
@@ -108,37 +118,56 @@ def test_build_argv_and_result(podman: FakePodman) -> None:
         "/usr/share/devbox/image-info",
     ]
     assert lines == podman.build_lines  # every line reaches the display
-    assert result.info == {"tailscale": "missing", "base": "Debian GNU/Linux 13 (trixie)"}
-    assert result.summary() == "built localhost/devbox-drone:latest (image ab12cd34ab12, 1m23s; tailscale: missing)"
-    assert "has no tailscale (pkgs.tailscale.com was not reachable)" in result.warning()
+    assert result.info == {"code-server": "installed", "tailscale": "missing", "base": "Debian GNU/Linux 13 (trixie)"}
+    assert result.summary() == (
+        "built localhost/devbox-drone:latest (image ab12cd34ab12, 1m23s; code-server: installed; tailscale: missing)"
+    )
+    [warning] = result.warnings()
+    assert "has no tailscale (pkgs.tailscale.com was not reachable)" in warning
 
 
 @pytest.mark.parametrize(
-    ("pull", "tailscale", "expected"),
+    ("pull", "tailscale", "code_server", "expected"),
     [
-        (True, "required", ["--pull=always", "TAILSCALE=required"]),
-        (False, "skip", ["--pull=never", "TAILSCALE=skip"]),
+        (True, "required", "auto", ["--pull=always", "TAILSCALE=required", "CODE_SERVER=auto"]),
+        (False, "skip", "required", ["--pull=never", "TAILSCALE=skip", "CODE_SERVER=required"]),
+        (None, "auto", "skip", ["--pull=missing", "TAILSCALE=auto", "CODE_SERVER=skip"]),
     ],
 )
-def test_pull_and_tailscale_options(podman: FakePodman, pull, tailscale, expected) -> None:
-    image.build(image.BuildRequest(tag="localhost/mine:1", pull=pull, tailscale=tailscale), lambda _: None)
+def test_pull_tailscale_and_code_server_options(podman: FakePodman, pull, tailscale, code_server, expected) -> None:
+    request = image.BuildRequest(tag="localhost/mine:1", pull=pull, tailscale=tailscale, code_server=code_server)
+    image.build(request, lambda _: None)
     build = podman.calls[0]
     assert set(expected) <= set(build) and "localhost/mine:1" in build
     assert not any(a.startswith("BASE=") for a in build)  # the Containerfile's own default base
 
 
-def test_an_image_with_tailscale_has_no_warning(podman: FakePodman) -> None:
-    podman.info = "tailscale=installed\n"
+def test_an_image_with_tailscale_and_code_server_has_no_warning(podman: FakePodman) -> None:
+    podman.info = "tailscale=installed\ncode-server=installed\n"
     result = image.build(image.BuildRequest(), lambda _: None)
-    assert result.tailscale == "installed" and result.warning() is None
-    podman.info = "tailscale=skipped\n"
-    assert "(--tailscale skip)" in image.build(image.BuildRequest(), lambda _: None).warning()
+    assert result.tailscale == "installed" and result.warnings() == []
+    podman.info = "tailscale=skipped\ncode-server=skipped\n"
+    [warning] = image.build(image.BuildRequest(), lambda _: None).warnings()
+    assert "(--tailscale skip)" in warning  # a skipped code-server is what was asked for: no warning
+
+
+def test_an_image_without_code_server_warns(podman: FakePodman) -> None:
+    podman.info = "tailscale=installed\ncode-server=missing\n"
+    result = image.build(image.BuildRequest(), lambda _: None)
+    assert result.code_server == "missing"
+    assert result.warnings() == [
+        "warning: localhost/devbox-drone:latest has no code-server (the build's devbox-image line says why): "
+        "--with code-server does not work in its drones; build with --code-server required to be sure"
+    ]
+    podman.info = "tailscale=installed\n"  # an image from before code-server
+    assert image.build(image.BuildRequest(), lambda _: None).code_server == "unknown"
 
 
 @pytest.mark.parametrize(
     ("request_", "code", "message"),
     [
         (image.BuildRequest(tailscale="maybe"), ExitCode.INVALID_INPUT, "invalid --tailscale 'maybe'"),
+        (image.BuildRequest(code_server="yes"), ExitCode.INVALID_INPUT, "invalid --code-server 'yes'"),
         (image.BuildRequest(tag="Not A Tag"), ExitCode.INVALID_INPUT, "invalid image reference"),
         (image.BuildRequest(base="bad//base"), ExitCode.INVALID_INPUT, "invalid image reference"),
     ],
@@ -218,13 +247,15 @@ def test_step_display_on_a_terminal_and_piped() -> None:
 
 
 def test_cli_image_build(podman: FakePodman, capsys) -> None:
-    code, out, err = devbox(capsys, "image", "build", "--base", "localhost/devbox-base:trixie", "--no-pull")
+    code, out, err = devbox(
+        capsys, "image", "build", "--base", "localhost/devbox-base:trixie", "--no-pull", "--code-server", "required"
+    )
     assert code == 0
     assert out.startswith("built localhost/devbox-drone:latest (image ab12cd34ab12, ")
-    assert out.endswith("; tailscale: missing)\n")
+    assert out.endswith("; code-server: installed; tailscale: missing)\n")
     assert err.splitlines()[: len(podman.build_lines)] == podman.build_lines  # piped: plain lines
     assert err.splitlines()[-1].startswith("devbox: warning: localhost/devbox-drone:latest has no tailscale")
-    assert "--pull=never" in podman.calls[0]
+    assert "--pull=never" in podman.calls[0] and "CODE_SERVER=required" in podman.calls[0]
 
 
 def test_cli_image_build_failure(podman: FakePodman, capsys) -> None:

@@ -20,7 +20,7 @@ def test_with_syncthing_is_the_older_flag(world: World, capsys) -> None:
 def test_an_unknown_service_is_one_line_and_nothing_is_written(world: World, capsys) -> None:
     code, _, err = devbox(capsys, "create", "a", "--with", "vnc")
     assert code == ExitCode.INVALID_INPUT
-    assert err.strip() == "devbox: unknown service 'vnc' for --with: known are containers, mosh, syncthing, web-terminal"
+    assert err.strip() == "devbox: unknown service 'vnc' for --with: known are code-server, containers, mosh, syncthing, web-terminal"
     assert not (world.paths.quadlet_dir / "drone-a.container").exists()
     code, _, err = devbox(capsys, "create", "a", "--with", "x\u2028y")
     assert code == ExitCode.INVALID_INPUT and "\u2028" not in err and "invisible" in err

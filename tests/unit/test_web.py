@@ -141,6 +141,20 @@ def test_open_prints_the_url_and_the_password_only_when_asked(world: World, caps
     assert all(PASSWORD not in text for text in world.probe.calls)
 
 
+def test_code_server_and_the_web_terminal_side_by_side(world: World, capsys) -> None:
+    code, _, err = devbox(capsys, "create", "a", "--with", "web-terminal", "--with", "code-server")
+    assert code == 0, err
+    unit = (world.paths.quadlet_dir / "drone-a.container").read_text()
+    assert "Environment=DEVBOX_WEB=code-server:8080,web-terminal:7681\n" in unit
+    assert "PublishPort=127.0.0.1:7701:8080\n" in unit and "PublishPort=127.0.0.1:7702:7681\n" in unit
+    world.probe.passwords[("drone-a", "code-server")] = PASSWORD
+    data = json.loads(devbox(capsys, "open", "a", "code", "--json", "--password")[1])
+    assert (data["service"], data["url"], data["password"]) == ("code-server", "http://127.0.0.1:7701/", PASSWORD)
+    assert json.loads(devbox(capsys, "open", "a", "terminal", "--json")[1])["url"] == "http://127.0.0.1:7702/"
+    status = json.loads(devbox(capsys, "status", "a", "--json")[1])
+    assert status["with"] == ["code-server", "web-terminal"]
+
+
 def test_open_on_a_tailnet_gives_the_tailnet_url_too(world: World, capsys) -> None:
     world.paths.config_file.parent.mkdir(parents=True, exist_ok=True)
     world.paths.config_file.write_text('[tailscale]\nauth_key = "env:TS_KEY"\ntailnet = "tail1234.ts.net"\n')
@@ -159,7 +173,7 @@ def test_open_refuses_what_the_drone_has_not(world: World, capsys) -> None:
     code, _, err = devbox(capsys, "open", "plain", "terminal")
     assert code == ExitCode.CONFLICT and "was not made --with web-terminal" in err
     code, _, err = devbox(capsys, "open", "plain", "desktop")
-    assert code == ExitCode.INVALID_INPUT and "a PORT or one of: terminal" in err
+    assert code == ExitCode.INVALID_INPUT and "a PORT or one of: code, terminal" in err
     assert devbox(capsys, "create", "a", "--with", "web-terminal")[0] == 0
     code, _, err = devbox(capsys, "open", "a", "terminal", "--password")  # the drone cannot tell: not running
     assert code == ExitCode.PODMAN and "cannot read the web-terminal password from drone a" in err
