@@ -47,6 +47,13 @@ def q(*words: str) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+# curl's headers for a websocket upgrade: a web service answers 101, or refuses it (401, 403).
+WEBSOCKET_UPGRADE = (
+    "-H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' "
+    "-H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='"
+)
+
+
 class Devbox:
     """devbox inside the machine as user dev, with one systemd backend."""
 
@@ -64,6 +71,10 @@ class Devbox:
 
     def sh(self, command: str, check: bool = True, timeout: float = 120):
         return self.machine.user(command, check=check, timeout=timeout)
+
+    def in_drone(self, drone: str, command: str, check: bool = True, timeout: float = 60):
+        """COMMAND run by bash in drone DRONE as its user (`podman exec`), no terminal, no input."""
+        return self.sh(f"podman exec drone-{drone} bash -c {shlex.quote(command)} </dev/null", check, timeout)
 
     def unit_property(self, unit: str, prop: str) -> str:
         return self.sh(f"systemctl --user show -p {prop} --value {q(unit)}").stdout.strip()

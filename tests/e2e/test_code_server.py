@@ -12,26 +12,22 @@ screenshot is kept in ARTIFACTS.
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Iterator
 
 import pytest
 
 from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.helpers import WEBSOCKET_UPGRADE as UPGRADE
 from tests.e2e.helpers import Devbox, secret_places, wait_for, write_config
 
 DRONE_IMAGE = "localhost/devbox-drone:latest"
 DRONE = "code"
 WORKSPACE = "/home/dev/project"
 STATE = "/home/dev/.local/state/devbox-drone"
-UPGRADE = (
-    "-H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' "
-    "-H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='"
-)
 
 
 def in_drone(box: Devbox, command: str, check: bool = True):
-    return box.sh(f"podman exec drone-{DRONE} bash -c {shlex.quote(command)} </dev/null", check=check, timeout=60)
+    return box.in_drone(DRONE, command, check)
 
 
 def answer(box: Devbox, url: str, *options: str) -> str:

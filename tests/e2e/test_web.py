@@ -10,12 +10,12 @@ command into the terminal and reads its output. The screenshot is kept in ARTIFA
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Iterator
 
 import pytest
 
 from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.helpers import WEBSOCKET_UPGRADE as UPGRADE
 from tests.e2e.helpers import Devbox, secret_places, wait_for, write_config
 
 DRONE_IMAGE = "localhost/devbox-drone:latest"
@@ -25,14 +25,10 @@ SCREEN = (  # what xterm.js shows, its whole buffer as text
     " for (let i = 0; i < b.length; i++) lines.push(b.getLine(i).translateToString(true));"
     " return lines.join('\\n'); })()"
 )
-UPGRADE = (
-    "-H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' "
-    "-H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='"
-)
 
 
 def in_drone(box: Devbox, command: str, check: bool = True):
-    return box.sh(f"podman exec drone-{DRONE} bash -c {shlex.quote(command)} </dev/null", check=check, timeout=60)
+    return box.in_drone(DRONE, command, check)
 
 
 def status_code(box: Devbox, url: str, *options: str) -> str:
