@@ -86,9 +86,9 @@ def cases() -> dict[str, DroneSpec]:
             repos=["acme/webby"],
             image="localhost/devbox-drone:latest",
             ssh_port="2203",
-            services=["web-terminal", "mosh"],
+            services=["web-terminal", "code-server", "mosh"],
             mosh_ports="60001-60004",
-            web_ports="web-terminal:7701",
+            web_ports="web-terminal:7701,code-server:7702",
             **common,
         ),
         "hostile-env": DroneSpec.build(
