@@ -48,7 +48,7 @@ def test_a_broker_in_its_start_limit_is_reported_and_the_printed_reset_works(box
     text = box.run("status", "limit").stdout
     assert "start limit hit" in text and broker["reset"][0] in text
     doctor = box.run("doctor", check=False)
-    assert doctor.returncode != 0 and "FAIL  credential brokers: drone limit: start limit hit" in doctor.stdout
+    assert doctor.returncode != 0 and "FAIL  credential brokers: drone limit's broker: start limit hit" in doctor.stdout
     # The reset, run as printed: the socket listens again and the next request starts the broker.
     for command in broker["reset"]:
         box.sh(command)
